@@ -1,0 +1,166 @@
+"""The `observe` command line."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+
+from observe.errors import ObserveError
+
+app = typer.Typer(
+    help="Observability and drift monitoring for Mixture-of-Experts language models.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def explains_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Shows an ObserveError as one line and exit status 2, instead of a traceback."""
+
+    @functools.wraps(command)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except ObserveError as exc:
+            errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from exc
+
+    return run
+
+
+@app.command()
+@explains_errors
+def train(
+    out: Annotated[Path, typer.Option(help="Directory for the checkpoint.")],
+    config: Annotated[str, typer.Option(help="Model size: tiny, small or bench.")] = "small",
+    domain: Annotated[
+        str | None, typer.Option(help="Built-in corpus: medical, finance, legal or general.")
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Your own text: .txt (a document per line) or .jsonl (a 'text' field)."),
+    ] = None,
+    steps: Annotated[
+        int, typer.Option(help="Optimizer steps in all, a resumed run's included.")
+    ] = 200,
+    batch_size: Annotated[int, typer.Option(help="Sequences per micro-batch.")] = 8,
+    seq_len: Annotated[int, typer.Option(help="Tokens per sequence.")] = 128,
+    grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step.")] = 1,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 2e-3,
+    warmup: Annotated[int, typer.Option(help="Warm-up steps before cosine decay.")] = 10,
+    freeze_below: Annotated[
+        int, typer.Option(help="Train only layers from this index up (domain adapter).")
+    ] = 0,
+    resume: Annotated[
+        Path | None, typer.Option(help="Checkpoint directory to continue from.")
+    ] = None,
+    docs: Annotated[int, typer.Option(help="Documents generated for a built-in domain.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Seed for data, weights and batches.")] = 0,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Fine-tune the reference MoE model on a domain or your own text."""
+    # Imported here so `observe --help` answers without loading torch.
+    from observe.workload.finetune import fine_tune
+    from observe.workload.trainer import TrainConfig
+
+    if domain is None and data is None:
+        raise ObserveError("nothing to train on: pass --domain NAME or --data FILE")
+    result = fine_tune(
+        TrainConfig(
+            steps=steps,
+            batch_size=batch_size,
+            seq_len=seq_len,
+            grad_accum=grad_accum,
+            lr=lr,
+            warmup_steps=warmup,
+            freeze_below=freeze_below,
+            seed=seed,
+        ),
+        out,
+        config_name=config,
+        domain=domain,
+        data_file=None if data is None else str(data),
+        resume=resume,
+        n_docs=docs,
+        progress=progress,
+    )
+    if result.steps:
+        first, last = result.steps[0], result.steps[-1]
+        console.print(
+            f"trained to step {last.step} on {result.domain}: "
+            f"loss {first.lm_loss:.3f} -> {last.lm_loss:.3f}"
+        )
+    console.print(f"checkpoint: {result.checkpoint}")
+
+
+@app.command()
+@explains_errors
+def infer(
+    checkpoint: Annotated[Path, typer.Option(help="Checkpoint directory from `observe train`.")],
+    traffic: Annotated[
+        str,
+        typer.Option(
+            help="Domains per phase, phases in order: 'medical=1;finance=0.7,general=0.3'."
+        ),
+    ] = "medical;finance",
+    requests: Annotated[int, typer.Option(help="Requests to replay.")] = 200,
+    repeat_share: Annotated[
+        float, typer.Option(help="Share of requests that repeat an earlier prompt.")
+    ] = 0.3,
+    concurrency: Annotated[int, typer.Option(help="Requests in flight at once.")] = 8,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens generated per request.")] = 24,
+    top_p: Annotated[
+        float | None, typer.Option(help="Nucleus sampling threshold; greedy when unset.")
+    ] = None,
+    cache_size: Annotated[int, typer.Option(help="Responses kept in the LRU cache.")] = 256,
+    max_batch_size: Annotated[int, typer.Option(help="Requests batched together.")] = 8,
+    seed: Annotated[int, typer.Option(help="Seed for the traffic plan and sampling.")] = 0,
+) -> None:
+    """Serve a checkpoint with a replayed traffic mix; print throughput, latency, cache misses."""
+    from observe.workload.checkpoint import load_checkpoint
+    from observe.workload.generation import GenerationSettings
+    from observe.workload.inference import InferenceEngine
+    from observe.workload.traffic import TrafficSpec, plan_requests, replay
+
+    if concurrency < 1:
+        raise ObserveError(f"--concurrency {concurrency} must be at least 1")
+    spec = TrafficSpec.parse(traffic)
+    plan = plan_requests(spec, requests, repeat_share=repeat_share, seed=seed)
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, top_p=top_p)
+    model = load_checkpoint(checkpoint).build_model()
+    with InferenceEngine(
+        model, cache_size=cache_size, max_batch_size=max_batch_size, seed=seed
+    ) as engine:
+        report = replay(engine, plan, concurrency=concurrency, settings=settings)
+    console.print(report.format(), highlight=False, soft_wrap=True)
+
+
+@app.command()
+@explains_errors
+def demo(
+    out: Annotated[Path, typer.Option(help="Where the demo keeps its checkpoint.")] = Path(
+        ".observe/demo"
+    ),
+    steps: Annotated[int, typer.Option(help="Training steps.")] = 120,
+    requests: Annotated[int, typer.Option(help="Requests served after training.")] = 200,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Fine-tune on one domain, then serve traffic that shifts domain, and summarise."""
+    from observe.workload.demo import DemoConfig, run_demo
+
+    result = run_demo(DemoConfig(train_steps=steps, requests=requests), out, progress=progress)
+    console.print(result.format(), highlight=False, soft_wrap=True)
+
+
+def main() -> None:
+    app(prog_name="observe")

@@ -1,0 +1,72 @@
+"""One fine-tuning job from start to checkpoint: what `observe train` and the demo run."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from observe.errors import ObserveError
+from observe.workload.checkpoint import load_checkpoint, save_checkpoint
+from observe.workload.config import get_config
+from observe.workload.data import BatchSampler, domain_texts, pack_documents
+from observe.workload.model import MoETransformer
+from observe.workload.tokenizer import ByteTokenizer
+from observe.workload.trainer import StepResult, TrainConfig, Trainer
+
+
+@dataclass(frozen=True)
+class FineTuneResult:
+    checkpoint: Path
+    model: MoETransformer
+    steps: list[StepResult]
+    domain: str
+
+
+def fine_tune(
+    train_config: TrainConfig,
+    out_dir: str | os.PathLike[str],
+    *,
+    config_name: str = "small",
+    domain: str | None = None,
+    data_file: str | None = None,
+    resume: str | os.PathLike[str] | None = None,
+    n_docs: int = 2000,
+    progress: bool = True,
+    on_step: Callable[[StepResult], None] | None = None,
+) -> FineTuneResult:
+    """Trains on a built-in domain or a user's file and saves a checkpoint in `out_dir`.
+
+    With `resume`, the checkpoint's weights, optimizer state and step carry on to
+    `train_config.steps` in all; its model config wins over `config_name`.
+    """
+    texts = domain_texts(domain, data_file, n_docs, train_config.seed)
+    source = domain if data_file is None else Path(data_file).name
+    assert source is not None
+    torch.manual_seed(train_config.seed)
+    if resume is None:
+        model = MoETransformer(get_config(config_name))
+        start_step, optimizer_state = 0, None
+    else:
+        checkpoint = load_checkpoint(resume)
+        model = checkpoint.build_model()
+        start_step, optimizer_state = checkpoint.step, checkpoint.optimizer_state
+    if train_config.seq_len > model.config.max_seq_len:
+        raise ObserveError(
+            f"--seq-len {train_config.seq_len} is longer than the model's max_seq_len="
+            f"{model.config.max_seq_len}: pass --seq-len {model.config.max_seq_len} or less"
+        )
+    rows = pack_documents(texts, ByteTokenizer(), train_config.seq_len)
+    # A resumed run draws fresh batches rather than replaying the first run's.
+    sampler = BatchSampler(rows, train_config.batch_size, seed=train_config.seed + start_step)
+    trainer = Trainer(
+        model, sampler, train_config, start_step=start_step, optimizer_state=optimizer_state
+    )
+    steps = trainer.train(on_step, progress=progress)
+    path = save_checkpoint(
+        out_dir, model, step=trainer.step, domain=source, optimizer=trainer.optimizer
+    )
+    return FineTuneResult(path, model, steps, source)

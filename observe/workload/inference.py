@@ -1,0 +1,287 @@
+"""The reference workload's serving path: batched generation behind a request queue.
+
+Concurrent requests are gathered into batches, identical prompts in a batch are generated once,
+and repeated requests are answered from an LRU cache, so replayed traffic meets the batching
+and caching a real inference server does.
+
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import OrderedDict, deque
+from concurrent.futures import Future
+from dataclasses import dataclass, replace
+from types import TracebackType
+
+from observe.errors import ObserveError
+from observe.workload.generation import (
+    CLOSED_MESSAGE,
+    GenerationSettings,
+    check_fits,
+    generate_batch,
+)
+from observe.workload.model import MoETransformer
+from observe.workload.tokenizer import ByteTokenizer
+
+# Enough latencies for stable tail quantiles without growing for the life of a server.
+LATENCY_WINDOW = 100_000
+
+
+@dataclass(frozen=True)
+class Response:
+    prompt: str
+    text: str
+    # Tokens the model generated, a closing EOS included.
+    new_tokens: int
+    # From submit() to the result, for this request.
+    latency_s: float
+    cached: bool
+
+
+class ResponseCache:
+    """Thread-safe LRU map from (prompt, settings) to a response; capacity 0 caches nothing."""
+
+    def __init__(self, capacity: int = 256) -> None:
+        if capacity < 0:
+            raise ObserveError(f"cache capacity={capacity} is negative: pass 0 to disable caching")
+        self.capacity = capacity
+        self.hits = 0
+        self.misses = 0
+        self._entries: OrderedDict[tuple[str, GenerationSettings], Response] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, prompt: str, settings: GenerationSettings) -> Response | None:
+        """The cached response, now the most recently used, counted as a hit or a miss."""
+        key = (prompt, settings)
+        with self._lock:
+            response = self._entries.get(key)
+            if response is None:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return response
+
+    def put(self, prompt: str, settings: GenerationSettings, response: Response) -> None:
+        if self.capacity == 0:
+            return
+        key = (prompt, settings)
+        with self._lock:
+            self._entries[key] = response
+            self._entries.move_to_end(key)
+            if len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+
+    def __contains__(self, key: tuple[str, GenerationSettings]) -> bool:
+        with self._lock:
+            return key in self._entries
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    requests: int
+    cache_hits: int
+    cache_misses: int
+    # Batched generations run and the requests they answered: their ratio is the batch size.
+    batches: int
+    batched_requests: int
+    # submit → result of the most recent requests, cache hits included, oldest first.
+    latencies_s: tuple[float, ...]
+
+    @property
+    def mean_batch_size(self) -> float:
+        return self.batched_requests / self.batches if self.batches else 0.0
+
+
+@dataclass
+class _Request:
+    prompt: str
+    settings: GenerationSettings
+    future: Future[Response]
+    submitted_at: float
+
+
+class InferenceEngine:
+    """Answers prompts from a background thread that batches concurrent requests."""
+
+    def __init__(
+        self,
+        model: MoETransformer,
+        tokenizer: ByteTokenizer | None = None,
+        *,
+        cache_size: int = 256,
+        max_batch_size: int = 8,
+        batch_wait_s: float = 0.005,
+        seed: int = 0,
+    ) -> None:
+        if max_batch_size < 1:
+            raise ObserveError(f"max_batch_size={max_batch_size} must be at least 1")
+        if batch_wait_s < 0:
+            raise ObserveError(
+                f"batch_wait_s={batch_wait_s} is negative: pass 0 to run each request as it comes"
+            )
+        self.model = model
+        self.tokenizer = tokenizer or ByteTokenizer()
+        self.cache = ResponseCache(cache_size)
+        self.max_batch_size = max_batch_size
+        self.batch_wait_s = batch_wait_s
+        self.seed = seed
+        # None wakes the worker when the engine closes.
+        self._queue: queue.Queue[_Request | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._closed = False
+        self._requests = 0
+        self._batches = 0
+        self._batched_requests = 0
+        self._latencies_s: deque[float] = deque(maxlen=LATENCY_WINDOW)
+
+    def submit(self, prompt: str, settings: GenerationSettings | None = None) -> Future[Response]:
+        """A future of the response: already done on a cache hit, else queued for a batch."""
+        submitted_at = time.perf_counter()
+        settings = settings or GenerationSettings()
+        check_fits(settings, self.model.config.max_seq_len)
+        future: Future[Response] = Future()
+        with self._lock:
+            if self._closed:
+                raise ObserveError(
+                    "the inference engine is closed: create a new InferenceEngine to submit more"
+                )
+            self._requests += 1
+            cached = self.cache.get(prompt, settings)
+            if cached is None:
+                if self._worker is None:
+                    # Daemon: an engine nobody closed must not keep the interpreter alive.
+                    self._worker = threading.Thread(
+                        target=self._serve, name="observe-inference", daemon=True
+                    )
+                    self._worker.start()
+                self._queue.put(_Request(prompt, settings, future, submitted_at))
+                return future
+            response = replace(cached, cached=True, latency_s=time.perf_counter() - submitted_at)
+            self._latencies_s.append(response.latency_s)
+        # Outside the lock: done-callbacks run here and may submit again.
+        future.set_result(response)
+        return future
+
+    def generate(
+        self,
+        prompt: str,
+        max_new_tokens: int = 32,
+        *,
+        top_p: float | None = None,
+        temperature: float = 1.0,
+    ) -> Response:
+        settings = GenerationSettings(max_new_tokens, top_p=top_p, temperature=temperature)
+        return self.submit(prompt, settings).result()
+
+    @property
+    def stats(self) -> EngineStats:
+        with self._lock:
+            return EngineStats(
+                requests=self._requests,
+                cache_hits=self.cache.hits,
+                cache_misses=self.cache.misses,
+                batches=self._batches,
+                batched_requests=self._batched_requests,
+                latencies_s=tuple(self._latencies_s),
+            )
+
+    def close(self) -> None:
+        """Stops the worker; requests not yet answered fail with ObserveError."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            worker = self._worker
+        self._stopping.set()
+        self._queue.put(None)
+        # A done-callback on the worker thread may close the engine; it cannot join itself.
+        if worker is not None and worker is not threading.current_thread():
+            worker.join()
+        while True:
+            try:
+                request = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if request is not None and request.future.set_running_or_notify_cancel():
+                request.future.set_exception(ObserveError(CLOSED_MESSAGE))
+
+    def __enter__(self) -> InferenceEngine:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _serve(self) -> None:
+        while not self._stopping.is_set():
+            batch = self._collect_batch()
+            # Requests cancelled by their caller are dropped here.
+            live = [r for r in batch if r.future.set_running_or_notify_cancel()]
+            groups: dict[GenerationSettings, list[_Request]] = {}
+            for request in live:
+                groups.setdefault(request.settings, []).append(request)
+            for settings, requests in groups.items():
+                self._run_group(settings, requests)
+
+    def _collect_batch(self) -> list[_Request]:
+        """The oldest waiting request plus any that arrive within batch_wait_s, up to the cap."""
+        first = self._queue.get()
+        if first is None:
+            return []
+        batch = [first]
+        deadline = time.perf_counter() + self.batch_wait_s
+        while len(batch) < self.max_batch_size:
+            try:
+                request = self._queue.get(timeout=max(0.0, deadline - time.perf_counter()))
+            except queue.Empty:
+                break
+            if request is None:
+                break
+            batch.append(request)
+        return batch
+
+    def _run_group(self, settings: GenerationSettings, requests: list[_Request]) -> None:
+        prompts = list(dict.fromkeys(r.prompt for r in requests))
+        try:
+            new_ids = generate_batch(
+                self.model,
+                prompts,
+                settings,
+                tokenizer=self.tokenizer,
+                seed=self.seed,
+                stop=self._stopping,
+            )
+            # Latency is per request, filled in below.
+            responses = {
+                prompt: Response(prompt, self.tokenizer.decode(ids), len(ids), 0.0, cached=False)
+                for prompt, ids in zip(prompts, new_ids, strict=True)
+            }
+        except Exception as exc:
+            # Every caller of this batch learns of the failure rather than waiting forever.
+            for request in requests:
+                request.future.set_exception(exc)
+            return
+        finished_at = time.perf_counter()
+        for prompt, response in responses.items():
+            self.cache.put(prompt, settings, response)
+        latencies_s = [finished_at - r.submitted_at for r in requests]
+        with self._lock:
+            self._batches += 1
+            self._batched_requests += len(requests)
+            self._latencies_s.extend(latencies_s)
+        for request, latency_s in zip(requests, latencies_s, strict=True):
+            request.future.set_result(replace(responses[request.prompt], latency_s=latency_s))

@@ -1,0 +1,247 @@
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+import torch
+from torch import nn
+
+from observe.errors import ObserveError
+from observe.workload.config import get_config
+from observe.workload.generation import GenerationSettings, generate_batch
+from observe.workload.inference import InferenceEngine, Response, ResponseCache
+from observe.workload.model import MoETransformer
+from observe.workload.tokenizer import ByteTokenizer
+
+EOS = ByteTokenizer.EOS_ID
+# Different lengths, so batching them needs left padding.
+PROMPTS = [
+    "Patient is a 54-year-old male",
+    "Revenue rose",
+    "Hi",
+    "The Licensee shall not assign this Agreement",
+]
+GREEDY = GenerationSettings(max_new_tokens=8)
+
+
+@pytest.fixture(scope="module")
+def model() -> MoETransformer:
+    torch.manual_seed(0)
+    model = MoETransformer(get_config("tiny"))
+    # At the default init scale the next byte mostly echoes the last one; larger weights make
+    # it depend on the whole context, so padding or cache mistakes change the output.
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() >= 2:
+                param.normal_(0, 0.5)
+    return model
+
+
+@pytest.fixture
+def engine(model: MoETransformer) -> Iterator[InferenceEngine]:
+    with InferenceEngine(model) as engine:
+        yield engine
+
+
+def greedy_without_cache(model: MoETransformer, ids: list[int], n: int) -> list[int]:
+    """Greedy decoding the slow, obvious way: the whole sequence through the model each step."""
+    new: list[int] = []
+    with torch.no_grad():
+        for _ in range(n):
+            logits_V = model(torch.tensor([ids + new])).logits_BSV[0, -1]
+            new.append(int(logits_V.argmax()))
+            if new[-1] == EOS:
+                break
+    return new
+
+
+def test_greedy_matches_a_loop_without_kv_cache(
+    model: MoETransformer, engine: InferenceEngine
+) -> None:
+    expected = greedy_without_cache(model, ByteTokenizer().encode(PROMPTS[0]), 8)
+    assert generate_batch(model, [PROMPTS[0]], GREEDY) == [expected]
+    response = engine.generate(PROMPTS[0], 8)
+    assert response == Response(
+        PROMPTS[0], ByteTokenizer().decode(expected), 8, response.latency_s, cached=False
+    )
+    assert not model.training
+
+
+def test_a_batch_of_different_lengths_matches_each_prompt_alone(model: MoETransformer) -> None:
+    alone = [generate_batch(model, [prompt], GREEDY)[0] for prompt in PROMPTS]
+    assert generate_batch(model, PROMPTS, GREEDY) == alone
+    assert len({tuple(ids) for ids in alone}) == len(PROMPTS)
+
+
+def test_engine_runs_concurrent_prompts_as_one_batch(model: MoETransformer) -> None:
+    alone = [ByteTokenizer().decode(generate_batch(model, [p], GREEDY)[0]) for p in PROMPTS]
+    with InferenceEngine(model, max_batch_size=len(PROMPTS), batch_wait_s=1.0) as engine:
+        futures = [engine.submit(prompt, GREEDY) for prompt in PROMPTS]
+        assert [f.result(timeout=10).text for f in futures] == alone
+        assert engine.stats.batches == 1
+
+
+def test_a_row_stops_at_eos_and_the_loop_when_every_row_has(model: MoETransformer) -> None:
+    second_alone = generate_batch(model, [PROMPTS[1]], GREEDY)[0]
+    forwards = 0
+    rows_forced = slice(0, 1)
+
+    def force_eos(module: nn.Module, args: object, logits_BSV: torch.Tensor) -> torch.Tensor:
+        nonlocal forwards
+        forwards += 1
+        logits_BSV = logits_BSV.clone()
+        logits_BSV[rows_forced, :, EOS] = 1e4
+        return logits_BSV
+
+    handle = model.lm_head.register_forward_hook(force_eos)
+    try:
+        assert generate_batch(model, PROMPTS[:2], GREEDY) == [[EOS], second_alone]
+        assert forwards == 8
+        forwards, rows_forced = 0, slice(None)
+        assert generate_batch(model, PROMPTS[:2], GREEDY) == [[EOS], [EOS]]
+        assert forwards == 1
+    finally:
+        handle.remove()
+
+
+def test_a_prompt_too_long_for_the_model_keeps_its_last_tokens(model: MoETransformer) -> None:
+    max_seq_len = model.config.max_seq_len
+    prompt = "The Licensee shall not assign this Agreement. " * 4
+    kept = ByteTokenizer().encode(prompt)[-(max_seq_len - 8) :]
+    assert generate_batch(model, [prompt], GREEDY) == [greedy_without_cache(model, kept, 8)]
+
+
+def test_max_new_tokens_filling_the_context_fails_at_submit(engine: InferenceEngine) -> None:
+    with pytest.raises(ObserveError, match="max_seq_len=64"):
+        engine.submit("Hi", GenerationSettings(max_new_tokens=64))
+
+
+def test_a_tiny_top_p_is_greedy(model: MoETransformer) -> None:
+    nucleus = GenerationSettings(max_new_tokens=8, top_p=1e-6)
+    assert generate_batch(model, PROMPTS, nucleus) == generate_batch(model, PROMPTS, GREEDY)
+
+
+def test_top_p_sampling_is_reproducible_for_a_seed(model: MoETransformer) -> None:
+    sampling = GenerationSettings(max_new_tokens=8, top_p=0.95, temperature=2.0)
+    first = generate_batch(model, PROMPTS, sampling, seed=1)
+    assert generate_batch(model, PROMPTS, sampling, seed=1) == first
+    assert generate_batch(model, PROMPTS, sampling, seed=2) != first
+    # A row's samples do not depend on the rest of its batch.
+    assert generate_batch(model, PROMPTS[2:3], sampling, seed=1) == first[2:3]
+    with InferenceEngine(model, seed=1) as a, InferenceEngine(model, seed=1) as b:
+        assert a.generate("Hi", 8, top_p=0.95).text == b.generate("Hi", 8, top_p=0.95).text
+
+
+def test_a_repeated_request_is_a_cache_hit(engine: InferenceEngine) -> None:
+    first = engine.generate("Hi", 4)
+    again = engine.generate("Hi", 4)
+    other_settings = engine.generate("Hi", 5)
+    assert (first.cached, again.cached, other_settings.cached) == (False, True, False)
+    assert again.text == first.text
+    stats = engine.stats
+    assert (stats.requests, stats.cache_hits, stats.cache_misses) == (3, 1, 2)
+    assert len(stats.latencies_s) == 3
+
+
+def test_the_cache_evicts_the_least_recently_used() -> None:
+    cache = ResponseCache(capacity=2)
+    response = Response("", "", 0, 0.0, cached=False)
+    cache.put("a", GREEDY, response)
+    cache.put("b", GREEDY, response)
+    assert cache.get("a", GREEDY) is response
+    cache.put("c", GREEDY, response)
+    assert ("a", GREEDY) in cache and ("c", GREEDY) in cache
+    assert ("b", GREEDY) not in cache
+    assert cache.get("b", GREEDY) is None
+    assert (cache.hits, cache.misses, len(cache)) == (1, 1, 2)
+
+
+def test_cache_size_zero_disables_caching(model: MoETransformer) -> None:
+    with InferenceEngine(model, cache_size=0) as engine:
+        assert not engine.generate("Hi", 4).cached
+        assert not engine.generate("Hi", 4).cached
+        assert (engine.stats.cache_hits, engine.stats.batches) == (0, 2)
+
+
+def test_concurrent_submits_are_batched_and_all_complete(model: MoETransformer) -> None:
+    n_threads, per_thread = 4, 5
+    start = threading.Barrier(n_threads)
+    results: list[Response] = []
+    with InferenceEngine(model, batch_wait_s=0.05) as engine:
+
+        def client(thread: int) -> None:
+            start.wait()
+            futures = [engine.submit(f"request {thread}-{i}", GREEDY) for i in range(per_thread)]
+            results.extend(f.result(timeout=30) for f in futures)
+
+        threads = [threading.Thread(target=client, args=(t,)) for t in range(n_threads)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        stats = engine.stats
+    assert len(results) == n_threads * per_thread
+    assert stats.batched_requests == stats.requests == n_threads * per_thread
+    assert stats.batches < stats.requests
+    assert stats.mean_batch_size > 1
+
+
+def test_the_worker_starts_on_first_submit(model: MoETransformer) -> None:
+    def workers() -> int:
+        return sum(t.name == "observe-inference" for t in threading.enumerate())
+
+    before = workers()
+    with InferenceEngine(model) as engine:
+        assert workers() == before
+        engine.generate("Hi", 2)
+        assert workers() == before + 1
+    assert workers() == before
+
+
+def test_close_fails_pending_requests_without_hanging(model: MoETransformer) -> None:
+    engine = InferenceEngine(model, max_batch_size=1, batch_wait_s=0.0)
+    futures = [engine.submit(f"prompt {i}", GREEDY) for i in range(10)]
+    engine.close()
+    errors = [future.exception(timeout=5) for future in futures]
+    assert any(isinstance(e, ObserveError) and "closed" in str(e) for e in errors)
+    assert all(e is None or isinstance(e, ObserveError) for e in errors)
+    with pytest.raises(ObserveError, match="closed"):
+        engine.submit("Hi")
+    engine.close()
+
+
+def test_a_failing_generation_fails_its_batch_and_the_engine_goes_on(
+    model: MoETransformer, engine: InferenceEngine
+) -> None:
+    def fail(module: nn.Module, args: object, output: torch.Tensor) -> None:
+        raise RuntimeError("device lost")
+
+    handle = model.lm_head.register_forward_hook(fail)
+    try:
+        future = engine.submit("Hi", GREEDY)
+        assert isinstance(future.exception(timeout=10), RuntimeError)
+    finally:
+        handle.remove()
+    assert engine.generate("Hi", 8).new_tokens > 0
+
+
+@pytest.mark.parametrize(
+    ("settings", "match"),
+    [
+        ({"max_new_tokens": 0}, "max_new_tokens=0 must be at least 1"),
+        ({"top_p": 0.0}, r"top_p=0.0 must be in \(0, 1\]"),
+        ({"top_p": 1.5}, r"top_p=1.5 must be in \(0, 1\]"),
+        ({"temperature": 0.0}, "temperature=0.0 must be positive"),
+    ],
+)
+def test_bad_settings_are_explained(settings: dict[str, float], match: str) -> None:
+    with pytest.raises(ObserveError, match=match):
+        GenerationSettings(**settings)  # type: ignore[arg-type]
+
+
+def test_bad_engine_options_are_explained(model: MoETransformer) -> None:
+    with pytest.raises(ObserveError, match="max_batch_size=0"):
+        InferenceEngine(model, max_batch_size=0)
+    with pytest.raises(ObserveError, match="pass 0 to disable caching"):
+        InferenceEngine(model, cache_size=-1)
