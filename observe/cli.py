@@ -70,12 +70,13 @@ def train(
 ) -> None:
     """Fine-tune the reference MoE model on a domain or your own text."""
     # Imported here so `observe --help` answers without loading torch.
-    from observe.workload.finetune import fine_tune
+    import observe
+    from observe.workload.finetune import prepare_fine_tune
     from observe.workload.trainer import TrainConfig
 
     if domain is None and data is None:
         raise ObserveError("nothing to train on: pass --domain NAME or --data FILE")
-    result = fine_tune(
+    job = prepare_fine_tune(
         TrainConfig(
             steps=steps,
             batch_size=batch_size,
@@ -92,8 +93,10 @@ def train(
         data_file=None if data is None else str(data),
         resume=resume,
         n_docs=docs,
-        progress=progress,
     )
+    with observe.attach(job.model) as monitor:
+        result = job.run(lambda _: monitor.step(), progress=progress)
+        routing = monitor.snapshot()
     if result.steps:
         first, last = result.steps[0], result.steps[-1]
         console.print(
@@ -101,6 +104,7 @@ def train(
             f"loss {first.lm_loss:.3f} -> {last.lm_loss:.3f}"
         )
     console.print(f"checkpoint: {result.checkpoint}")
+    console.print(routing.format(), highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -127,6 +131,7 @@ def infer(
     seed: Annotated[int, typer.Option(help="Seed for the traffic plan and sampling.")] = 0,
 ) -> None:
     """Serve a checkpoint with a replayed traffic mix; print throughput, latency, cache misses."""
+    import observe
     from observe.workload.checkpoint import load_checkpoint
     from observe.workload.generation import GenerationSettings
     from observe.workload.inference import InferenceEngine
@@ -138,11 +143,20 @@ def infer(
     plan = plan_requests(spec, requests, repeat_share=repeat_share, seed=seed)
     settings = GenerationSettings(max_new_tokens=max_new_tokens, top_p=top_p)
     model = load_checkpoint(checkpoint).build_model()
-    with InferenceEngine(
-        model, cache_size=cache_size, max_batch_size=max_batch_size, seed=seed
-    ) as engine:
+    with (
+        observe.attach(model) as monitor,
+        InferenceEngine(
+            model,
+            cache_size=cache_size,
+            max_batch_size=max_batch_size,
+            seed=seed,
+            on_batch=monitor.step,
+        ) as engine,
+    ):
         report = replay(engine, plan, concurrency=concurrency, settings=settings)
+    routing = monitor.snapshot()
     console.print(report.format(), highlight=False, soft_wrap=True)
+    console.print(routing.format(), highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -156,7 +170,7 @@ def demo(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Fine-tune on one domain, then serve traffic that shifts domain, and summarise."""
-    from observe.workload.demo import DemoConfig, run_demo
+    from observe.demo import DemoConfig, run_demo
 
     result = run_demo(DemoConfig(train_steps=steps, requests=requests), out, progress=progress)
     console.print(result.format(), highlight=False, soft_wrap=True)

@@ -245,3 +245,24 @@ def test_bad_engine_options_are_explained(model: MoETransformer) -> None:
         InferenceEngine(model, max_batch_size=0)
     with pytest.raises(ObserveError, match="pass 0 to disable caching"):
         InferenceEngine(model, cache_size=-1)
+
+
+def test_on_batch_runs_once_per_batch_on_the_worker(model: MoETransformer) -> None:
+    threads: list[str] = []
+    with InferenceEngine(
+        model, on_batch=lambda: threads.append(threading.current_thread().name)
+    ) as engine:
+        futures = [engine.submit(p, GREEDY) for p in PROMPTS]
+        for future in futures:
+            future.result(timeout=30)
+        batches = engine.stats.batches
+    assert len(threads) == batches >= 1
+    assert set(threads) == {"observe-inference"}
+
+
+def test_a_failing_on_batch_fails_its_batch_instead_of_hanging(model: MoETransformer) -> None:
+    def fail() -> None:
+        raise RuntimeError("monitor broke")
+
+    with InferenceEngine(model, on_batch=fail) as engine:
+        assert isinstance(engine.submit("Hi", GREEDY).exception(timeout=30), RuntimeError)

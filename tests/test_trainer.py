@@ -2,6 +2,7 @@
 
 import itertools
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from observe.workload.checkpoint import load_checkpoint
 from observe.workload.config import get_config
 from observe.workload.corpus import generate_corpus
 from observe.workload.data import BatchSampler, pack_documents
-from observe.workload.finetune import fine_tune
+from observe.workload.finetune import FineTuneResult, prepare_fine_tune
 from observe.workload.model import MoETransformer
 from observe.workload.tokenizer import ByteTokenizer
 from observe.workload.trainer import TrainConfig, Trainer
@@ -90,11 +91,13 @@ def test_accumulated_gradient_equals_one_large_batch() -> None:
         torch.testing.assert_close(pa, pb, atol=1e-6, rtol=0, msg=name)
 
 
+def fine_tune(config: TrainConfig, out: Path, **kwargs: Any) -> FineTuneResult:
+    return prepare_fine_tune(config, out, **kwargs).run(progress=False)
+
+
 def test_fine_tune_saves_and_resumes(tmp_path: Path) -> None:
     config = TrainConfig(steps=3, batch_size=2, seq_len=16)
-    first = fine_tune(
-        config, tmp_path / "a", config_name="tiny", domain="finance", n_docs=50, progress=False
-    )
+    first = fine_tune(config, tmp_path / "a", config_name="tiny", domain="finance", n_docs=50)
     checkpoint = load_checkpoint(first.checkpoint)
     assert (checkpoint.step, checkpoint.domain) == (3, "finance")
 
@@ -104,7 +107,6 @@ def test_fine_tune_saves_and_resumes(tmp_path: Path) -> None:
         domain="finance",
         resume=tmp_path / "a",
         n_docs=50,
-        progress=False,
     )
     assert [r.step for r in resumed.steps] == [4, 5]
     assert load_checkpoint(resumed.checkpoint).step == 5
@@ -117,7 +119,6 @@ def test_fine_tune_saves_and_resumes(tmp_path: Path) -> None:
             domain="finance",
             resume=tmp_path / "a",
             n_docs=50,
-            progress=False,
         )
 
 
@@ -129,5 +130,4 @@ def test_fine_tune_rejects_a_sequence_longer_than_the_model(tmp_path: Path) -> N
             config_name="tiny",
             domain="general",
             n_docs=20,
-            progress=False,
         )

@@ -1,4 +1,4 @@
-"""One fine-tuning job from start to checkpoint: what `observe train` and the demo run."""
+"""One fine-tuning job from data to checkpoint: what `observe train` and the demo run."""
 
 from __future__ import annotations
 
@@ -26,7 +26,32 @@ class FineTuneResult:
     domain: str
 
 
-def fine_tune(
+@dataclass
+class FineTuneJob:
+    """A model and trainer ready to run: monitoring attaches to `model` before `run`."""
+
+    model: MoETransformer
+    trainer: Trainer
+    out_dir: Path
+    # The training data's domain, or the data file's name.
+    domain: str
+
+    def run(
+        self, on_step: Callable[[StepResult], None] | None = None, *, progress: bool = True
+    ) -> FineTuneResult:
+        """Trains to the configured step count and saves a checkpoint in `out_dir`."""
+        steps = self.trainer.train(on_step, progress=progress)
+        path = save_checkpoint(
+            self.out_dir,
+            self.model,
+            step=self.trainer.step,
+            domain=self.domain,
+            optimizer=self.trainer.optimizer,
+        )
+        return FineTuneResult(path, self.model, steps, self.domain)
+
+
+def prepare_fine_tune(
     train_config: TrainConfig,
     out_dir: str | os.PathLike[str],
     *,
@@ -35,10 +60,8 @@ def fine_tune(
     data_file: str | None = None,
     resume: str | os.PathLike[str] | None = None,
     n_docs: int = 2000,
-    progress: bool = True,
-    on_step: Callable[[StepResult], None] | None = None,
-) -> FineTuneResult:
-    """Trains on a built-in domain or a user's file and saves a checkpoint in `out_dir`.
+) -> FineTuneJob:
+    """Builds the model, data and trainer for a built-in domain or a user's file.
 
     With `resume`, the checkpoint's weights, optimizer state and step carry on to
     `train_config.steps` in all; its model config wins over `config_name`.
@@ -65,8 +88,4 @@ def fine_tune(
     trainer = Trainer(
         model, sampler, train_config, start_step=start_step, optimizer_state=optimizer_state
     )
-    steps = trainer.train(on_step, progress=progress)
-    path = save_checkpoint(
-        out_dir, model, step=trainer.step, domain=source, optimizer=trainer.optimizer
-    )
-    return FineTuneResult(path, model, steps, source)
+    return FineTuneJob(model, trainer, Path(out_dir), source)

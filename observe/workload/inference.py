@@ -12,6 +12,7 @@ import queue
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from types import TracebackType
@@ -120,7 +121,10 @@ class InferenceEngine:
         max_batch_size: int = 8,
         batch_wait_s: float = 0.005,
         seed: int = 0,
+        on_batch: Callable[[], None] | None = None,
     ) -> None:
+        """`on_batch` runs on the worker thread after each batched generation: a serving
+        step, where a monitor's `step` goes."""
         if max_batch_size < 1:
             raise ObserveError(f"max_batch_size={max_batch_size} must be at least 1")
         if batch_wait_s < 0:
@@ -133,6 +137,7 @@ class InferenceEngine:
         self.max_batch_size = max_batch_size
         self.batch_wait_s = batch_wait_s
         self.seed = seed
+        self.on_batch = on_batch
         # None wakes the worker when the engine closes.
         self._queue: queue.Queue[_Request | None] = queue.Queue()
         self._lock = threading.Lock()
@@ -270,6 +275,8 @@ class InferenceEngine:
                 prompt: Response(prompt, self.tokenizer.decode(ids), len(ids), 0.0, cached=False)
                 for prompt, ids in zip(prompts, new_ids, strict=True)
             }
+            if self.on_batch is not None:
+                self.on_batch()
         except Exception as exc:
             # Every caller of this batch learns of the failure rather than waiting forever.
             for request in requests:

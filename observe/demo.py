@@ -1,11 +1,16 @@
-"""The demo: fine-tune on one domain, then serve traffic that shifts to another."""
+"""The demo: fine-tune on one domain, then serve traffic that shifts to another, monitored.
+
+It uses observe as a user's application would: the workload knows nothing of monitoring,
+and `attach` hooks onto its model from outside for training and again for serving.
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 
-from observe.workload.finetune import FineTuneResult, fine_tune
+from observe.hooks import Snapshot, attach
+from observe.workload.finetune import FineTuneResult, prepare_fine_tune
 from observe.workload.generation import GenerationSettings
 from observe.workload.inference import InferenceEngine
 from observe.workload.traffic import TrafficReport, TrafficSpec, plan_requests, replay
@@ -32,6 +37,8 @@ class DemoConfig:
 class DemoResult:
     training: FineTuneResult
     serving: TrafficReport
+    training_routing: Snapshot
+    serving_routing: Snapshot
 
     def format(self) -> str:
         steps = self.training.steps
@@ -43,7 +50,11 @@ class DemoResult:
                 f"loss {first.lm_loss:.3f} -> {last.lm_loss:.3f}, "
                 f"aux loss {last.aux_loss:.3f}, {tokens_per_s:,.0f} tokens/s",
                 f"checkpoint: {self.training.checkpoint}",
+                "routing while training:",
+                self.training_routing.format(),
                 self.serving.format(),
+                "routing while serving:",
+                self.serving_routing.format(),
             ]
         )
 
@@ -52,7 +63,7 @@ def run_demo(
     config: DemoConfig, out_dir: str | os.PathLike[str], *, progress: bool = True
 ) -> DemoResult:
     spec = TrafficSpec.parse(config.traffic)
-    training = fine_tune(
+    job = prepare_fine_tune(
         TrainConfig(
             steps=config.train_steps,
             batch_size=config.batch_size,
@@ -62,10 +73,16 @@ def run_demo(
         out_dir,
         config_name=config.model,
         domain=config.domain,
-        progress=progress,
     )
+    with attach(job.model) as monitor:
+        training = job.run(lambda _: monitor.step(), progress=progress)
+        training_routing = monitor.snapshot()
     plan = plan_requests(spec, config.requests, repeat_share=config.repeat_share, seed=config.seed)
     settings = GenerationSettings(max_new_tokens=config.max_new_tokens)
-    with InferenceEngine(training.model, seed=config.seed) as engine:
+    with (
+        attach(training.model) as monitor,
+        InferenceEngine(training.model, seed=config.seed, on_batch=monitor.step) as engine,
+    ):
         serving = replay(engine, plan, concurrency=config.concurrency, settings=settings)
-    return DemoResult(training, serving)
+        serving_routing = monitor.snapshot()
+    return DemoResult(training, serving, training_routing, serving_routing)

@@ -1,0 +1,230 @@
+"""What `observe.attach` costs a training step and batched inference on the `bench` model.
+
+Runs without (A) and with (B) a monitor alternate in one process, A B A B …: the monitor is
+attached (every metric on, default flush interval) just before each B run and closed right
+after it, inside B's timing. Three figures per workload, each checked against a 2% target:
+
+- throughput ratio: tokens/s with / without, the median of the A-B pairs' ratios;
+- monitor share: `monitor.overhead_seconds` (hook callbacks and flushes on the calling
+  thread) over the B run's wall time, median over the B runs;
+- CPU time ratio: `time.process_time()` of B over A (every thread, the monitor's background
+  one included), the median of the pairs' ratios.
+
+This machine's wall clock varies by about ±20% between identical runs, more than the effect
+measured, so the monitor share and CPU time ratio are the steadier figures; the script also
+says how much CPU other processes took meanwhile, which slows small parallel ops many times
+over. It reports; it exits 0 whether or not the targets are met. `benchmarks/README.md` keeps the
+latest table.
+
+    .venv/bin/python benchmarks/hook_overhead.py [--steps 10] [--repeats 7] [--quick] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+import observe
+from observe.workload.config import CONFIGS
+from observe.workload.generation import GenerationSettings, generate_batch
+from observe.workload.model import MoETransformer
+
+CONFIG = "bench"
+TRAIN_BATCH, TRAIN_SEQ = 8, 256
+NEW_TOKENS = 16
+PROMPTS = [
+    "The quick brown fox",
+    "Once upon a time, in a land far away, there lived",
+    "def fibonacci(n):",
+    "Mixture-of-experts models route each token to",
+    "SELECT name FROM users WHERE",
+    "hello",
+    "The weather today is expected to be sunny with a chance of",
+    "In 1905 Albert Einstein published four papers that",
+]
+TARGET = 0.02
+
+# Runs `steps` steps, calling `monitor.step()` after each when given one; returns tokens.
+Workload = Callable[[int, "observe.Monitor | None"], int]
+
+
+@dataclass
+class Run:
+    wall_s: float
+    cpu_s: float
+    tokens: int
+    overhead_s: float = 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.wall_s
+
+
+def training_workload() -> tuple[Workload, torch.nn.Module]:
+    torch.manual_seed(0)
+    model = MoETransformer(CONFIGS[CONFIG])
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x = torch.randint(0, 256, (TRAIN_BATCH, TRAIN_SEQ + 1))
+
+    def run(steps: int, monitor: observe.Monitor | None) -> int:
+        for _ in range(steps):
+            out = model(x[:, :-1], labels_BS=x[:, 1:])
+            assert out.loss is not None
+            out.loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if monitor is not None:
+                monitor.step()
+        return steps * TRAIN_BATCH * TRAIN_SEQ
+
+    return run, model
+
+
+def inference_workload() -> tuple[Workload, torch.nn.Module]:
+    torch.manual_seed(0)
+    model = MoETransformer(CONFIGS[CONFIG])
+    settings = GenerationSettings(max_new_tokens=NEW_TOKENS)  # greedy
+
+    def run(steps: int, monitor: observe.Monitor | None) -> int:
+        generated = 0
+        for _ in range(steps):
+            # generate_batch runs the model under torch.inference_mode.
+            rows = generate_batch(model, PROMPTS, settings)
+            generated += sum(len(row) for row in rows)
+            if monitor is not None:
+                monitor.step()
+        return generated
+
+    return run, model
+
+
+def timed(workload: Workload, model: torch.nn.Module, steps: int, attach: bool) -> Run:
+    gc.collect()
+    monitor = observe.attach(model, observe.MonitorConfig()) if attach else None
+    wall, cpu = time.perf_counter(), time.process_time()
+    tokens = workload(steps, monitor)
+    if monitor is not None:
+        monitor.close()  # flushes a partial window and joins the background thread
+    run = Run(time.perf_counter() - wall, time.process_time() - cpu, tokens)
+    if monitor is not None:
+        run.overhead_s = monitor.overhead_seconds
+    return run
+
+
+def measure(workload: Workload, model: torch.nn.Module, steps: int, repeats: int) -> dict:
+    # Warm-up: allocator, kernels, and the first call through observe's hooks.
+    timed(workload, model, 1, attach=False)
+    timed(workload, model, 1, attach=True)
+    pairs = []
+    for _ in range(repeats):
+        a = timed(workload, model, steps, attach=False)
+        b = timed(workload, model, steps, attach=True)
+        pairs.append((a, b))
+    return {
+        "without": statistics.median(a.tokens_per_s for a, _ in pairs),
+        "with": statistics.median(b.tokens_per_s for _, b in pairs),
+        "throughput": statistics.median(b.tokens_per_s / a.tokens_per_s for a, b in pairs),
+        "share": statistics.median(b.overhead_s / b.wall_s for _, b in pairs),
+        "cpu": statistics.median(b.cpu_s / a.cpu_s for a, b in pairs),
+        "spread": (
+            min(b.tokens_per_s / a.tokens_per_s for a, b in pairs),
+            max(b.tokens_per_s / a.tokens_per_s for a, b in pairs),
+        ),
+    }
+
+
+def busy_cpu_seconds() -> float | None:
+    """CPU time every process on the machine has used since boot, from /proc/stat (Linux)."""
+    try:
+        with open("/proc/stat") as stat:
+            ticks = [int(v) for v in stat.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return (sum(ticks) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def other_processes_cpu_share(wall: float, cpu: float, busy: float | None) -> float | None:
+    """Share of the machine's CPU time that processes other than this one used since then."""
+    now = busy_cpu_seconds()
+    if busy is None or now is None:
+        return None
+    others = (now - busy) - (time.process_time() - cpu)
+    return max(0.0, others) / ((time.perf_counter() - wall) * (os.cpu_count() or 1))
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=10, help="steps per run (default 10)")
+    parser.add_argument("--repeats", type=int, default=7, help="A-B pairs per workload (default 7)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2 steps, 2 pairs")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    steps, repeats = (2, 2) if args.quick else (args.steps, args.repeats)
+    defaults = observe.MonitorConfig()
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; config {CONFIG!r}; "
+        f"{steps} steps per run, {repeats} A-B pairs; every metric on, "
+        f"flush_every={defaults.flush_every}"
+    )
+    started = (time.perf_counter(), time.process_time(), busy_cpu_seconds())
+    workloads = {
+        f"training ({TRAIN_BATCH} × {TRAIN_SEQ})": training_workload,
+        f"inference ({len(PROMPTS)} prompts × {NEW_TOKENS} new, greedy)": inference_workload,
+    }
+    results = {}
+    for name, build in workloads.items():
+        workload, model = build()
+        results[name] = measure(workload, model, steps, repeats)
+
+    print()
+    print(
+        "| workload | tokens/s without | tokens/s with | throughput ratio (min–max) "
+        "| monitor share | CPU time ratio |"
+    )
+    print("|---|---|---|---|---|---|")
+    for name, r in results.items():
+        low, high = r["spread"]
+        print(
+            f"| {name} | {r['without']:,.0f} | {r['with']:,.0f} "
+            f"| {r['throughput']:.3f} ({low:.3f}–{high:.3f}) | {r['share']:.2%} "
+            f"| {r['cpu']:.3f} |"
+        )
+    print()
+    others = other_processes_cpu_share(*started)
+    if others is not None:
+        print(f"Other processes used {others:.0%} of the machine's CPU time during the run.")
+        if others > 0.1:
+            # A parallel op waits for any of its threads that another process has
+            # descheduled: small ops (decode steps, small experts) then slow down many
+            # times over, with and without the monitor alike.
+            hint = " or with --threads 1" if torch.get_num_threads() > 1 else ""
+            print(
+                "WARNING: the CPUs were shared with other processes; the wall-clock figures "
+                f"are unreliable. Rerun on a quiet machine{hint}."
+            )
+    print(f"Target: at most {TARGET:.0%} on each figure.")
+    for name, r in results.items():
+        print(
+            f"{name}: throughput {verdict(r['throughput'] >= 1 - TARGET)}, "
+            f"monitor share {verdict(r['share'] <= TARGET)}, "
+            f"CPU time {verdict(r['cpu'] <= 1 + TARGET)}"
+        )
+
+
+if __name__ == "__main__":
+    main()

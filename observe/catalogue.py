@@ -1,0 +1,243 @@
+"""The metric catalogue: every figure observe shows a user, defined once.
+
+Hooks, exporters, the store, dashboards, alert rules and `docs/metrics.md` all read this
+module. Names follow Prometheus conventions; `Metric.prometheus_name` is the series name a
+scrape of the OpenTelemetry Prometheus reader shows (unit suffix, `_total` for counters).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Kind(StrEnum):
+    COUNTER = "counter"
+    GAUGE = "gauge"
+    HISTOGRAM = "histogram"
+
+
+# Labels on every series: which run and which model; `rank` is added in distributed runs.
+COMMON_LABELS = ("run", "model")
+RANK_LABEL = "rank"
+
+# Prometheus unit suffixes for the UCUM units used here ("1" and annotations add none).
+_UNIT_SUFFIXES = {"s": "seconds", "By": "bytes"}
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    kind: Kind
+    # UCUM: "s" seconds, "1" a ratio or plain number, "{token}" a count of tokens.
+    unit: str
+    description: str
+    labels: tuple[str, ...] = ()
+    # Upper bounds of histogram buckets.
+    buckets: tuple[float, ...] | None = None
+
+    @property
+    def prometheus_name(self) -> str:
+        name = self.name
+        suffix = _UNIT_SUFFIXES.get(self.unit, "")
+        if suffix and not name.endswith(f"_{suffix}"):
+            name = f"{name}_{suffix}"
+        return f"{name}_total" if self.kind is Kind.COUNTER else name
+
+    @property
+    def all_labels(self) -> tuple[str, ...]:
+        return (*COMMON_LABELS, *self.labels)
+
+
+ENTROPY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+# -- routing, from the hooks ---------------------------------------------------------------
+EXPERT_TOKENS = Metric(
+    "observe_moe_expert_tokens",
+    Kind.COUNTER,
+    "{token}",
+    "(token, expert) assignments each expert received; padding excluded.",
+    ("layer", "expert"),
+)
+ROUTING_ENTROPY = Metric(
+    "observe_moe_routing_entropy",
+    Kind.GAUGE,
+    "1",
+    "Mean normalised Shannon entropy of the router's distribution, H / log E, in [0, 1], "
+    "over the last window.",
+    ("layer",),
+)
+ROUTING_ENTROPY_WINDOWS = Metric(
+    "observe_moe_routing_entropy_windows",
+    Kind.HISTOGRAM,
+    "1",
+    "Distribution of each window's mean normalised routing entropy.",
+    ("layer",),
+    ENTROPY_BUCKETS,
+)
+EXPERT_ENTROPY_ASSIGNMENTS = Metric(
+    "observe_moe_expert_entropy_assignments",
+    Kind.COUNTER,
+    "{token}",
+    "Assignments per expert and routing-entropy slot (the expert capacity heatmap); "
+    "`slot_le` is the slot's upper entropy bound.",
+    ("layer", "expert", "slot_le"),
+)
+LOAD_IMBALANCE = Metric(
+    "observe_moe_load_imbalance",
+    Kind.GAUGE,
+    "1",
+    "Most-loaded expert's assignments over the mean per expert in the last window; 1 is "
+    "perfect balance.",
+    ("layer",),
+)
+DEAD_EXPERTS = Metric(
+    "observe_moe_dead_experts",
+    Kind.GAUGE,
+    "{expert}",
+    "Experts that received no token in the last window.",
+    ("layer",),
+)
+TOP1_PROBABILITY = Metric(
+    "observe_moe_top1_probability",
+    Kind.GAUGE,
+    "1",
+    "Mean probability of each token's most likely expert in the last window.",
+    ("layer",),
+)
+AUX_LOSS = Metric(
+    "observe_moe_aux_loss",
+    Kind.GAUGE,
+    "1",
+    "Load-balancing loss E·Σ fᵢ·Pᵢ, mean over the last window's router calls; 1 is balanced.",
+    ("layer",),
+)
+Z_LOSS = Metric(
+    "observe_moe_z_loss",
+    Kind.GAUGE,
+    "1",
+    "Router z-loss, mean logsumexp(logits)², over the last window's router calls.",
+    ("layer",),
+)
+DROPPED_TOKENS = Metric(
+    "observe_moe_dropped_tokens",
+    Kind.COUNTER,
+    "{token}",
+    "(token, expert) assignments dropped over an expert's capacity.",
+    ("layer",),
+)
+MONITOR_STEPS = Metric(
+    "observe_monitor_steps",
+    Kind.COUNTER,
+    "{step}",
+    "Training or serving steps the monitor has marked.",
+)
+
+# -- the workload's own figures --------------------------------------------------------------
+TRAIN_LOSS = Metric(
+    "observe_train_loss", Kind.GAUGE, "1", "Language-model loss of the last optimizer step."
+)
+TRAIN_TOKENS_PER_SECOND = Metric(
+    "observe_train_tokens_per_second",
+    Kind.GAUGE,
+    "{token}/s",
+    "Training throughput of the last optimizer step.",
+)
+INFERENCE_LATENCY = Metric(
+    "observe_inference_latency",
+    Kind.HISTOGRAM,
+    "s",
+    "Per-request latency from submission to response, cache hits included.",
+    buckets=LATENCY_BUCKETS,
+)
+CACHE_HITS = Metric(
+    "observe_inference_cache_hits",
+    Kind.COUNTER,
+    "{request}",
+    "Requests answered from the response cache.",
+)
+CACHE_MISSES = Metric(
+    "observe_inference_cache_misses",
+    Kind.COUNTER,
+    "{request}",
+    "Requests the model had to generate.",
+)
+
+# -- drift -------------------------------------------------------------------------------------
+SEMANTIC_DRIFT = Metric(
+    "observe_drift_semantic_score",
+    Kind.GAUGE,
+    "1",
+    "Drift of pooled hidden states from the reference baseline.",
+    ("layer", "method"),
+)
+ROUTING_DRIFT = Metric(
+    "observe_drift_routing",
+    Kind.GAUGE,
+    "1",
+    "Distance of the expert-load distribution from the reference baseline.",
+    ("layer",),
+)
+KNOWLEDGE_FRESHNESS = Metric(
+    "observe_knowledge_freshness",
+    Kind.GAUGE,
+    "s",
+    "Time since the serving model's training data ended.",
+)
+
+# -- the pipeline's own health -------------------------------------------------------------
+EXPORTS = Metric(
+    "observe_pipeline_exports",
+    Kind.COUNTER,
+    "{export}",
+    "Batches the pipeline tried to deliver, by exporter.",
+    ("exporter",),
+)
+EXPORT_FAILURES = Metric(
+    "observe_pipeline_export_failures",
+    Kind.COUNTER,
+    "{export}",
+    "Delivery attempts that failed, by exporter; the batch stays spooled.",
+    ("exporter",),
+)
+SPOOLED_SAMPLES = Metric(
+    "observe_pipeline_spooled_samples",
+    Kind.GAUGE,
+    "{sample}",
+    "Samples waiting in the on-disk spool for the store.",
+)
+DROPPED_SAMPLES = Metric(
+    "observe_pipeline_dropped_samples",
+    Kind.COUNTER,
+    "{sample}",
+    "Samples dropped because the spool was full or a label set went over the cap.",
+    ("reason",),
+)
+
+CATALOGUE: tuple[Metric, ...] = (
+    EXPERT_TOKENS,
+    ROUTING_ENTROPY,
+    ROUTING_ENTROPY_WINDOWS,
+    EXPERT_ENTROPY_ASSIGNMENTS,
+    LOAD_IMBALANCE,
+    DEAD_EXPERTS,
+    TOP1_PROBABILITY,
+    AUX_LOSS,
+    Z_LOSS,
+    DROPPED_TOKENS,
+    MONITOR_STEPS,
+    TRAIN_LOSS,
+    TRAIN_TOKENS_PER_SECOND,
+    INFERENCE_LATENCY,
+    CACHE_HITS,
+    CACHE_MISSES,
+    SEMANTIC_DRIFT,
+    ROUTING_DRIFT,
+    KNOWLEDGE_FRESHNESS,
+    EXPORTS,
+    EXPORT_FAILURES,
+    SPOOLED_SAMPLES,
+    DROPPED_SAMPLES,
+)
+BY_NAME = {m.name: m for m in CATALOGUE}

@@ -1,0 +1,446 @@
+"""`attach(model)`: hooks on an MoE model's routers and attention layers, and their flushes.
+
+Hooks only queue tensor ops on the model's device. Every `flush_every` steps the sums are
+copied out without blocking and a background thread turns them into statistics for the
+sinks; `snapshot()` is the one call that waits.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import queue
+import random
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from observe.errors import ObserveError
+from observe.hooks.adapters import SUPPORTED_FAMILIES, RouterAdapter, known_adapters
+from observe.hooks.reservoir import HiddenStateReservoir
+from observe.hooks.routing import RouterCall, RoutingBuffers, RoutingWindow
+from observe.hooks.stats import RoutingTotals, Snapshot
+
+logger = logging.getLogger("observe")
+
+METRICS = frozenset(
+    {"routing", "router_losses", "entropy_histogram", "dropped_tokens", "hidden_states"}
+)
+MAX_ENTROPY_SLOTS = 256
+# Router calls recorded before they are folded into the sums even without a step: bounds
+# the memory the recorded tensors hold when a caller never marks steps.
+MAX_PENDING_CALLS = 512
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    # Steps between copies of the device sums to the host.
+    flush_every: int = 10
+    # Which measurements run: a subset of METRICS.
+    metrics: frozenset[str] = METRICS
+    # Share of forward passes whose routing, and whose hidden states, are measured.
+    router_sample_rate: float = 1.0
+    hidden_state_sample_rate: float = 1.0
+    # Pooled sequence states kept per attention layer, whatever the run's length.
+    reservoir_size: int = 1024
+    # Columns of the experts × routing-entropy histogram.
+    entropy_slots: int = 16
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.metrics) - METRICS)
+        if unknown:
+            raise ObserveError(
+                f"unknown metrics {unknown}: choose from {', '.join(sorted(METRICS))}"
+            )
+        if self.flush_every < 1:
+            raise ObserveError(f"flush_every={self.flush_every} must be at least 1 step")
+        if not 1 <= self.entropy_slots <= MAX_ENTROPY_SLOTS:
+            raise ObserveError(
+                f"entropy_slots={self.entropy_slots} must be between 1 and {MAX_ENTROPY_SLOTS}"
+            )
+        for name in ("router_sample_rate", "hidden_state_sample_rate"):
+            rate = getattr(self, name)
+            if not 0 < rate <= 1:
+                raise ObserveError(f"{name}={rate} must be in (0, 1]: 1 measures every forward")
+        if self.reservoir_size < 1:
+            raise ObserveError(f"reservoir_size={self.reservoir_size} must be at least 1")
+
+
+class WindowSink(Protocol):
+    """Receives the statistics of each flushed window, on the monitor's background thread."""
+
+    def export(self, window: Snapshot) -> None: ...
+
+
+@dataclass(frozen=True)
+class _Router:
+    name: str
+    module: nn.Module
+    n_experts: int
+    top_k: int
+
+
+# Models with a monitor attached: two monitors on one model would count every token twice.
+_monitored: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+_monitored_lock = threading.Lock()
+
+
+def attach(
+    model: nn.Module,
+    config: MonitorConfig | None = None,
+    *,
+    adapter: RouterAdapter | None = None,
+    sinks: Sequence[WindowSink] = (),
+) -> Monitor:
+    """Finds `model`'s routers and attention layers and registers observe's hooks on them.
+
+    `adapter` overrides the search through registered and built-in adapters; `sinks` receive
+    each flushed window's statistics on the monitor's background thread.
+    """
+    config = config or MonitorConfig()
+    candidates = [adapter] if adapter is not None else list(known_adapters())
+    for candidate in candidates:
+        routers = [(n, m) for n, m in model.named_modules() if candidate.is_router(m)]
+        if routers:
+            attention = [(n, m) for n, m in model.named_modules() if candidate.is_attention(m)]
+            return Monitor(model, config, candidate, routers, attention, sinks)
+    tried = f"the {adapter.name!r} adapter" if adapter is not None else SUPPORTED_FAMILIES
+    raise ObserveError(
+        f"no MoE router found in {type(model).__name__}: observe recognises {tried}. For "
+        "another model, subclass observe.RouterAdapter (is_router, read_router) and pass it "
+        "as attach(model, adapter=...) or register it with observe.register_adapter"
+    )
+
+
+class Monitor:
+    """Hooks on one model. Use `attach` to make one; `close` removes every hook."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: MonitorConfig,
+        adapter: RouterAdapter,
+        routers: list[tuple[str, nn.Module]],
+        attention: list[tuple[str, nn.Module]],
+        sinks: Sequence[WindowSink] = (),
+    ) -> None:
+        with _monitored_lock:
+            if model in _monitored:
+                raise ObserveError(
+                    f"{type(model).__name__} already has a monitor attached: close it first"
+                )
+            _monitored.add(model)
+        self.model = model
+        self.config = config
+        self.adapter = adapter
+        self.sinks = tuple(sinks)
+        self.routers = [
+            _Router(name, module, adapter.n_experts(module), adapter.top_k(module))
+            for name, module in routers
+        ]
+        self.attention_names = [name for name, _ in attention]
+        self.step_count = 0
+        self.overhead_ns = 0
+        metrics = config.metrics
+        device = _device_of(model)
+        n_experts_L = [r.n_experts for r in self.routers]
+        histogram = "entropy_histogram" in metrics
+        self._buffers = RoutingBuffers(
+            n_experts_L,
+            config.entropy_slots,
+            device,
+            histogram=histogram,
+            router_losses="router_losses" in metrics,
+        )
+        self._totals = RoutingTotals(n_experts_L, config.entropy_slots if histogram else 0)
+        self._reservoir = HiddenStateReservoir(
+            len(attention), config.reservoir_size, device, seed=config.seed
+        )
+        self._random = random.Random(config.seed)
+        self._mask: torch.Tensor | None = None
+        self._measure_routing = self._measure_hidden = True
+        self._pending_logits: list[torch.Tensor | None] = [None] * len(self.routers)
+        self._calls: list[RouterCall] = []
+        self._dropped: list[tuple[int, torch.Tensor]] = []
+        self._window_first_step = 1
+        self._windows: queue.Queue[tuple[RoutingWindow, int, int] | None] = queue.Queue()
+        self._worker: threading.Thread | None = None
+        self._sink_failed: set[int] = set()
+        self._closed = False
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._register(routers, attention)
+        self._log_attached()
+
+    # -- hooks -------------------------------------------------------------------------
+
+    def _register(
+        self, routers: list[tuple[str, nn.Module]], attention: list[tuple[str, nn.Module]]
+    ) -> None:
+        metrics, adapter = self.config.metrics, self.adapter
+        hook = self._handles.append
+        hook(
+            self.model.register_forward_pre_hook(
+                self._callback(self._before_forward), with_kwargs=True
+            )
+        )
+        hook(self.model.register_forward_hook(self._callback(self._after_forward)))
+        parents = dict(self.model.named_modules())
+        if "routing" in metrics:
+            for layer, (name, router) in enumerate(routers):
+                on_router = functools.partial(self._on_router, layer)
+                hook(router.register_forward_hook(self._callback(on_router)))
+                # The router's parent: the MoE block ("" names the model itself).
+                block = parents[name.rpartition(".")[0]]
+                site = adapter.expert_choice_site(block)
+                if site is not None:
+                    on_choice = functools.partial(self._on_expert_choice, layer)
+                    hook(
+                        site.register_forward_pre_hook(self._callback(on_choice), with_kwargs=True)
+                    )
+                if adapter.drops_tokens and "dropped_tokens" in metrics:
+                    on_block = functools.partial(self._on_moe_block, layer)
+                    hook(block.register_forward_hook(self._callback(on_block)))
+        if "hidden_states" in metrics:
+            for layer, (_, module) in enumerate(attention):
+                on_attention = functools.partial(self._on_attention, layer)
+                hook(module.register_forward_hook(self._callback(on_attention)))
+
+    def _callback(self, fn: Callable[..., None]) -> Callable[..., None]:
+        """Times the callback and keeps it out of torch.compile graphs, which would guard on
+        (and recompile for) the monitor's host-side counters."""
+
+        @torch.compiler.disable
+        @functools.wraps(fn)
+        def run(*args: Any) -> None:
+            started = time.perf_counter_ns()
+            try:
+                fn(*args)
+            finally:
+                self.overhead_ns += time.perf_counter_ns() - started
+
+        return run
+
+    def _before_forward(
+        self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        mask = kwargs.get("attention_mask")
+        if mask is None and len(args) > 1 and isinstance(args[1], torch.Tensor):
+            mask = args[1]
+        self._mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
+        config = self.config
+        self._measure_routing = self._random.random() < config.router_sample_rate
+        self._measure_hidden = self._random.random() < config.hidden_state_sample_rate
+
+    def _after_forward(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        self._mask = None
+
+    def _token_mask(self, n_tokens: int) -> torch.Tensor | None:
+        """The mask of the newest positions, flattened like the router's tokens; None when
+        the shapes do not line up (the module was called outside the model's forward)."""
+        mask = self._mask
+        if mask is None or n_tokens % mask.shape[0]:
+            return None
+        positions = n_tokens // mask.shape[0]
+        if positions > mask.shape[1]:
+            return None
+        return mask[:, -positions:].reshape(-1)
+
+    def _on_router(self, layer: int, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        if not self._measure_routing:
+            return
+        reading = self.adapter.read_router(module, output)
+        if reading.topk_indices_TK is None:
+            # The choice arrives with the experts module's input, later in this forward.
+            self._pending_logits[layer] = reading.logits_TE
+        else:
+            self._add_routing(layer, reading.logits_TE, reading.topk_indices_TK)
+
+    def _on_expert_choice(
+        self, layer: int, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        logits_TE = self._pending_logits[layer]
+        if logits_TE is None:
+            return
+        self._pending_logits[layer] = None
+        self._add_routing(layer, logits_TE, self.adapter.read_expert_choice(args, kwargs))
+
+    def _add_routing(
+        self, layer: int, logits_TE: torch.Tensor, topk_indices_TK: torch.Tensor
+    ) -> None:
+        # Only recorded here: folding many calls together at the step costs far less.
+        logits_TE = logits_TE.detach().reshape(-1, logits_TE.shape[-1])
+        topk_indices_TK = topk_indices_TK.detach().reshape(logits_TE.shape[0], -1)
+        mask_T = self._token_mask(logits_TE.shape[0])
+        self._calls.append(RouterCall(layer, logits_TE, topk_indices_TK, mask_T))
+        if len(self._calls) >= MAX_PENDING_CALLS:
+            self._fold()
+
+    def _on_moe_block(
+        self, layer: int, module: nn.Module, args: tuple[Any, ...], output: Any
+    ) -> None:
+        if self._measure_routing:
+            self._dropped.append((layer, self.adapter.read_dropped_tokens(output).detach()))
+
+    def _fold(self) -> None:
+        """Folds the recorded router calls into the device sums."""
+        with torch.no_grad():
+            if self._calls:
+                self._buffers.add_calls(self._calls, self.adapter.probabilities)
+                self._calls = []
+            if self._dropped:
+                self._buffers.add_dropped(
+                    [layer for layer, _ in self._dropped], [d for _, d in self._dropped]
+                )
+                self._dropped = []
+
+    def _on_attention(
+        self, layer: int, module: nn.Module, args: tuple[Any, ...], output: Any
+    ) -> None:
+        hidden_BSD = output[0] if isinstance(output, tuple) else output
+        # One position per forward is a decode step of a sequence already pooled at prefill.
+        if not self._measure_hidden or hidden_BSD.dim() != 3 or hidden_BSD.shape[1] == 1:
+            return
+        with torch.no_grad():
+            hidden_BSD = hidden_BSD.detach().float()
+            B, S, _ = hidden_BSD.shape
+            mask = self._token_mask(B * S)
+            weight_BS = hidden_BSD.new_ones(B, S) if mask is None else mask.view(B, S).float()
+            pooled_BD = (hidden_BSD * weight_BS[..., None]).sum(1)
+            pooled_BD = pooled_BD / weight_BS.sum(1, keepdim=True).clamp_min(1.0)
+            self._reservoir.add(layer, pooled_BD)
+
+    # -- steps and flushes -------------------------------------------------------------
+
+    def step(self) -> None:
+        """Marks the end of a training or serving step; every `flush_every` steps, flushes."""
+        self.step_count += 1
+        started = time.perf_counter_ns()
+        self._fold()
+        self.overhead_ns += time.perf_counter_ns() - started
+        if self.step_count - self._window_first_step + 1 >= self.config.flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        """Starts copying the window's sums to the host; returns without waiting."""
+        if self._closed:
+            return
+        started = time.perf_counter_ns()
+        self._fold()
+        if self.step_count < self._window_first_step and not any(self._buffers.calls_L):
+            return  # nothing new since the last flush
+        window = self._buffers.drain()
+        self._windows.put((window, self._window_first_step, self.step_count))
+        self._window_first_step = self.step_count + 1
+        if self._worker is None:
+            self._worker = threading.Thread(
+                target=self._export_windows, name="observe-flush", daemon=True
+            )
+            self._worker.start()
+        self.overhead_ns += time.perf_counter_ns() - started
+
+    def _export_windows(self) -> None:
+        while (item := self._windows.get()) is not None:
+            window, first_step, last_step = item
+            try:
+                window.wait()
+                self._totals.add(window)
+                if self.sinks:
+                    totals = RoutingTotals(
+                        self._totals.n_experts_L, self._totals.entropy_histogram_LES.shape[-1]
+                    )
+                    totals.add(window)
+                    stats = totals.layer_stats(self._names, self.adapter.drops_tokens)
+                    self._export(Snapshot(first_step, last_step, stats))
+            finally:
+                self._windows.task_done()
+        self._windows.task_done()
+
+    def _export(self, snapshot: Snapshot) -> None:
+        for sink in self.sinks:
+            try:
+                sink.export(snapshot)
+            except Exception:
+                # Logged once per sink: a broken sink must not flood the log every flush.
+                if id(sink) not in self._sink_failed:
+                    self._sink_failed.add(id(sink))
+                    logger.exception(
+                        "observe: sink %r failed; its later failures are not logged", sink
+                    )
+
+    @property
+    def _names(self) -> list[str]:
+        return [r.name for r in self.routers]
+
+    # -- reading -------------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        """Statistics since attach, every step so far included; waits for the device."""
+        self.flush()
+        self._windows.join()
+        stats = self._totals.layer_stats(self._names, self.adapter.drops_tokens)
+        return Snapshot(1, self.step_count, stats)
+
+    def hidden_states(self) -> dict[str, torch.Tensor]:
+        """The reservoir sample of pooled sequence states per attention layer, on the host."""
+        return {name: self._reservoir.read(i) for i, name in enumerate(self.attention_names)}
+
+    @property
+    def overhead_seconds(self) -> float:
+        """Time spent in observe's hook callbacks and flushes on the calling threads."""
+        return self.overhead_ns / 1e9
+
+    # -- lifetime ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Flushes what is left, stops the background thread and removes every hook."""
+        if self._closed:
+            return
+        self.flush()
+        self._closed = True
+        self._windows.put(None)
+        if self._worker is not None:
+            self._worker.join()
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        with _monitored_lock:
+            _monitored.discard(self.model)
+
+    def __enter__(self) -> Monitor:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _log_attached(self) -> None:
+        experts = sorted({r.n_experts for r in self.routers})
+        top_k = sorted({r.top_k for r in self.routers})
+        logger.info(
+            "observe: attached to %s with the %s adapter: %d MoE layers, %s experts, top-%s, "
+            "%d attention layers",
+            type(self.model).__name__,
+            self.adapter.name,
+            len(self.routers),
+            "/".join(map(str, experts)),
+            "/".join(map(str, top_k)),
+            len(self.attention_names),
+        )
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return torch.device("cpu") if tensor is None else tensor.device

@@ -1,0 +1,45 @@
+"""A fixed-size uniform sample of pooled sequence states per attention layer.
+
+Algorithm R run on the device: item i (counted from 0) fills slot i while the reservoir
+has room, then replaces slot j ~ U{0..i} when j falls inside it. The count of items seen is
+a host-side number (batch sizes are shapes, not values), so no step waits for the device.
+Items that land outside the reservoir are written to one spare row that is never read.
+
+Shape legend: B sequences, R reservoir rows, D hidden width.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class HiddenStateReservoir:
+    def __init__(self, n_layers: int, capacity: int, device: torch.device, seed: int = 0) -> None:
+        self.capacity = capacity
+        self.device = device
+        self.seen = [0] * n_layers
+        self._rows: list[torch.Tensor | None] = [None] * n_layers
+        self._generator = torch.Generator(device=device).manual_seed(seed)
+
+    def add(self, layer: int, pooled_BD: torch.Tensor) -> None:
+        B, D = pooled_BD.shape
+        rows_RD = self._rows[layer]
+        if rows_RD is None:
+            rows_RD = torch.zeros(self.capacity + 1, D, dtype=torch.float32, device=self.device)
+            self._rows[layer] = rows_RD
+        R, seen = self.capacity, self.seen[layer]
+        index_B = torch.arange(seen, seen + B, device=self.device)
+        u_B = torch.rand(B, generator=self._generator, device=self.device)
+        candidate_B = (u_B * (index_B + 1)).long()
+        slot_B = torch.where(index_B < R, index_B, candidate_B)
+        slot_B = torch.where(slot_B < R, slot_B, R)
+        rows_RD.index_copy_(0, slot_B, pooled_BD.detach().float())
+        self.seen[layer] = seen + B
+
+    def read(self, layer: int) -> torch.Tensor:
+        """The layer's sample on the host, (min(seen, R), D); waits for the device."""
+        rows_RD = self._rows[layer]
+        if rows_RD is None:
+            return torch.zeros(0, 0)
+        # A copy even on the CPU: the caller must not see later samples overwrite it.
+        return rows_RD[: min(self.seen[layer], self.capacity)].to("cpu", copy=True)

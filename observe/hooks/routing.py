@@ -1,0 +1,181 @@
+"""Routing sums kept on the model's device between flushes, updated without a host sync.
+
+Hooks only record each router call's tensors; `RoutingBuffers.add_calls` then folds many
+calls, of every layer, into the sums with one fixed sequence of tensor ops (no `.item()`,
+no Python branch on a tensor value). Batching matters when decoding: a forward then
+carries a handful of tokens, and the cost of an update hardly depends on how many.
+
+Shape legend: L MoE layers, E experts (the most of any layer), S entropy slots, C scalar
+sums, N tokens of the calls folded together, K experts per token, A assignments (N·K),
+R router calls folded together.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+# Per-layer scalar sums, in column order.
+SCALARS = ("tokens", "entropy", "top1_probability", "aux_loss", "z_loss", "dropped_tokens")
+TOKENS, ENTROPY, TOP1, AUX, Z, DROPPED = range(len(SCALARS))
+
+
+@dataclass(frozen=True)
+class RouterCall:
+    """One router forward, as its hook saw it (detached)."""
+
+    layer: int
+    logits_TE: torch.Tensor
+    topk_indices_TK: torch.Tensor
+    # 1 = real token; None when every token is real.
+    mask_T: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class RoutingWindow:
+    """Sums since the previous flush, on the host once `wait` returns."""
+
+    scalars_LC: torch.Tensor
+    tokens_per_expert_LE: torch.Tensor
+    entropy_histogram_LES: torch.Tensor
+    # Router calls per layer: a host-side count, so the router-loss sums can be averaged.
+    calls_L: tuple[int, ...]
+    ready: torch.cuda.Event | None
+
+    def wait(self) -> None:
+        if self.ready is not None:
+            self.ready.synchronize()
+
+
+class RoutingBuffers:
+    def __init__(
+        self,
+        n_experts_L: list[int],
+        entropy_slots: int,
+        device: torch.device,
+        *,
+        histogram: bool = True,
+        router_losses: bool = True,
+    ) -> None:
+        """`n_experts_L`: experts of each MoE layer, in layer order."""
+        L, E = len(n_experts_L), max(n_experts_L)
+        self.device = device
+        self.n_experts_L = n_experts_L
+        self.entropy_slots = entropy_slots
+        self.histogram = histogram
+        self.router_losses = router_losses
+        # float64: token counts stay exact and long runs of small entropies keep precision.
+        self.scalars_LC = torch.zeros(L, len(SCALARS), dtype=torch.float64, device=device)
+        self.tokens_per_expert_LE = torch.zeros(L, E, dtype=torch.long, device=device)
+        S = entropy_slots if histogram else 0
+        self.entropy_histogram_LES = torch.zeros(L, E, S, dtype=torch.long, device=device)
+        self.calls_L = [0] * L
+
+    def add_calls(
+        self,
+        calls: Sequence[RouterCall],
+        probabilities: Callable[[torch.Tensor], torch.Tensor],
+    ) -> None:
+        """Folds router calls into the sums; `probabilities` maps logits to the router's
+        distribution. Calls are grouped by expert count, each group in one pass."""
+        groups: dict[tuple[int, int], list[RouterCall]] = {}
+        for call in calls:
+            key = (call.logits_TE.shape[-1], call.topk_indices_TK.shape[-1])
+            groups.setdefault(key, []).append(call)
+            self.calls_L[call.layer] += 1
+        for (E, K), group in groups.items():
+            self._add_group(group, E, K, probabilities)
+
+    def _add_group(
+        self,
+        calls: list[RouterCall],
+        E: int,
+        K: int,
+        probabilities: Callable[[torch.Tensor], torch.Tensor],
+    ) -> None:
+        device = self.device
+        R = len(calls)
+        logits_NE = torch.cat([c.logits_TE for c in calls]).float()
+        expert_NK = torch.cat([c.topk_indices_TK for c in calls]).long()
+        weight_N = torch.cat(
+            [
+                torch.ones(c.logits_TE.shape[0], device=device)
+                if c.mask_T is None
+                else c.mask_T.to(device=device, dtype=torch.float32)
+                for c in calls
+            ]
+        )
+        sizes = [c.logits_TE.shape[0] for c in calls]
+        layers = [c.layer for c in calls]
+        call_N = _filled(sizes, range(R), device)
+        layer_N = _filled(sizes, layers, device)
+        layer_R = _filled([1] * R, layers, device)
+        mask_A = weight_N.long().repeat_interleave(K)
+        expert_A = expert_NK.reshape(-1)
+
+        probs_NE = probabilities(logits_NE)
+        entropy_N = torch.special.entr(probs_NE).sum(dim=-1) / math.log(E)
+        top1_N = probs_NE.max(dim=-1).values
+        per_token = torch.stack([weight_N, entropy_N * weight_N, top1_N * weight_N], dim=1)
+        self.scalars_LC[:, :3].index_add_(0, layer_N, per_token.double())
+
+        cell_A = layer_N.repeat_interleave(K) * self.tokens_per_expert_LE.shape[1] + expert_A
+        self.tokens_per_expert_LE.view(-1).index_add_(0, cell_A, mask_A)
+
+        if self.router_losses:
+            # The reference model's formulas, per call: E·Σ fᵢ·Pᵢ and mean logsumexp².
+            tokens_R = torch.zeros(R, device=device).index_add_(0, call_N, weight_N).clamp_min(1)
+            assignments_RE = torch.zeros(R * E, device=device)
+            assignments_RE.index_add_(0, call_N.repeat_interleave(K) * E + expert_A, mask_A.float())
+            share_RE = assignments_RE.view(R, E) / (tokens_R[:, None] * K)
+            prob_sum_RE = torch.zeros(R, E, device=device)
+            prob_sum_RE.index_add_(0, call_N, probs_NE * weight_N[:, None])
+            aux_R = E * (share_RE * prob_sum_RE / tokens_R[:, None]).sum(dim=1)
+            lse_N = torch.logsumexp(logits_NE, dim=-1)
+            z_R = torch.zeros(R, device=device).index_add_(0, call_N, lse_N.square() * weight_N)
+            losses_R2 = torch.stack([aux_R, z_R / tokens_R], dim=1)
+            self.scalars_LC[:, AUX : Z + 1].index_add_(0, layer_R, losses_R2.double())
+
+        if self.histogram:
+            S = self.entropy_slots
+            slot_A = (entropy_N * S).long().clamp(0, S - 1).repeat_interleave(K)
+            E_max = self.entropy_histogram_LES.shape[1]
+            cell_A = (layer_N.repeat_interleave(K) * E_max + expert_A) * S + slot_A
+            self.entropy_histogram_LES.view(-1).index_add_(0, cell_A, mask_A)
+
+    def add_dropped(self, layers: Sequence[int], dropped: Sequence[torch.Tensor]) -> None:
+        """Dropped assignments reported by MoE blocks, one scalar per block call."""
+        layer_R = _filled([1] * len(layers), layers, self.device)
+        dropped_R = torch.stack([d.reshape(()) for d in dropped]).to(torch.float64)
+        self.scalars_LC[:, DROPPED].index_add_(0, layer_R, dropped_R)
+
+    def drain(self) -> RoutingWindow:
+        """Starts copying the sums to the host and zeroes them, without waiting for the copy."""
+        on_gpu = self.device.type == "cuda"
+        copies = []
+        for t in (self.scalars_LC, self.tokens_per_expert_LE, self.entropy_histogram_LES):
+            host = torch.empty(t.shape, dtype=t.dtype, pin_memory=on_gpu)
+            host.copy_(t, non_blocking=True)
+            t.zero_()  # queued after the copy on the same stream
+            copies.append(host)
+        ready = None
+        if on_gpu:
+            ready = torch.cuda.Event()
+            ready.record()
+        calls, self.calls_L = tuple(self.calls_L), [0] * len(self.calls_L)
+        scalars, tokens_per_expert, histogram = copies
+        return RoutingWindow(scalars, tokens_per_expert, histogram, calls, ready)
+
+
+def _filled(counts: Sequence[int], values: Sequence[int], device: torch.device) -> torch.Tensor:
+    """`values[i]` repeated `counts[i]` times, built on the device: a host list copied to a
+    GPU would wait for the copy."""
+    return torch.cat(
+        [
+            torch.full((n,), v, dtype=torch.long, device=device)
+            for n, v in zip(counts, values, strict=True)
+        ]
+    )
