@@ -5,7 +5,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint fmt system-packages
+.PHONY: demo test lint fmt generate system-packages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ lint: $(VENV)/.installed-dev
 fmt: $(VENV)/.installed-dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# Dashboards, alert rules and docs come from code; commit what this writes.
+generate: $(VENV)/.installed
+	$(BIN)/python -m observe.generate
 
 test: $(VENV)/.installed-dev system-packages lint
 	$(BIN)/pytest

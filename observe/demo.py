@@ -1,15 +1,20 @@
 """The demo: fine-tune on one domain, then serve traffic that shifts to another, monitored.
 
 It uses observe as a user's application would: the workload knows nothing of monitoring,
-and `attach` hooks onto its model from outside for training and again for serving.
+and a monitoring session attaches to its model from outside, one run for training and one
+for serving, each with its store records and `/metrics` endpoint.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
-from observe.hooks import Snapshot, attach
+from observe.hooks import Snapshot
+from observe.pipeline import MonitoringSession
+from observe.settings import Settings
 from observe.workload.finetune import FineTuneResult, prepare_fine_tune
 from observe.workload.generation import GenerationSettings
 from observe.workload.inference import InferenceEngine
@@ -39,6 +44,7 @@ class DemoResult:
     serving: TrafficReport
     training_routing: Snapshot
     serving_routing: Snapshot
+    runs: tuple[str, str]
 
     def format(self) -> str:
         steps = self.training.steps
@@ -50,6 +56,7 @@ class DemoResult:
                 f"loss {first.lm_loss:.3f} -> {last.lm_loss:.3f}, "
                 f"aux loss {last.aux_loss:.3f}, {tokens_per_s:,.0f} tokens/s",
                 f"checkpoint: {self.training.checkpoint}",
+                f"runs in the store: {self.runs[0]} (training), {self.runs[1]} (serving)",
                 "routing while training:",
                 self.training_routing.format(),
                 self.serving.format(),
@@ -60,29 +67,43 @@ class DemoResult:
 
 
 def run_demo(
-    config: DemoConfig, out_dir: str | os.PathLike[str], *, progress: bool = True
+    config: DemoConfig,
+    out_dir: str | os.PathLike[str],
+    settings: Settings,
+    *,
+    progress: bool = True,
 ) -> DemoResult:
     spec = TrafficSpec.parse(config.traffic)
-    job = prepare_fine_tune(
-        TrainConfig(
-            steps=config.train_steps,
-            batch_size=config.batch_size,
-            seq_len=config.seq_len,
-            seed=config.seed,
-        ),
-        out_dir,
-        config_name=config.model,
-        domain=config.domain,
-    )
-    with attach(job.model) as monitor:
+    model_name = Path(out_dir).name
+    with MonitoringSession(settings, model=model_name, config=dataclasses.asdict(config)) as train:
+        job = prepare_fine_tune(
+            TrainConfig(
+                steps=config.train_steps,
+                batch_size=config.batch_size,
+                seq_len=config.seq_len,
+                seed=config.seed,
+            ),
+            out_dir,
+            config_name=config.model,
+            domain=config.domain,
+            meter_provider=train.meter_provider,
+        )
+        monitor = train.attach(job.model)
         training = job.run(lambda _: monitor.step(), progress=progress)
         training_routing = monitor.snapshot()
+
     plan = plan_requests(spec, config.requests, repeat_share=config.repeat_share, seed=config.seed)
-    settings = GenerationSettings(max_new_tokens=config.max_new_tokens)
-    with (
-        attach(training.model) as monitor,
-        InferenceEngine(training.model, seed=config.seed, on_batch=monitor.step) as engine,
-    ):
-        serving = replay(engine, plan, concurrency=config.concurrency, settings=settings)
+    generation = GenerationSettings(max_new_tokens=config.max_new_tokens)
+    with MonitoringSession(settings, model=model_name, config={"traffic": config.traffic}) as serve:
+        monitor = serve.attach(training.model)
+        with InferenceEngine(
+            training.model,
+            seed=config.seed,
+            on_batch=monitor.step,
+            meter_provider=serve.meter_provider,
+        ) as engine:
+            serving = replay(engine, plan, concurrency=config.concurrency, settings=generation)
         serving_routing = monitor.snapshot()
-    return DemoResult(training, serving, training_routing, serving_routing)
+    return DemoResult(
+        training, serving, training_routing, serving_routing, (train.run_id, serve.run_id)
+    )

@@ -1,5 +1,7 @@
 """The `observe` commands end to end on the tiny model, and their errors on bad input."""
 
+import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,6 +31,17 @@ def invoke(*args: str | Path) -> tuple[int, str]:
         result.exception, SystemExit
     ), result.exception
     return result.exit_code, result.output
+
+
+@pytest.fixture(scope="module", autouse=True)
+def isolated_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Each module's runs go to its own SQLite store and spool, and a free metrics port."""
+    where = tmp_path_factory.mktemp("store")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OBSERVE_DB_URL", f"sqlite:///{where / 'observe.db'}")
+        mp.setenv("OBSERVE_SPOOL_DIR", str(where / "spool"))
+        mp.setenv("OBSERVE_PROMETHEUS_PORT", "0")
+        yield where
 
 
 @pytest.fixture(scope="module")
@@ -111,3 +124,52 @@ def test_bad_serving_options_are_clear_errors(
     code, output = invoke("infer", "--checkpoint", checkpoint, *args)
     assert code == 2, output
     assert "error:" in output and message in output
+
+
+def test_runs_and_query_read_the_store(checkpoint: Path) -> None:
+    code, output = invoke("runs", "--json")
+    assert code == 0, output
+    runs = json.loads(output)
+    # The training run, and the serving runs of the same checkpoint, share its model label.
+    ours = [r for r in runs if r["model"] == checkpoint.name]
+    assert ours and all(r["status"] == "finished" and r["samples"] > 0 for r in ours)
+    train_run = min(ours, key=lambda r: r["started"])
+    code, output = invoke(
+        "query", "observe_moe_expert_tokens", "--run", train_run["id"], "--since", "1h", "--json"
+    )
+    assert code == 0, output
+    rows = json.loads(output)
+    assert rows and {"layer", "expert", "run", "model"} <= set(rows[0]["labels"])
+    code, output = invoke("query", "observe_moe_expert_tokens", "--since", "soon")
+    assert code == 2 and "soon" in output
+
+
+def test_db_commands_migrate_a_store(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    code, output = invoke("db", "current", "--db-url", url)
+    assert code == 0 and output.strip() == "base"
+    code, output = invoke("db", "upgrade", "--db-url", url)
+    assert code == 0, output
+    code, head = invoke("db", "current", "--db-url", url)
+    assert head.strip() not in ("", "base")
+    code, output = invoke("db", "downgrade", "base", "--db-url", url)
+    assert code == 0 and "base" in output
+
+
+def test_a_wrong_store_fails_before_training(tmp_path: Path) -> None:
+    url = "postgresql://observe:hunter2@127.0.0.1:9/observe"
+    code, output = invoke(
+        "train", "--domain", "legal", "--db-url", url, "--out", tmp_path / "run", *TINY
+    )
+    assert code == 2
+    assert "hunter2" not in output and "***" in output
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_config_file_sets_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OBSERVE_DB_URL")  # the environment would win over the file
+    config = tmp_path / "observe.toml"
+    config.write_text(f'db_url = "sqlite:///{tmp_path / "from-file.db"}"\n')
+    code, output = invoke("--config", config, "db", "upgrade")
+    assert code == 0, output
+    assert (tmp_path / "from-file.db").exists()

@@ -361,3 +361,16 @@ def test_recorded_calls_stay_bounded_without_steps(model: MoETransformer) -> Non
             model(torch.randint(0, 256, (1, 3)))
             assert len(monitor._calls) < MAX_PENDING_CALLS
         assert monitor.snapshot().layers[1].tokens == MAX_PENDING_CALLS * 3
+
+
+def test_recorded_logits_stay_bounded(
+    model: MoETransformer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from observe.hooks import monitor as monitor_module
+
+    monkeypatch.setattr(monitor_module, "MAX_PENDING_LOGITS", 100)
+    with observe.attach(model) as monitor, torch.no_grad():
+        for _ in range(5):
+            model(torch.randint(0, 256, (2, 8)))  # 16 tokens × 4 experts per call
+            assert monitor._pending_logit_count < 100
+        assert monitor.snapshot().layers[0].tokens == 5 * 16

@@ -35,9 +35,11 @@ METRICS = frozenset(
     {"routing", "router_losses", "entropy_histogram", "dropped_tokens", "hidden_states"}
 )
 MAX_ENTROPY_SLOTS = 256
-# Router calls recorded before they are folded into the sums even without a step: bounds
-# the memory the recorded tensors hold when a caller never marks steps.
+# Recorded router calls are folded into the sums at each flush, or sooner once this many
+# calls or logits wait: folding many calls at once is what keeps decoding cheap, and the
+# bounds keep the memory the recorded tensors hold small (4M logits: 16 MB in float32).
 MAX_PENDING_CALLS = 512
+MAX_PENDING_LOGITS = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,7 @@ class Monitor:
         self._measure_routing = self._measure_hidden = True
         self._pending_logits: list[torch.Tensor | None] = [None] * len(self.routers)
         self._calls: list[RouterCall] = []
+        self._pending_logit_count = 0
         self._dropped: list[tuple[int, torch.Tensor]] = []
         self._window_first_step = 1
         self._windows: queue.Queue[tuple[RoutingWindow, int, int] | None] = queue.Queue()
@@ -276,12 +279,13 @@ class Monitor:
     def _add_routing(
         self, layer: int, logits_TE: torch.Tensor, topk_indices_TK: torch.Tensor
     ) -> None:
-        # Only recorded here: folding many calls together at the step costs far less.
+        # Only recorded here: folding many calls together later costs far less.
         logits_TE = logits_TE.detach().reshape(-1, logits_TE.shape[-1])
         topk_indices_TK = topk_indices_TK.detach().reshape(logits_TE.shape[0], -1)
         mask_T = self._token_mask(logits_TE.shape[0])
         self._calls.append(RouterCall(layer, logits_TE, topk_indices_TK, mask_T))
-        if len(self._calls) >= MAX_PENDING_CALLS:
+        self._pending_logit_count += logits_TE.numel()
+        if len(self._calls) >= MAX_PENDING_CALLS or self._pending_logit_count >= MAX_PENDING_LOGITS:
             self._fold()
 
     def _on_moe_block(
@@ -296,6 +300,7 @@ class Monitor:
             if self._calls:
                 self._buffers.add_calls(self._calls, self.adapter.probabilities)
                 self._calls = []
+                self._pending_logit_count = 0
             if self._dropped:
                 self._buffers.add_dropped(
                     [layer for layer, _ in self._dropped], [d for _, d in self._dropped]
@@ -323,9 +328,6 @@ class Monitor:
     def step(self) -> None:
         """Marks the end of a training or serving step; every `flush_every` steps, flushes."""
         self.step_count += 1
-        started = time.perf_counter_ns()
-        self._fold()
-        self.overhead_ns += time.perf_counter_ns() - started
         if self.step_count - self._window_first_step + 1 >= self.config.flush_every:
             self.flush()
 

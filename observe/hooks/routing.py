@@ -100,19 +100,20 @@ class RoutingBuffers:
         R = len(calls)
         logits_NE = torch.cat([c.logits_TE for c in calls]).float()
         expert_NK = torch.cat([c.topk_indices_TK for c in calls]).long()
-        weight_N = torch.cat(
-            [
-                torch.ones(c.logits_TE.shape[0], device=device)
-                if c.mask_T is None
-                else c.mask_T.to(device=device, dtype=torch.float32)
-                for c in calls
-            ]
-        )
         sizes = [c.logits_TE.shape[0] for c in calls]
+        if all(c.mask_T is None for c in calls):
+            weight_N = torch.ones(sum(sizes), device=device)
+        else:
+            weight_N = torch.cat(
+                [
+                    torch.ones(n, device=device) if c.mask_T is None else c.mask_T.float()
+                    for c, n in zip(calls, sizes, strict=True)
+                ]
+            )
         layers = [c.layer for c in calls]
-        call_N = _filled(sizes, range(R), device)
-        layer_N = _filled(sizes, layers, device)
-        layer_R = _filled([1] * R, layers, device)
+        call_N = _to_device(torch.arange(R).repeat_interleave(torch.tensor(sizes)), device)
+        layer_N = _to_device(torch.tensor(layers).repeat_interleave(torch.tensor(sizes)), device)
+        layer_R = _to_device(torch.tensor(layers), device)
         mask_A = weight_N.long().repeat_interleave(K)
         expert_A = expert_NK.reshape(-1)
 
@@ -148,7 +149,7 @@ class RoutingBuffers:
 
     def add_dropped(self, layers: Sequence[int], dropped: Sequence[torch.Tensor]) -> None:
         """Dropped assignments reported by MoE blocks, one scalar per block call."""
-        layer_R = _filled([1] * len(layers), layers, self.device)
+        layer_R = _to_device(torch.tensor(layers), self.device)
         dropped_R = torch.stack([d.reshape(()) for d in dropped]).to(torch.float64)
         self.scalars_LC[:, DROPPED].index_add_(0, layer_R, dropped_R)
 
@@ -170,12 +171,9 @@ class RoutingBuffers:
         return RoutingWindow(scalars, tokens_per_expert, histogram, calls, ready)
 
 
-def _filled(counts: Sequence[int], values: Sequence[int], device: torch.device) -> torch.Tensor:
-    """`values[i]` repeated `counts[i]` times, built on the device: a host list copied to a
-    GPU would wait for the copy."""
-    return torch.cat(
-        [
-            torch.full((n,), v, dtype=torch.long, device=device)
-            for n, v in zip(counts, values, strict=True)
-        ]
-    )
+def _to_device(index: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small index built on the host, copied without making the host wait: a copy from
+    ordinary memory to a GPU would block until the device has caught up."""
+    if device.type == "cuda":
+        return index.pin_memory().to(device, non_blocking=True)
+    return index

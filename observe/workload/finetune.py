@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from opentelemetry.metrics import MeterProvider
 
 from observe.errors import ObserveError
 from observe.workload.checkpoint import load_checkpoint, save_checkpoint
@@ -60,6 +61,7 @@ def prepare_fine_tune(
     data_file: str | None = None,
     resume: str | os.PathLike[str] | None = None,
     n_docs: int = 2000,
+    meter_provider: MeterProvider | None = None,
 ) -> FineTuneJob:
     """Builds the model, data and trainer for a built-in domain or a user's file.
 
@@ -86,6 +88,11 @@ def prepare_fine_tune(
     # A resumed run draws fresh batches rather than replaying the first run's.
     sampler = BatchSampler(rows, train_config.batch_size, seed=train_config.seed + start_step)
     trainer = Trainer(
-        model, sampler, train_config, start_step=start_step, optimizer_state=optimizer_state
+        model,
+        sampler,
+        train_config,
+        start_step=start_step,
+        optimizer_state=optimizer_state,
+        meter_provider=meter_provider,
     )
     return FineTuneJob(model, trainer, Path(out_dir), source)

@@ -17,6 +17,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from types import TracebackType
 
+from opentelemetry.metrics import MeterProvider
+
+from observe import catalogue, instruments
 from observe.errors import ObserveError
 from observe.workload.generation import (
     CLOSED_MESSAGE,
@@ -122,9 +125,12 @@ class InferenceEngine:
         batch_wait_s: float = 0.005,
         seed: int = 0,
         on_batch: Callable[[], None] | None = None,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         """`on_batch` runs on the worker thread after each batched generation: a serving
-        step, where a monitor's `step` goes."""
+        step, where a monitor's `step` goes. Latency and cache hits go out through
+        OpenTelemetry, to `meter_provider` or the global provider: a no-op unless the
+        application configured one."""
         if max_batch_size < 1:
             raise ObserveError(f"max_batch_size={max_batch_size} must be at least 1")
         if batch_wait_s < 0:
@@ -138,6 +144,10 @@ class InferenceEngine:
         self.batch_wait_s = batch_wait_s
         self.seed = seed
         self.on_batch = on_batch
+        meter = instruments.meter(meter_provider, "observe.workload")
+        self._latency = instruments.histogram(meter, catalogue.INFERENCE_LATENCY)
+        self._cache_hits = instruments.counter(meter, catalogue.CACHE_HITS)
+        self._cache_misses = instruments.counter(meter, catalogue.CACHE_MISSES)
         # None wakes the worker when the engine closes.
         self._queue: queue.Queue[_Request | None] = queue.Queue()
         self._lock = threading.Lock()
@@ -170,9 +180,12 @@ class InferenceEngine:
                     )
                     self._worker.start()
                 self._queue.put(_Request(prompt, settings, future, submitted_at))
+                self._cache_misses.add(1)
                 return future
             response = replace(cached, cached=True, latency_s=time.perf_counter() - submitted_at)
             self._latencies_s.append(response.latency_s)
+        self._cache_hits.add(1)
+        self._latency.record(response.latency_s)
         # Outside the lock: done-callbacks run here and may submit again.
         future.set_result(response)
         return future
@@ -291,4 +304,5 @@ class InferenceEngine:
             self._batched_requests += len(requests)
             self._latencies_s.extend(latencies_s)
         for request, latency_s in zip(requests, latencies_s, strict=True):
+            self._latency.record(latency_s)
             request.future.set_result(replace(responses[request.prompt], latency_s=latency_s))

@@ -9,8 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from opentelemetry.metrics import MeterProvider
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from observe import catalogue, instruments
 from observe.errors import ObserveError
 from observe.workload.data import BatchSampler
 from observe.workload.model import MoETransformer
@@ -90,7 +92,10 @@ class Trainer:
         *,
         start_step: int = 0,
         optimizer_state: dict[str, Any] | None = None,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
+        """Loss and throughput go out through OpenTelemetry, to `meter_provider` or the
+        global provider: a no-op unless the application configured one."""
         if start_step >= config.steps:
             raise ObserveError(
                 f"the checkpoint has already trained {start_step} steps and --steps is "
@@ -100,6 +105,9 @@ class Trainer:
         self.sampler = sampler
         self.config = config
         self.step = start_step
+        meter = instruments.meter(meter_provider, "observe.workload")
+        self._loss = instruments.gauge(meter, catalogue.TRAIN_LOSS)
+        self._tokens_per_s = instruments.gauge(meter, catalogue.TRAIN_TOKENS_PER_SECOND)
         freeze_below(model, config.freeze_below)
         trainable = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
@@ -140,6 +148,8 @@ class Trainer:
                     stats=f"loss {result.loss:.3f}  aux {result.aux_loss:.3f}  "
                     f"{result.tokens_per_s:,.0f} tok/s",
                 )
+                self._loss.set(result.lm_loss)
+                self._tokens_per_s.set(result.tokens_per_s)
                 if on_step is not None:
                     on_step(result)
         return results

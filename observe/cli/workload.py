@@ -1,46 +1,33 @@
-"""The `observe` command line."""
+"""`observe train`, `observe infer` and `observe demo`: the reference workload, monitored.
+
+Each opens a monitoring session (store, /metrics, OTLP) and attaches to the workload's
+model from outside, as a user's code would. Heavy imports happen inside the commands, so
+`observe --help` answers without loading torch.
+"""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from observe.errors import ObserveError
-
-app = typer.Typer(
-    help="Observability and drift monitoring for Mixture-of-Experts language models.",
-    no_args_is_help=True,
-    add_completion=False,
+from observe.cli.app import (
+    DbUrl,
+    OtlpEndpoint,
+    PrometheusPort,
+    app,
+    console,
+    explains_errors,
+    settings,
 )
-console = Console()
-errors = Console(stderr=True)
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def explains_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Shows an ObserveError as one line and exit status 2, instead of a traceback."""
-
-    @functools.wraps(command)
-    def run(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return command(*args, **kwargs)
-        except ObserveError as exc:
-            errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from exc
-
-    return run
+from observe.errors import ObserveError
 
 
 @app.command()
 @explains_errors
 def train(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="Directory for the checkpoint.")],
     config: Annotated[str, typer.Option(help="Model size: tiny, small or bench.")] = "small",
     domain: Annotated[
@@ -67,34 +54,42 @@ def train(
     docs: Annotated[int, typer.Option(help="Documents generated for a built-in domain.")] = 2000,
     seed: Annotated[int, typer.Option(help="Seed for data, weights and batches.")] = 0,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    db_url: DbUrl = None,
+    prometheus_port: PrometheusPort = None,
+    otlp_endpoint: OtlpEndpoint = None,
 ) -> None:
     """Fine-tune the reference MoE model on a domain or your own text."""
-    # Imported here so `observe --help` answers without loading torch.
-    import observe
+    from observe.pipeline import MonitoringSession
     from observe.workload.finetune import prepare_fine_tune
     from observe.workload.trainer import TrainConfig
 
     if domain is None and data is None:
         raise ObserveError("nothing to train on: pass --domain NAME or --data FILE")
-    job = prepare_fine_tune(
-        TrainConfig(
-            steps=steps,
-            batch_size=batch_size,
-            seq_len=seq_len,
-            grad_accum=grad_accum,
-            lr=lr,
-            warmup_steps=warmup,
-            freeze_below=freeze_below,
-            seed=seed,
-        ),
-        out,
-        config_name=config,
-        domain=domain,
-        data_file=None if data is None else str(data),
-        resume=resume,
-        n_docs=docs,
+    options = settings(
+        ctx, db_url=db_url, prometheus_port=prometheus_port, otlp_endpoint=otlp_endpoint
     )
-    with observe.attach(job.model) as monitor:
+    run_config = {"config": config, "domain": domain, "data": data and str(data), "steps": steps}
+    with MonitoringSession(options, model=out.name, config=run_config) as session:
+        job = prepare_fine_tune(
+            TrainConfig(
+                steps=steps,
+                batch_size=batch_size,
+                seq_len=seq_len,
+                grad_accum=grad_accum,
+                lr=lr,
+                warmup_steps=warmup,
+                freeze_below=freeze_below,
+                seed=seed,
+            ),
+            out,
+            config_name=config,
+            domain=domain,
+            data_file=None if data is None else str(data),
+            resume=resume,
+            n_docs=docs,
+            meter_provider=session.meter_provider,
+        )
+        monitor = session.attach(job.model)
         result = job.run(lambda _: monitor.step(), progress=progress)
         routing = monitor.snapshot()
     if result.steps:
@@ -103,13 +98,14 @@ def train(
             f"trained to step {last.step} on {result.domain}: "
             f"loss {first.lm_loss:.3f} -> {last.lm_loss:.3f}"
         )
-    console.print(f"checkpoint: {result.checkpoint}")
+    console.print(f"checkpoint: {result.checkpoint}  run: {session.run_id}")
     console.print(routing.format(), highlight=False, soft_wrap=True)
 
 
 @app.command()
 @explains_errors
 def infer(
+    ctx: typer.Context,
     checkpoint: Annotated[Path, typer.Option(help="Checkpoint directory from `observe train`.")],
     traffic: Annotated[
         str,
@@ -129,9 +125,12 @@ def infer(
     cache_size: Annotated[int, typer.Option(help="Responses kept in the LRU cache.")] = 256,
     max_batch_size: Annotated[int, typer.Option(help="Requests batched together.")] = 8,
     seed: Annotated[int, typer.Option(help="Seed for the traffic plan and sampling.")] = 0,
+    db_url: DbUrl = None,
+    prometheus_port: PrometheusPort = None,
+    otlp_endpoint: OtlpEndpoint = None,
 ) -> None:
     """Serve a checkpoint with a replayed traffic mix; print throughput, latency, cache misses."""
-    import observe
+    from observe.pipeline import MonitoringSession
     from observe.workload.checkpoint import load_checkpoint
     from observe.workload.generation import GenerationSettings
     from observe.workload.inference import InferenceEngine
@@ -141,20 +140,24 @@ def infer(
         raise ObserveError(f"--concurrency {concurrency} must be at least 1")
     spec = TrafficSpec.parse(traffic)
     plan = plan_requests(spec, requests, repeat_share=repeat_share, seed=seed)
-    settings = GenerationSettings(max_new_tokens=max_new_tokens, top_p=top_p)
+    generation = GenerationSettings(max_new_tokens=max_new_tokens, top_p=top_p)
     model = load_checkpoint(checkpoint).build_model()
-    with (
-        observe.attach(model) as monitor,
-        InferenceEngine(
+    options = settings(
+        ctx, db_url=db_url, prometheus_port=prometheus_port, otlp_endpoint=otlp_endpoint
+    )
+    run_config = {"checkpoint": str(checkpoint), "traffic": traffic, "requests": requests}
+    with MonitoringSession(options, model=checkpoint.name, config=run_config) as session:
+        monitor = session.attach(model)
+        with InferenceEngine(
             model,
             cache_size=cache_size,
             max_batch_size=max_batch_size,
             seed=seed,
             on_batch=monitor.step,
-        ) as engine,
-    ):
-        report = replay(engine, plan, concurrency=concurrency, settings=settings)
-    routing = monitor.snapshot()
+            meter_provider=session.meter_provider,
+        ) as engine:
+            report = replay(engine, plan, concurrency=concurrency, settings=generation)
+        routing = monitor.snapshot()
     console.print(report.format(), highlight=False, soft_wrap=True)
     console.print(routing.format(), highlight=False, soft_wrap=True)
 
@@ -162,19 +165,23 @@ def infer(
 @app.command()
 @explains_errors
 def demo(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="Where the demo keeps its checkpoint.")] = Path(
         ".observe/demo"
     ),
     steps: Annotated[int, typer.Option(help="Training steps.")] = 120,
     requests: Annotated[int, typer.Option(help="Requests served after training.")] = 200,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    db_url: DbUrl = None,
+    prometheus_port: PrometheusPort = None,
+    otlp_endpoint: OtlpEndpoint = None,
 ) -> None:
     """Fine-tune on one domain, then serve traffic that shifts domain, and summarise."""
     from observe.demo import DemoConfig, run_demo
 
-    result = run_demo(DemoConfig(train_steps=steps, requests=requests), out, progress=progress)
+    options = settings(
+        ctx, db_url=db_url, prometheus_port=prometheus_port, otlp_endpoint=otlp_endpoint
+    )
+    config = DemoConfig(train_steps=steps, requests=requests)
+    result = run_demo(config, out, options, progress=progress)
     console.print(result.format(), highlight=False, soft_wrap=True)
-
-
-def main() -> None:
-    app(prog_name="observe")

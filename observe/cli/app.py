@@ -1,0 +1,95 @@
+"""The `observe` Typer app, its error handling and the settings every command shares."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+
+from observe.errors import ObserveError
+from observe.settings import Settings, load_settings
+
+app = typer.Typer(
+    help="Observability and drift monitoring for Mixture-of-Experts language models.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# Options of every command that reaches the store or serves metrics.
+DbUrl = Annotated[
+    str | None,
+    typer.Option(
+        help="Store URL (SQLAlchemy); default SQLite under .observe/. Env OBSERVE_DB_URL."
+    ),
+]
+PrometheusPort = Annotated[
+    int | None,
+    typer.Option(
+        help="Port of the /metrics endpoint; 0 picks a free one. Env OBSERVE_PROMETHEUS_PORT."
+    ),
+]
+OtlpEndpoint = Annotated[
+    str | None,
+    typer.Option(
+        help="OTLP/HTTP endpoint of an OpenTelemetry Collector. Env OBSERVE_OTLP_ENDPOINT."
+    ),
+]
+
+
+def explains_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Shows an ObserveError as one line and exit status 2, instead of a traceback."""
+
+    @functools.wraps(command)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except ObserveError as exc:
+            errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from exc
+
+    return run
+
+
+@app.callback()
+def configure(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="Settings file (TOML); default observe.toml if present."),
+    ] = None,
+) -> None:
+    ctx.obj = config
+
+
+def settings(ctx: typer.Context, **flags: object) -> Settings:
+    """The file from `observe --config`, the environment, then these flags."""
+    config_file = ctx.find_root().obj
+    return load_settings(config_file, overrides=flags)
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    # Unwinds like Ctrl-C: sessions close on the way out, delivering within their limit.
+    raise SystemExit(128 + signum)
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, _terminate)
+    # observe's one-line notices (what attach found, the /metrics address) go to stderr.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log = logging.getLogger("observe")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    app(prog_name="observe")

@@ -1,0 +1,31 @@
+"""`docs/metrics.md`, rendered from the metric catalogue."""
+
+from __future__ import annotations
+
+from observe.catalogue import CATALOGUE, COMMON_LABELS, RANK_LABEL, Kind
+
+
+def render_metrics_doc() -> str:
+    common = ", ".join(f"`{label}`" for label in COMMON_LABELS)
+    lines = [
+        "# Metrics",
+        "",
+        "Generated from `observe/catalogue.py` by `make generate`; do not edit by hand.",
+        "",
+        f"Every series carries the labels {common}, and "
+        f"`{RANK_LABEL}` in distributed runs. Names are as Prometheus shows them; the store "
+        "keeps the catalogue name (without unit or `_total` suffix).",
+        "",
+        "| Prometheus name | kind | unit | labels | description |",
+        "|---|---|---|---|---|",
+    ]
+    for metric in CATALOGUE:
+        labels = ", ".join(f"`{label}`" for label in metric.labels) or "-"
+        name = f"`{metric.prometheus_name}`"
+        if metric.kind is Kind.HISTOGRAM:
+            name += " (`_bucket`, `_sum`, `_count`)"
+        description = metric.description
+        if metric.buckets:
+            description += f" Buckets: {', '.join(f'{b:g}' for b in metric.buckets)}."
+        lines.append(f"| {name} | {metric.kind} | `{metric.unit}` | {labels} | {description} |")
+    return "\n".join(lines) + "\n"

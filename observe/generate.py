@@ -1,0 +1,52 @@
+"""Files generated from code and committed: `make generate` writes them, a test compares.
+
+python -m observe.generate          # write every generated file
+python -m observe.generate --check  # exit 1 listing the files that are out of date
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from observe.docs import render_metrics_doc
+
+ROOT = Path(__file__).resolve().parents[1]
+
+GENERATED: dict[str, Callable[[], str]] = {
+    "docs/metrics.md": render_metrics_doc,
+}
+
+
+def stale(root: Path = ROOT) -> list[str]:
+    """Generated files whose committed content differs from what the code renders."""
+    return [
+        path
+        for path, render in GENERATED.items()
+        if not (root / path).exists() or (root / path).read_text(encoding="utf-8") != render()
+    ]
+
+
+def write(root: Path = ROOT) -> None:
+    for path, render in GENERATED.items():
+        target = root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(render(), encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Write or check observe's generated files.")
+    parser.add_argument("--check", action="store_true", help="only report stale files")
+    if parser.parse_args().check:
+        outdated = stale()
+        if outdated:
+            print("out of date (run `make generate`):", *outdated, sep="\n  ")
+            sys.exit(1)
+        return
+    write()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""One monitored run end to end: the store, delivery, OpenTelemetry and the monitor's sinks.
+
+This is the application side of observe: `observe train`, `observe infer` and the demo
+open a session, attach monitors through it, and close it, which flushes everything with a
+time limit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+from opentelemetry.metrics import MeterProvider
+from torch import nn
+
+from observe.errors import ObserveError
+from observe.hooks import Monitor, MonitorConfig, attach
+from observe.settings import Settings
+from observe.store.delivery import Delivery
+from observe.store.engine import resolve_url
+from observe.store.writer import Store
+from observe.telemetry.health import register_health
+from observe.telemetry.limits import LabelLimiter
+from observe.telemetry.provider import Telemetry
+from observe.telemetry.routing import RoutingInstruments
+from observe.telemetry.store_exporter import ExpertLoadSink, StoreExporter
+
+logger = logging.getLogger("observe")
+
+
+def new_run_id(model: str) -> str:
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{model}-{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+class MonitoringSession:
+    """Everything one monitored run needs; the store is checked before anything starts."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        model: str,
+        config: Mapping[str, Any] | None = None,
+        run_id: str | None = None,
+        rank: int | None = None,
+    ) -> None:
+        self.settings = settings
+        self.run_id = run_id or new_run_id(model)
+        url = resolve_url(settings.db_url)
+        # Opened here, synchronously: a wrong URL or password fails before training starts.
+        self._store = Store.open(url)
+        self._store.start_run(self.run_id, model, dict(config or {}))
+        self.delivery = Delivery(url, settings.spool_dir, max_spool_bytes=settings.spool_max_bytes)
+        self.limiter = LabelLimiter(settings.label_limit)
+        self.telemetry = Telemetry(
+            settings,
+            run_id=self.run_id,
+            model=model,
+            exporters=[StoreExporter(self.delivery, self.run_id)],
+            rank=rank,
+        )
+        meter = self.telemetry.meter()
+        register_health(meter, self.delivery, self.limiter, self.telemetry.otlp)
+        self._sinks = (
+            RoutingInstruments(meter, self.limiter),
+            ExpertLoadSink(self.delivery, self.run_id),
+        )
+        self._monitors: list[Monitor] = []
+        self._closed = False
+
+    @property
+    def meter_provider(self) -> MeterProvider:
+        """Hand this to the workload so its own figures join the run's."""
+        return self.telemetry.provider
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self.telemetry.metrics_port
+
+    def attach(self, model: nn.Module, config: MonitorConfig | None = None) -> Monitor:
+        config = config or MonitorConfig(flush_every=self.settings.flush_every)
+        monitor = attach(model, config, sinks=self._sinks)
+        self._monitors.append(monitor)
+        return monitor
+
+    def close(self, status: str = "finished") -> None:
+        """Flushes monitors, exports a last time and delivers within `close_timeout_s`."""
+        if self._closed:
+            return
+        self._closed = True
+        timeout_s = self.settings.close_timeout_s
+        for monitor in self._monitors:
+            monitor.close()
+        self.telemetry.shutdown(timeout_s)
+        self.delivery.close(timeout_s)
+        try:
+            self._store.end_run(self.run_id, status)
+        except ObserveError as exc:
+            logger.warning("observe: could not mark run %s %s: %s", self.run_id, status, exc)
+        self._store.close()
+
+    def __enter__(self) -> MonitoringSession:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close("finished" if exc_type is None else "failed")

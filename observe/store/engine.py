@@ -1,0 +1,159 @@
+"""Database URLs and engines: the default SQLite file, PostgreSQL through psycopg 3.
+
+Every message and log line shows URLs through `mask_url`, so a password never leaves here.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
+
+from observe.errors import ObserveError
+
+DEFAULT_SQLITE_PATH = Path(".observe/observe.db")
+# Where the user sets the URL; named in every connection error.
+URL_HINT = "OBSERVE_DB_URL or --db-url"
+# libpq waits this long for a server that does not answer, unless the URL says otherwise.
+CONNECT_TIMEOUT_S = 5
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+# Greedy up to the last @ before the path: an unescaped @ in a password stays masked.
+_USERINFO = re.compile(r"(?P<head>://[^:/?#@]*):[^/?#]*@")
+_QUERY_PASSWORD = re.compile(r"(?P<head>[?&]password=)[^&#]*", re.IGNORECASE)
+
+
+def resolve_url(url: str | None) -> str:
+    """The URL observe connects to: None is the SQLite file under `.observe/`."""
+    if url is None:
+        DEFAULT_SQLITE_PATH.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{DEFAULT_SQLITE_PATH.resolve()}"
+    parsed = _parse(url)
+    backend, _, driver = parsed.drivername.partition("+")
+    if backend in ("postgresql", "postgres"):
+        # COPY, the fast path for samples, goes through psycopg 3.
+        if driver not in ("", "psycopg"):
+            raise ObserveError(
+                f"unsupported driver {driver!r} in {mask_url(url)}: observe's store uses "
+                "psycopg 3; write the URL as postgresql://... or postgresql+psycopg://..."
+            )
+        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    if backend == "sqlite":
+        return url
+    raise ObserveError(
+        f"unsupported database {backend!r} in {mask_url(url)}: use postgresql://USER@HOST/DB "
+        f"or sqlite:///PATH in {URL_HINT}"
+    )
+
+
+def mask_url(url: str | URL) -> str:
+    """`url` with its password replaced by ***, also when it does not parse."""
+    if isinstance(url, URL):
+        url = url.render_as_string(hide_password=False)
+    url = _USERINFO.sub(r"\g<head>:***@", url)
+    return _QUERY_PASSWORD.sub(r"\g<head>***", url)
+
+
+def connect(url: str | None) -> Engine:
+    """An engine for `url`, with the connection checked now rather than at first use."""
+    resolved = resolve_url(url)
+    parsed = _parse(resolved)
+    engine = create_engine(parsed, pool_pre_ping=True, connect_args=_connect_args(parsed))
+    if parsed.get_backend_name() == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+    except DBAPIError as exc:
+        engine.dispose()
+        raise connection_error(parsed, exc) from None
+    return engine
+
+
+def connection_error(url: URL, exc: BaseException) -> ObserveError:
+    """Says why `url` could not be used and what to change, without its password."""
+    masked = mask_url(url)
+    reason = _scrub(str(getattr(exc, "orig", None) or exc), url.password)
+    first = summarise(url, exc)
+    lowered = reason.lower()
+    if url.get_backend_name() == "sqlite":
+        return ObserveError(
+            f"cannot open the SQLite database {masked}: {first}. Check that its directory "
+            f"exists and is writable, or set {URL_HINT}"
+        )
+    if "password authentication failed" in lowered or "no password supplied" in lowered:
+        return ObserveError(
+            f"the database at {masked} refused the password of user {url.username!r}: fix the "
+            f"user name or password in {URL_HINT}"
+        )
+    if "role" in lowered and "does not exist" in lowered:
+        return ObserveError(
+            f"the database at {masked} has no user {url.username!r}: fix the user name in "
+            f"{URL_HINT}, or create the user (createuser {url.username})"
+        )
+    if "database" in lowered and "does not exist" in lowered:
+        return ObserveError(
+            f"database {url.database!r} does not exist at {masked}: create it "
+            f"(createdb {url.database}) or fix the database name in {URL_HINT}"
+        )
+    if "pg_hba.conf" in lowered:
+        return ObserveError(
+            f"the server at {masked} does not accept this host, user or database "
+            f"(pg_hba.conf): {first}. Allow it there, or change {URL_HINT}"
+        )
+    return ObserveError(
+        f"cannot reach the database at {masked}: {first}. Check that the server is running "
+        f"and the host and port are right in {URL_HINT}"
+    )
+
+
+def summarise(url: URL, exc: BaseException) -> str:
+    """The first line of a driver's error, without the password of `url`."""
+    reason = _scrub(str(getattr(exc, "orig", None) or exc), url.password).strip()
+    return reason.splitlines()[0] if reason else type(exc).__name__
+
+
+def _parse(url: str | URL) -> URL:
+    try:
+        return make_url(url)
+    except ArgumentError:
+        raise ObserveError(
+            f"cannot read the database URL {mask_url(str(url))!r}: write it as "
+            f"postgresql://USER:PASSWORD@HOST:PORT/DB or sqlite:///PATH in {URL_HINT}"
+        ) from None
+
+
+def _connect_args(url: URL) -> dict[str, Any]:
+    if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
+        return {"connect_timeout": CONNECT_TIMEOUT_S}
+    return {}
+
+
+def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: object) -> None:
+    # The sqlite3 module opens transactions only before INSERT/UPDATE/DELETE, so DDL and
+    # reads would run outside them. Turn that off here; `_sqlite_begin` opens every
+    # transaction itself, which makes migrations atomic.
+    dbapi_connection.isolation_level = None
+    # WAL lets readers (queries, dashboards) run while the pipeline writes; the busy
+    # timeout makes a second writer wait for the lock instead of failing at once.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    # SQLite ignores foreign keys unless asked; enforce them as PostgreSQL does.
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_begin(connection: Connection) -> None:
+    connection.exec_driver_sql("BEGIN")
+
+
+def _scrub(text: str, password: str | None) -> str:
+    # Drivers may echo what they were given; never let the password through.
+    return text.replace(password, "***") if password else text

@@ -1,0 +1,125 @@
+"""Schema migrations: Alembic, configured here, so no alembic.ini is needed.
+
+The revisions live in the repository's top-level `migrations/` folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.script.revision import RevisionError
+from alembic.util import CommandError
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import OperationalError
+
+import observe
+from observe.errors import ObserveError
+from observe.store.engine import connect, connection_error, mask_url
+
+# Serialises concurrent upgrades on PostgreSQL (ranks of one job starting together): the
+# second waits, then finds the schema at head and does nothing.
+_ADVISORY_LOCK_KEY = 0x0B5E_0001
+
+
+def migrations_dir() -> Path:
+    path = Path(observe.__file__).resolve().parents[1] / "migrations"
+    if not (path / "env.py").is_file():
+        raise ObserveError(
+            f"observe's database migrations are missing: expected {path / 'env.py'}. They "
+            "ship with the source tree, not inside the package: install observe from a "
+            "checkout (pip install -e .)"
+        )
+    return path
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """Alembic's configuration; with `connection`, commands run on it (env.py needs one)."""
+    config = Config()
+    # Config values are interpolated: a % in the path must be doubled.
+    config.set_main_option("script_location", str(migrations_dir()).replace("%", "%%"))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def head() -> str:
+    """The newest revision this version of observe knows."""
+    revision = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if revision is None:
+        raise ObserveError(f"no migrations found in {migrations_dir()}: reinstall observe")
+    return revision
+
+
+def upgrade(url: str | None, revision: str = "head") -> None:
+    engine = connect(url)
+    try:
+        upgrade_engine(engine, revision)
+    finally:
+        engine.dispose()
+
+
+def downgrade(url: str | None, revision: str) -> None:
+    engine = connect(url)
+    try:
+        _migrate(engine, revision, down=True)
+    finally:
+        engine.dispose()
+
+
+def current(url: str | None) -> str | None:
+    """The database's revision; None for a database observe never migrated."""
+    engine = connect(url)
+    try:
+        return current_revision(engine)
+    finally:
+        engine.dispose()
+
+
+def upgrade_engine(engine: Engine, revision: str = "head") -> None:
+    _migrate(engine, revision, down=False)
+
+
+def current_revision(engine: Engine) -> str | None:
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    except OperationalError as exc:
+        raise connection_error(engine.url, exc) from None
+
+
+def require_head(engine: Engine) -> None:
+    """Raises, saying what to run, unless the schema is at this observe's newest revision."""
+    found, wanted = current_revision(engine), head()
+    if found != wanted:
+        raise ObserveError(
+            f"the database at {mask_url(engine.url)} is at schema revision "
+            f"{found or 'none (empty)'}, this observe needs {wanted}: run `observe db upgrade`"
+        )
+
+
+def _migrate(engine: Engine, revision: str, *, down: bool) -> None:
+    try:
+        # One transaction: on PostgreSQL and SQLite alike a failed step leaves no trace.
+        with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK_KEY}
+                )
+            config = alembic_config(connection)
+            if down:
+                command.downgrade(config, revision)
+            else:
+                command.upgrade(config, revision)
+    except (CommandError, RevisionError) as exc:
+        raise ObserveError(
+            f"cannot migrate the database at {mask_url(engine.url)} to {revision!r}: {exc}. "
+            "Revisions are 'head', 'base' or an id that `observe db current` and the files in "
+            f"{migrations_dir() / 'versions'} show; a database migrated by a newer observe "
+            "needs that version"
+        ) from None
+    except OperationalError as exc:
+        raise connection_error(engine.url, exc) from None

@@ -1,0 +1,115 @@
+"""Reading the store: runs and one metric's samples."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import DBAPIError
+
+from observe.catalogue import BY_NAME, Kind
+from observe.errors import ObserveError
+from observe.store.migrate import require_head
+from observe.store.schema import RUNS, SAMPLES, SERIES
+
+_SINCE = re.compile(r"\s*(\d+)\s*([smhd])\s*")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    id: str
+    model: str
+    status: str
+    started: datetime
+    ended: datetime | None
+    samples: int
+
+
+@dataclass(frozen=True)
+class QueryRow:
+    time: datetime
+    labels: Mapping[str, str]
+    value: float
+
+
+def list_runs(engine: Engine) -> list[RunInfo]:
+    """Every run, newest first, with the number of samples stored for it."""
+    counts = select(SAMPLES.c.run_id, func.count().label("n")).group_by(SAMPLES.c.run_id).subquery()
+    statement = (
+        select(
+            RUNS.c.id,
+            RUNS.c.model,
+            RUNS.c.status,
+            RUNS.c.started,
+            RUNS.c.ended,
+            func.coalesce(counts.c.n, 0),
+        )
+        .outerjoin(counts, counts.c.run_id == RUNS.c.id)
+        .order_by(RUNS.c.started.desc(), RUNS.c.id)
+    )
+    with _schema_checked(engine), engine.connect() as connection:
+        return [RunInfo(*row) for row in connection.execute(statement)]
+
+
+def query(
+    engine: Engine, metric: str, *, run: str | None = None, since: timedelta | None = None
+) -> list[QueryRow]:
+    """Samples of the counter or gauge `metric`, oldest first; `since` counts back from now."""
+    known = BY_NAME.get(metric)
+    if known is not None and known.kind is Kind.HISTOGRAM:
+        raise ObserveError(
+            f"{metric} is a histogram: query shows counters and gauges; its buckets are in "
+            "the histogram_samples table"
+        )
+    statement = (
+        select(SAMPLES.c.time, SERIES.c.labels, SAMPLES.c.value)
+        .join(SERIES, SERIES.c.id == SAMPLES.c.series_id)
+        .where(SERIES.c.name == metric)
+        .order_by(SAMPLES.c.time, SERIES.c.id)
+    )
+    if run is not None:
+        statement = statement.where(SAMPLES.c.run_id == run)
+    if since is not None:
+        statement = statement.where(SAMPLES.c.time >= datetime.now(UTC) - since)
+    with _schema_checked(engine), engine.connect() as connection:
+        rows = [QueryRow(*row) for row in connection.execute(statement)]
+        if not rows and known is None:
+            stored: set[str] = set(connection.execute(select(SERIES.c.name).distinct()).scalars())
+            _check_stored(stored, metric)
+    return rows
+
+
+def parse_since(text: str) -> timedelta:
+    """'30s', '10m', '2h' or '1d' as a duration."""
+    match = _SINCE.fullmatch(text)
+    if match is None or int(match[1]) == 0:
+        raise ObserveError(
+            f"cannot read the duration {text!r}: write a positive whole number and a unit, "
+            "s, m, h or d (30s, 10m, 2h, 1d)"
+        )
+    return timedelta(**{_UNITS[match[2]]: int(match[1])})
+
+
+@contextmanager
+def _schema_checked(engine: Engine) -> Iterator[None]:
+    # A database nobody migrated fails with "no such table": say what to run instead.
+    try:
+        yield
+    except DBAPIError:
+        require_head(engine)
+        raise
+
+
+def _check_stored(stored: set[str], metric: str) -> None:
+    # An empty answer for a name nobody ever stored is usually a typo: say so.
+    if metric in stored:
+        return
+    close = difflib.get_close_matches(metric, sorted(stored | set(BY_NAME)), n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise ObserveError(f"no metric {metric!r} in the store or the catalogue{hint}")

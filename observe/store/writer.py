@@ -1,0 +1,198 @@
+"""Writes batches to the store: one transaction each, samples through COPY on PostgreSQL."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from observe.errors import ObserveError
+from observe.store.engine import connect, mask_url, summarise
+from observe.store.migrate import require_head, upgrade_engine
+from observe.store.records import Batch, HistogramSample, Sample
+from observe.store.rows import SeriesKey, series_ids, series_key, upsert, write_rows
+from observe.store.schema import DELIVERED, RUNS, SampleRow
+
+
+class StoreUnavailable(ObserveError):
+    """The database could not be reached or lost the connection; write again later.
+
+    The transaction was rolled back, unless the connection died while it committed: a
+    write with a `delivery_id` is safe to repeat either way.
+    """
+
+
+class Store:
+    """observe's SQL store. Not thread-safe: give each thread its own."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        # Ids of series and runs known to be committed; rows of a rolled-back
+        # transaction never enter these.
+        self._series: dict[SeriesKey, int] = {}
+        self._runs: set[str] = set()
+
+    @classmethod
+    def open(cls, url: str | None = None, *, upgrade: bool = True) -> Store:
+        """Connects and, unless `upgrade` is False, migrates the schema to the newest revision."""
+        engine = connect(url)
+        try:
+            if upgrade:
+                upgrade_engine(engine)
+            else:
+                require_head(engine)
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(engine)
+
+    def start_run(self, run_id: str, model: str, config: Mapping[str, Any]) -> None:
+        """Records a run as running; starting a known run again (a resume) reopens it."""
+        row = {"id": run_id, "model": model, "config": dict(config), "started": _now()}
+        with _unavailable_on_failure(self.engine), self.engine.begin() as connection:
+            connection.execute(
+                upsert(connection)(RUNS)
+                .values(status="running", **row)
+                .on_conflict_do_update(
+                    index_elements=["id"],
+                    set_={
+                        "model": model,
+                        "config": row["config"],
+                        "status": "running",
+                        "ended": None,
+                    },
+                )
+            )
+        self._runs.add(run_id)
+
+    def end_run(self, run_id: str, status: str) -> None:
+        if status not in ("finished", "failed"):
+            raise ObserveError(f"a run ends 'finished' or 'failed', not {status!r}")
+        with _unavailable_on_failure(self.engine), self.engine.begin() as connection:
+            result = connection.execute(
+                update(RUNS).where(RUNS.c.id == run_id).values(status=status, ended=_now())
+            )
+        if result.rowcount == 0:
+            raise ObserveError(f"no run {run_id!r} in the store: call start_run first")
+
+    def write(self, batch: Batch, *, delivery_id: str | None = None) -> None:
+        """Writes every row of `batch` or, on any error, none.
+
+        With `delivery_id`, a batch already written under that id is skipped: the spool
+        resends batches whose commit it could not confirm.
+        """
+        if not len(batch) and delivery_id is None:
+            return
+        with _unavailable_on_failure(self.engine), self.engine.begin() as connection:
+            if (
+                delivery_id is not None
+                and connection.execute(
+                    select(DELIVERED.c.id).where(DELIVERED.c.id == delivery_id)
+                ).first()
+            ):
+                return
+            new_series = self._prepare(connection, batch)
+            write_rows(connection, batch, self._series | new_series)
+            if delivery_id is not None:
+                connection.execute(insert(DELIVERED), {"id": delivery_id, "delivered": _now()})
+        self._series.update(new_series)
+        self._runs.add(batch.run_id)
+
+    def write_naive(self, batch: Batch) -> None:
+        """One ORM object and one commit per sample: the benchmark's baseline, never used."""
+        if batch.histograms or batch.expert_loads:
+            raise ValueError("write_naive writes samples only")
+        with self.engine.begin() as connection:
+            new_series = self._prepare(connection, batch)
+        self._series.update(new_series)
+        self._runs.add(batch.run_id)
+        with Session(self.engine) as session:
+            for s in batch.samples:
+                session.add(
+                    SampleRow(
+                        time=s.time,
+                        series_id=self._series[series_key(s.metric, s.labels)],
+                        run_id=batch.run_id,
+                        value=s.value,
+                    )
+                )
+                session.commit()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _prepare(self, connection: Connection, batch: Batch) -> dict[SeriesKey, int]:
+        """Creates the run's row if it is new, and returns ids of series new to the cache."""
+        if batch.run_id not in self._runs:
+            # A run nobody started (its start was lost, or the exporter never calls
+            # start_run) still gets its rows; start_run fills in the details later.
+            connection.execute(
+                upsert(connection)(RUNS)
+                .values(
+                    id=batch.run_id,
+                    model=_model_label(batch),
+                    config={},
+                    started=_now(),
+                    status="running",
+                )
+                .on_conflict_do_nothing(index_elements=["id"])
+            )
+        wanted: dict[SeriesKey, Mapping[str, str]] = {}
+        for s in _labelled(batch):
+            key = series_key(s.metric, s.labels)
+            if key not in self._series and key not in wanted:
+                wanted[key] = s.labels
+        return series_ids(connection, wanted) if wanted else {}
+
+
+@contextmanager
+def _unavailable_on_failure(engine: Engine) -> Iterator[None]:
+    """Turns connection-level failures into StoreUnavailable and drops pooled connections.
+
+    A COPY runs on the raw psycopg connection, outside SQLAlchemy's error handling, so its
+    errors arrive unwrapped and SQLAlchemy never learns that the connection died.
+    """
+    try:
+        yield
+    except Exception as exc:
+        if not _connection_level(exc):
+            raise
+        engine.dispose()
+        raise StoreUnavailable(
+            f"lost the database at {mask_url(engine.url)} ({summarise(engine.url, exc)}): "
+            "retry the write when it is back"
+        ) from exc
+
+
+def _connection_level(exc: BaseException) -> bool:
+    orig: BaseException | None = exc
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        orig = exc.orig
+    # sqlite3's OperationalError also covers a locked database, which passes.
+    return isinstance(
+        orig, psycopg.OperationalError | psycopg.InterfaceError | sqlite3.OperationalError
+    )
+
+
+def _labelled(batch: Batch) -> tuple[Sample | HistogramSample, ...]:
+    return (*batch.samples, *batch.histograms)
+
+
+def _model_label(batch: Batch) -> str:
+    for s in _labelled(batch):
+        if "model" in s.labels:
+            return s.labels["model"]
+    return "unknown"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

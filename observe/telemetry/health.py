@@ -1,0 +1,51 @@
+"""The pipeline's own health, as metrics: deliveries, failures, spool, drops."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+
+from observe import catalogue
+from observe.instruments import observable
+from observe.store.delivery import Delivery
+from observe.telemetry.limits import LabelLimiter
+from observe.telemetry.provider import CountingExporter
+
+Reading = Callable[[], Iterable[tuple[float, dict[str, str]]]]
+
+
+def register_health(
+    meter: Meter,
+    delivery: Delivery,
+    limiter: LabelLimiter,
+    otlp: CountingExporter | None = None,
+) -> None:
+    def exports() -> Iterable[tuple[float, dict[str, str]]]:
+        yield delivery.stats().exports_attempted, {"exporter": "store"}
+        if otlp is not None:
+            yield otlp.attempted, {"exporter": "otlp"}
+
+    def failures() -> Iterable[tuple[float, dict[str, str]]]:
+        yield delivery.stats().exports_failed, {"exporter": "store"}
+        if otlp is not None:
+            yield otlp.failed, {"exporter": "otlp"}
+
+    def spooled() -> Iterable[tuple[float, dict[str, str]]]:
+        yield delivery.stats().spooled_samples, {}
+
+    def dropped() -> Iterable[tuple[float, dict[str, str]]]:
+        yield delivery.stats().dropped_samples, {"reason": "spool_full"}
+        yield limiter.dropped_samples, {"reason": "label_limit"}
+
+    observable(meter, catalogue.EXPORTS, _observe(exports))
+    observable(meter, catalogue.EXPORT_FAILURES, _observe(failures))
+    observable(meter, catalogue.SPOOLED_SAMPLES, _observe(spooled))
+    observable(meter, catalogue.DROPPED_SAMPLES, _observe(dropped))
+
+
+def _observe(reading: Reading) -> Callable[[CallbackOptions], Iterable[Observation]]:
+    def callback(options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(value, labels) for value, labels in reading()]
+
+    return callback

@@ -1,0 +1,147 @@
+"""The process's OpenTelemetry SDK: a Prometheus `/metrics` endpoint, the store, OTLP.
+
+One `MeterProvider` per monitored run. The Prometheus reader serves scrapes from its own
+registry over `prometheus_client`'s HTTP server (127.0.0.1 by default); a periodic reader
+feeds the store exporter; another, when configured, an OpenTelemetry Collector over OTLP.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.metrics import Meter
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    MetricExporter,
+    MetricExportResult,
+    MetricReader,
+    MetricsData,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.resources import Resource
+from prometheus_client import CollectorRegistry, start_http_server
+
+from observe.errors import ObserveError
+from observe.instruments import SCOPE
+from observe.settings import Settings
+from observe.telemetry.store_exporter import LABEL_ATTRIBUTES
+
+logger = logging.getLogger("observe")
+
+
+class CountingExporter(MetricExporter):
+    """Counts an exporter's attempts and failures, for the pipeline's health metrics."""
+
+    def __init__(self, inner: MetricExporter) -> None:
+        super().__init__(
+            preferred_temporality=inner._preferred_temporality,
+            preferred_aggregation=inner._preferred_aggregation,
+        )
+        self.inner = inner
+        self.attempted = 0
+        self.failed = 0
+        self._lock = threading.Lock()
+
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> MetricExportResult:
+        try:
+            result = self.inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+        except Exception:
+            result = MetricExportResult.FAILURE
+        with self._lock:
+            self.attempted += 1
+            self.failed += result is MetricExportResult.FAILURE
+        return result
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        self.inner.shutdown(timeout_millis=timeout_millis, **kwargs)
+
+
+class Telemetry:
+    """The SDK side: readers, exporters and the `/metrics` server of one run."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        run_id: str,
+        model: str,
+        exporters: Sequence[MetricExporter] = (),
+        rank: int | None = None,
+    ) -> None:
+        attributes: dict[str, str | int] = {
+            "service.name": "observe",
+            "run": run_id,
+            "model": model,
+        }
+        if rank is not None:
+            attributes["rank"] = rank
+        readers: list[MetricReader] = []
+        self.metrics_port: int | None = None
+        self._server: Any = None
+        if settings.prometheus_port is not None:
+            # A registry of its own: two runs in one process must not share series.
+            registry = CollectorRegistry(auto_describe=True)
+            readers.append(
+                PrometheusMetricReader(
+                    scope_info_enabled=False,
+                    resource_attribute_filter=LABEL_ATTRIBUTES.__contains__,
+                    registry=registry,
+                )
+            )
+            self._server = _serve(registry, settings.prometheus_host, settings.prometheus_port)
+            self.metrics_port = self._server.server_port
+            logger.info(
+                "observe: serving metrics at http://%s:%d/metrics",
+                settings.prometheus_host,
+                self.metrics_port,
+            )
+        self.otlp: CountingExporter | None = None
+        if settings.otlp_endpoint:
+            self.otlp = CountingExporter(_otlp_exporter(settings.otlp_endpoint))
+            exporters = (*exporters, self.otlp)
+        interval_ms = settings.export_interval_s * 1000
+        readers.extend(
+            PeriodicExportingMetricReader(e, export_interval_millis=interval_ms) for e in exporters
+        )
+        self.provider = MeterProvider(resource=Resource.create(attributes), metric_readers=readers)
+
+    def meter(self) -> Meter:
+        return self.provider.get_meter(SCOPE)
+
+    def shutdown(self, timeout_s: float) -> None:
+        """Exports a last time through every reader, then stops the `/metrics` server."""
+        self.provider.shutdown(timeout_millis=timeout_s * 1000)
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+
+def _serve(registry: CollectorRegistry, host: str, port: int) -> Any:
+    try:
+        server, _ = start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        raise ObserveError(
+            f"cannot serve /metrics on {host}:{port} ({exc.strerror}): pass another "
+            "--prometheus-port, or 0 to pick a free one"
+        ) from exc
+    return server
+
+
+def _otlp_exporter(endpoint: str) -> MetricExporter:
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+    if not endpoint.startswith(("http://", "https://")):
+        raise ObserveError(
+            f"--otlp-endpoint {endpoint!r} is not an http(s) URL: pass the Collector's "
+            "OTLP/HTTP address, e.g. http://127.0.0.1:4318"
+        )
+    return OTLPMetricExporter(endpoint=endpoint.rstrip("/") + "/v1/metrics")

@@ -1,0 +1,96 @@
+"""The monitor's windows as OpenTelemetry instruments, read at collection time.
+
+Layer × expert figures would cost one instrument call per layer per expert per step;
+instead the monitor's background thread folds each window into totals here, and
+observable instruments report them whenever a reader collects.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+
+from observe import catalogue
+from observe.catalogue import Metric
+from observe.hooks.stats import LayerStats, Snapshot
+from observe.instruments import counter, histogram, observable
+from observe.telemetry.limits import LabelLimiter
+
+Labels = tuple[tuple[str, str], ...]
+
+# Gauges of the last window, one value per layer.
+_LAYER_GAUGES: tuple[tuple[Metric, Callable[[LayerStats], float]], ...] = (
+    (catalogue.ROUTING_ENTROPY, lambda s: s.routing_entropy),
+    (catalogue.LOAD_IMBALANCE, lambda s: s.load_imbalance),
+    (catalogue.DEAD_EXPERTS, lambda s: len(s.dead_experts)),
+    (catalogue.TOP1_PROBABILITY, lambda s: s.top1_probability),
+    (catalogue.AUX_LOSS, lambda s: s.aux_loss),
+    (catalogue.Z_LOSS, lambda s: s.z_loss),
+)
+
+
+class RoutingInstruments:
+    """A monitor sink (`export(window)`) publishing routing figures through `meter`."""
+
+    def __init__(self, meter: Meter, limiter: LabelLimiter) -> None:
+        self._limiter = limiter
+        self._lock = threading.Lock()
+        # Cumulative counts per label set, and the last window's gauge values.
+        self._totals: dict[str, dict[Labels, int]] = {
+            m.name: {}
+            for m in (
+                catalogue.EXPERT_TOKENS,
+                catalogue.EXPERT_ENTROPY_ASSIGNMENTS,
+                catalogue.DROPPED_TOKENS,
+            )
+        }
+        self._gauges: dict[str, dict[Labels, float]] = {m.name: {} for m, _ in _LAYER_GAUGES}
+        for name in self._totals:
+            observable(meter, catalogue.BY_NAME[name], self._reader(self._totals, name))
+        for metric, _ in _LAYER_GAUGES:
+            observable(meter, metric, self._reader(self._gauges, metric.name))
+        self._entropy_windows = histogram(meter, catalogue.ROUTING_ENTROPY_WINDOWS)
+        self._steps = counter(meter, catalogue.MONITOR_STEPS)
+
+    def export(self, window: Snapshot) -> None:
+        with self._lock:
+            for stats in window.layers:
+                self._add_layer(stats)
+        for stats in window.layers:
+            if stats.tokens:
+                layer = {"layer": str(stats.layer)}
+                self._entropy_windows.record(stats.routing_entropy, layer)
+        self._steps.add(window.last_step - window.first_step + 1)
+
+    def _add_layer(self, stats: LayerStats) -> None:
+        layer = ("layer", str(stats.layer))
+        for expert, tokens in enumerate(stats.tokens_per_expert):
+            self._add(catalogue.EXPERT_TOKENS, (layer, ("expert", str(expert))), tokens)
+        slots = len(stats.entropy_histogram[0]) if stats.entropy_histogram else 0
+        for expert, row in enumerate(stats.entropy_histogram):
+            for slot, n in enumerate(row):
+                bound = f"{(slot + 1) / slots:g}"
+                labels = (layer, ("expert", str(expert)), ("slot_le", bound))
+                self._add(catalogue.EXPERT_ENTROPY_ASSIGNMENTS, labels, n)
+        if stats.dropped_tokens is not None:
+            self._add(catalogue.DROPPED_TOKENS, (layer,), stats.dropped_tokens)
+        if stats.tokens:
+            for metric, value in _LAYER_GAUGES:
+                if self._limiter.admit(metric.name, (layer,)):
+                    self._gauges[metric.name][(layer,)] = float(value(stats))
+
+    def _add(self, metric: Metric, labels: Labels, n: int) -> None:
+        totals = self._totals[metric.name]
+        if labels in totals or self._limiter.admit(metric.name, labels):
+            totals[labels] = totals.get(labels, 0) + n
+
+    def _reader(
+        self, values: dict[str, dict[Labels, int]] | dict[str, dict[Labels, float]], name: str
+    ) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def read(options: CallbackOptions) -> Iterable[Observation]:
+            with self._lock:
+                return [Observation(v, dict(labels)) for labels, v in values[name].items()]
+
+        return read

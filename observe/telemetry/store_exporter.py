@@ -1,0 +1,103 @@
+"""OpenTelemetry metrics, and the monitor's per-window expert load, into the SQL store.
+
+Both only hand batches to a `Delivery`, which spools them on disk and writes them in the
+background: an export never waits for the database and never loses a batch to an outage
+(the SDK's periodic reader would drop a batch whose export failed).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry.sdk.metrics.export import (
+    HistogramDataPoint,
+    MetricExporter,
+    MetricExportResult,
+    MetricsData,
+    NumberDataPoint,
+)
+
+from observe.hooks.stats import Snapshot
+from observe.store.delivery import Delivery
+from observe.store.records import Batch, ExpertLoad, HistogramSample, Sample
+
+# Resource attributes copied onto every stored series, as the Prometheus reader does.
+LABEL_ATTRIBUTES = frozenset({"run", "model", "rank"})
+
+
+def _time(unix_nano: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(unix_nano / 1e9, tz=dt.UTC)
+
+
+def _labels(*attribute_sets: Mapping[str, Any] | None) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for attributes in attribute_sets:
+        labels.update({k: str(v) for k, v in (attributes or {}).items()})
+    return labels
+
+
+class StoreExporter(MetricExporter):
+    """Every collection's data points as store samples of one run."""
+
+    def __init__(self, delivery: Delivery, run_id: str) -> None:
+        super().__init__()
+        self.delivery = delivery
+        self.run_id = run_id
+
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> MetricExportResult:
+        samples: list[Sample] = []
+        histograms: list[HistogramSample] = []
+        for resource_metrics in metrics_data.resource_metrics:
+            resource = {
+                k: v
+                for k, v in resource_metrics.resource.attributes.items()
+                if k in LABEL_ATTRIBUTES
+            }
+            for scope_metrics in resource_metrics.scope_metrics:
+                for metric in scope_metrics.metrics:
+                    for point in metric.data.data_points:
+                        labels = _labels(resource, point.attributes)
+                        time = _time(point.time_unix_nano)
+                        if isinstance(point, HistogramDataPoint):
+                            histograms.append(
+                                HistogramSample(
+                                    time,
+                                    metric.name,
+                                    labels,
+                                    count=point.count,
+                                    sum=point.sum,
+                                    bounds=tuple(point.explicit_bounds),
+                                    bucket_counts=tuple(point.bucket_counts),
+                                )
+                            )
+                        elif isinstance(point, NumberDataPoint):
+                            samples.append(Sample(time, metric.name, labels, float(point.value)))
+        if samples or histograms:
+            self.delivery.submit(Batch(self.run_id, tuple(samples), tuple(histograms)))
+        return MetricExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        """The delivery outlives the exporter: its owner closes it after the last export."""
+
+
+class ExpertLoadSink:
+    """A monitor sink writing each window's tokens per (layer, expert) at its last step."""
+
+    def __init__(self, delivery: Delivery, run_id: str) -> None:
+        self.delivery = delivery
+        self.run_id = run_id
+
+    def export(self, window: Snapshot) -> None:
+        loads = tuple(
+            ExpertLoad(window.last_step, stats.layer, expert, tokens)
+            for stats in window.layers
+            for expert, tokens in enumerate(stats.tokens_per_expert)
+        )
+        self.delivery.submit(Batch(self.run_id, expert_loads=loads))

@@ -1,0 +1,157 @@
+"""Shared fixtures: PostgreSQL databases for the store's tests.
+
+`pg_url` is a fresh database on the shared server (OBSERVE_TEST_PG_URL, by default the
+local trust-auth PostgreSQL), one per test module. Tests that stop a server or need a
+password use `throwaway_pg`, a cluster of their own in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+
+PG_SERVER_URL = os.environ.get(
+    "OBSERVE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def libpq_url(url: str) -> str:
+    """A SQLAlchemy URL as psycopg takes it."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    """The shared server's URL. Its absence fails the tests rather than skipping them: the
+    store's PostgreSQL path is the production one, and CI always has the server."""
+    try:
+        psycopg.connect(libpq_url(PG_SERVER_URL), connect_timeout=3).close()
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"no PostgreSQL at {PG_SERVER_URL} (set OBSERVE_TEST_PG_URL): {exc}")
+    return PG_SERVER_URL
+
+
+@pytest.fixture(scope="module")
+def pg_url(pg_server: str) -> Iterator[str]:
+    """A new, empty database on the shared server, dropped after the module."""
+    name = f"observe_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(libpq_url(pg_server), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield make_url(pg_server).set(database=name).render_as_string(hide_password=False)
+    with psycopg.connect(libpq_url(pg_server), autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class PgCluster:
+    """A PostgreSQL cluster of one's own, password-protected, to stop and start at will."""
+
+    PASSWORD = "cluster-s3cret"
+
+    def __init__(self, bindir: Path, root: Path) -> None:
+        self.bindir = bindir
+        self.root = root
+        self.data = root / "data"
+        self.port = free_port()
+        # PostgreSQL refuses to run as root: run its tools as the postgres user.
+        self._as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        (root / "password").write_text(self.PASSWORD)
+        self._run(
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "-A",
+            "scram-sha-256",
+            f"--pwfile={root / 'password'}",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        )
+
+    def url(self, password: str = PASSWORD, database: str = "postgres") -> str:
+        return f"postgresql+psycopg://postgres:{password}@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> None:
+        options = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+            # Durability is not under test here; the clean stops below flush everything.
+            "-c fsync=off -c full_page_writes=off"
+        )
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.root / "log"),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", "60", "stop")
+
+    def running(self) -> bool:
+        status = subprocess.run(
+            [*self._as_postgres, str(self.bindir / "pg_ctl"), "-D", str(self.data), "status"],
+            capture_output=True,
+        )
+        return status.returncode == 0
+
+    def _run(self, tool: str, *args: str) -> None:
+        done = subprocess.run(
+            [*self._as_postgres, str(self.bindir / tool), *args], capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            log = self.root / "log"
+            tail = log.read_text()[-2000:] if log.exists() else ""
+            raise RuntimeError(f"{tool} failed: {done.stdout}{done.stderr}{tail}")
+
+
+@pytest.fixture(scope="session")
+def throwaway_pg() -> Iterator[PgCluster]:
+    """A running cluster of one's own on a free port; a test that stops it starts it again."""
+    initdbs = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not initdbs:
+        pytest.fail("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    if os.geteuid() == 0:
+        try:
+            owner = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.fail("running as root without a postgres user to run PostgreSQL as")
+    # Not under pytest's tmp_path: its parents are private to root, and postgres must
+    # reach the directory.
+    root = Path(tempfile.mkdtemp(prefix="observe-pg-"))
+    if os.geteuid() == 0:
+        os.chown(root, owner.pw_uid, owner.pw_gid)
+    try:
+        cluster = PgCluster(Path(initdbs[-1]).parent, root)
+        cluster.start()
+        yield cluster
+        if cluster.running():
+            cluster.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

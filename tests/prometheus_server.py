@@ -1,0 +1,86 @@
+"""A real Prometheus for tests: started on a free loopback port, scraping given targets."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Prometheus:
+    def __init__(self, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        params = urllib.parse.urlencode({"query": promql})
+        with urllib.request.urlopen(f"{self.url}/api/v1/query?{params}", timeout=10) as r:
+            body = json.load(r)
+        assert body["status"] == "success", body
+        return list(body["data"]["result"])
+
+    def value(self, promql: str) -> float | None:
+        result = self.query(promql)
+        return float(result[0]["value"][1]) if result else None
+
+    def wait_for(self, promql: str, expected: float, timeout_s: float = 60) -> float | None:
+        """Polls until `promql` returns `expected` (scrapes come every second)."""
+        deadline = time.monotonic() + timeout_s
+        value = None
+        while time.monotonic() < deadline:
+            value = self.value(promql)
+            if value == expected:
+                return value
+            time.sleep(0.5)
+        return value
+
+
+@contextmanager
+def prometheus(targets: list[str], workdir: Path) -> Iterator[Prometheus]:
+    binary = shutil.which("prometheus")
+    assert binary, "prometheus is not installed: run `make test`, which installs it"
+    port = free_port()
+    config = workdir / "prometheus.yml"
+    config.write_text(
+        "global:\n  scrape_interval: 1s\n"
+        "scrape_configs:\n  - job_name: observe\n"
+        f"    static_configs:\n      - targets: {json.dumps(targets)}\n"
+    )
+    process = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(workdir / "prometheus.log").open("w"),
+    )
+    server = Prometheus(port)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{server.url}/-/ready", timeout=2).close()
+                break
+            except OSError:
+                assert process.poll() is None, (workdir / "prometheus.log").read_text()
+                assert time.monotonic() < deadline, "prometheus did not become ready"
+                time.sleep(0.2)
+        yield server
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

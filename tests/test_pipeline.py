@@ -1,0 +1,176 @@
+"""A monitored run end to end: a real Prometheus scrapes it, the store keeps it, OTLP gets it."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+import sqlalchemy as sa
+import torch
+from prometheus_server import free_port, prometheus
+
+from observe import catalogue
+from observe.errors import ObserveError
+from observe.hooks import Snapshot
+from observe.pipeline import MonitoringSession
+from observe.settings import Settings
+from observe.workload.finetune import prepare_fine_tune
+from observe.workload.inference import InferenceEngine
+from observe.workload.trainer import TrainConfig
+
+
+def settings(tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "db_url": f"sqlite:///{tmp_path / 'observe.db'}",
+        "prometheus_port": 0,
+        "spool_dir": tmp_path / "spool",
+        "export_interval_s": 0.5,
+        "flush_every": 2,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def run_workload(session: MonitoringSession, out: Path, steps: int = 6) -> Snapshot:
+    """Trains the tiny model, then serves a few requests, both monitored."""
+    torch.manual_seed(0)
+    job = prepare_fine_tune(
+        TrainConfig(steps=steps, batch_size=2, seq_len=32),
+        out,
+        config_name="tiny",
+        domain="medical",
+        n_docs=40,
+        meter_provider=session.meter_provider,
+    )
+    monitor = session.attach(job.model)
+    job.run(lambda _: monitor.step(), progress=False)
+    with InferenceEngine(job.model, meter_provider=session.meter_provider) as engine:
+        for prompt in ["Patient", "Revenue", "Patient"]:
+            engine.generate(prompt, 3)
+    return monitor.snapshot()
+
+
+def total_tokens(snapshot: Snapshot) -> int:
+    return sum(sum(layer.tokens_per_expert) for layer in snapshot.layers)
+
+
+def test_prometheus_scrapes_a_running_workload(tmp_path: Path) -> None:
+    with MonitoringSession(settings(tmp_path), model="tiny-test") as session:
+        snapshot = run_workload(session, tmp_path / "run")
+        run = session.run_id
+        assert session.metrics_port is not None
+        with prometheus([f"127.0.0.1:{session.metrics_port}"], tmp_path) as server:
+            tokens = f'sum(observe_moe_expert_tokens_total{{run="{run}"}})'
+            assert server.wait_for(tokens, total_tokens(snapshot)) == total_tokens(snapshot)
+            per_layer = server.query(
+                f'sum by (layer) (observe_moe_expert_tokens_total{{run="{run}"}})'
+            )
+            assert {r["metric"]["layer"]: float(r["value"][1]) for r in per_layer} == {
+                str(s.layer): sum(s.tokens_per_expert) for s in snapshot.layers
+            }
+            names = {
+                r["metric"]["__name__"]
+                for r in server.query(f'{{__name__=~"observe_.+", run="{run}", model="tiny-test"}}')
+            }
+    expected = {
+        m.prometheus_name
+        for m in (
+            catalogue.EXPERT_TOKENS,
+            catalogue.EXPERT_ENTROPY_ASSIGNMENTS,
+            catalogue.ROUTING_ENTROPY,
+            catalogue.LOAD_IMBALANCE,
+            catalogue.DEAD_EXPERTS,
+            catalogue.TOP1_PROBABILITY,
+            catalogue.AUX_LOSS,
+            catalogue.Z_LOSS,
+            catalogue.DROPPED_TOKENS,
+            catalogue.MONITOR_STEPS,
+            catalogue.TRAIN_LOSS,
+            catalogue.TRAIN_TOKENS_PER_SECOND,
+            catalogue.CACHE_HITS,
+            catalogue.CACHE_MISSES,
+            catalogue.EXPORTS,
+            catalogue.EXPORT_FAILURES,
+            catalogue.SPOOLED_SAMPLES,
+            catalogue.DROPPED_SAMPLES,
+        )
+    }
+    expected |= {
+        f"{m.prometheus_name}_bucket"
+        for m in (catalogue.INFERENCE_LATENCY, catalogue.ROUTING_ENTROPY_WINDOWS)
+    }
+    assert expected <= names, expected - names
+
+
+def test_the_store_holds_what_the_hooks_counted(tmp_path: Path, pg_url: str) -> None:
+    with MonitoringSession(settings(tmp_path, db_url=pg_url), model="tiny-test") as session:
+        snapshot = run_workload(session, tmp_path / "run")
+        run = session.run_id
+    engine = sa.create_engine(pg_url)
+    with engine.connect() as db:
+        loads = db.execute(
+            sa.text("select sum(tokens) from expert_load where run_id = :run"), {"run": run}
+        ).scalar()
+        # Counters are cumulative: the newest sample of each series holds its total.
+        latest = db.execute(
+            sa.text(
+                """
+                select sum(value) from (
+                    select distinct on (s.series_id) s.value
+                    from samples s join series on series.id = s.series_id
+                    where s.run_id = :run and series.name = :name
+                    order by s.series_id, s.time desc
+                ) newest
+                """
+            ),
+            {"run": run, "name": catalogue.EXPERT_TOKENS.name},
+        ).scalar()
+        status = db.execute(
+            sa.text("select status from runs where id = :run"), {"run": run}
+        ).scalar()
+    engine.dispose()
+    assert loads == total_tokens(snapshot)
+    assert latest == total_tokens(snapshot)
+    assert status == "finished"
+
+
+def test_a_wrong_store_url_fails_before_anything_starts(tmp_path: Path) -> None:
+    url = f"postgresql://observe:s3cret@127.0.0.1:{free_port()}/observe"
+    with pytest.raises(ObserveError) as error:
+        MonitoringSession(settings(tmp_path, db_url=url), model="tiny-test")
+    assert "s3cret" not in str(error.value)
+    assert "***" in str(error.value)
+
+
+class OtlpReceiver(http.server.BaseHTTPRequestHandler):
+    bodies: ClassVar[list[bytes]] = []
+
+    def do_POST(self) -> None:
+        length = int(self.headers["Content-Length"])
+        OtlpReceiver.bodies.append(self.rfile.read(length))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_otlp_export_reaches_a_collector_endpoint(tmp_path: Path) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), OtlpReceiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_port}"
+    try:
+        with MonitoringSession(
+            settings(tmp_path, otlp_endpoint=endpoint, prometheus_port=None), model="tiny-test"
+        ) as session:
+            run_workload(session, tmp_path / "run", steps=2)
+            assert session.telemetry.otlp is not None
+    finally:
+        server.shutdown()
+    assert OtlpReceiver.bodies
+    assert any(catalogue.EXPERT_TOKENS.name.encode() in body for body in OtlpReceiver.bodies)
+    assert session.telemetry.otlp.failed == 0

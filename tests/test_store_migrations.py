@@ -1,0 +1,128 @@
+"""Alembic migrations on SQLite and PostgreSQL, and that they match the models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+import observe
+from observe.errors import ObserveError
+from observe.store import migrate
+from observe.store.engine import connect
+from observe.store.schema import Base
+
+TABLES = {
+    "runs",
+    "series",
+    "samples",
+    "histogram_samples",
+    "expert_load",
+    "drift_results",
+    "alert_events",
+    "delivered_batches",
+}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database with nothing of observe's in it."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    url = str(request.getfixturevalue("pg_url"))
+    migrate.downgrade(url, "base")
+    return url
+
+
+def tables(url: str) -> set[str]:
+    engine = connect(url)
+    try:
+        return set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def schema_diff(url: str, metadata: sa.MetaData) -> list[object]:
+    engine = connect(url)
+    try:
+        with engine.connect() as connection:
+            return list(compare_metadata(MigrationContext.configure(connection), metadata))
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_from_empty_to_head_and_down_to_base(empty_url: str) -> None:
+    assert migrate.current(empty_url) is None
+    migrate.upgrade(empty_url)
+    assert migrate.current(empty_url) == migrate.head() == "0001"
+    assert tables(empty_url) == TABLES | {"alembic_version"}
+    migrate.upgrade(empty_url)  # at head already: nothing to do
+    migrate.downgrade(empty_url, "base")
+    assert migrate.current(empty_url) is None
+    assert tables(empty_url) <= {"alembic_version"}
+
+
+def test_models_match_migrations(empty_url: str) -> None:
+    """Fails when a model changes without a migration (or the other way round)."""
+    migrate.upgrade(empty_url)
+    assert schema_diff(empty_url, Base.metadata) == []
+    # The comparison is not blind: a column the migrations lack shows up.
+    changed = sa.MetaData()
+    for table in Base.metadata.tables.values():
+        table.to_metadata(changed)
+    changed.tables["samples"].append_column(sa.Column("extra", sa.Integer()))
+    assert [d[0] for d in schema_diff(empty_url, changed)] == ["add_column"]
+
+
+def test_postgres_time_indexes_are_brin(pg_url: str) -> None:
+    migrate.upgrade(pg_url)
+    engine = connect(pg_url)
+    with engine.connect() as connection:
+        brin = connection.execute(
+            sa.text("SELECT indexname FROM pg_indexes WHERE indexdef LIKE '%USING brin%'")
+        ).scalars()
+        assert set(brin) == {"ix_samples_time", "ix_histogram_samples_time"}
+    engine.dispose()
+
+
+def test_timescale_is_skipped_where_it_is_not_installed(pg_url: str) -> None:
+    migrate.upgrade(pg_url)
+    initial = ScriptDirectory.from_config(migrate.alembic_config()).get_revision("0001")
+    engine = connect(pg_url)
+    with engine.connect() as connection:
+        available = connection.execute(
+            sa.text("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")
+        ).first()
+        if available is not None:
+            pytest.skip("TimescaleDB is installed here: the skip path cannot be exercised")
+        assert initial.module.timescale_ready(connection) is False
+        extensions = connection.execute(sa.text("SELECT extname FROM pg_extension")).scalars()
+        assert "timescaledb" not in set(extensions)
+    engine.dispose()
+
+
+def test_sqlite_never_tries_timescale(tmp_path: Path) -> None:
+    initial = ScriptDirectory.from_config(migrate.alembic_config()).get_revision("0001")
+    engine = connect(f"sqlite:///{tmp_path / 'x.db'}")
+    with engine.connect() as connection:
+        assert initial.module.timescale_ready(connection) is False
+    engine.dispose()
+
+
+def test_unknown_revisions_are_explained(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    with pytest.raises(ObserveError, match=r"cannot migrate .* to 'nope'"):
+        migrate.upgrade(url, "nope")
+    assert migrate.current(url) is None
+
+
+def test_missing_migrations_folder_is_explained(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(observe, "__file__", str(tmp_path / "observe" / "__init__.py"))
+    with pytest.raises(ObserveError, match=r"migrations are missing.*pip install -e"):
+        migrate.upgrade(f"sqlite:///{tmp_path / 'x.db'}")

@@ -1,0 +1,102 @@
+"""The catalogue's instruments: names, the workload's own figures, routing windows, caps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+import observe
+from observe import catalogue
+from observe.catalogue import Kind
+from observe.telemetry.limits import LabelLimiter
+from observe.telemetry.routing import RoutingInstruments
+from observe.workload.config import get_config
+from observe.workload.inference import InferenceEngine
+from observe.workload.model import MoETransformer
+
+
+def points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
+    data = reader.get_metrics_data()
+    found: dict[str, list[Any]] = {}
+    for rm in data.resource_metrics if data else ():
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                found.setdefault(metric.name, []).extend(metric.data.data_points)
+    return found
+
+
+def test_catalogue_names_are_unique_and_prometheus_shaped() -> None:
+    names = [m.name for m in catalogue.CATALOGUE]
+    assert len(names) == len(set(names))
+    for metric in catalogue.CATALOGUE:
+        assert metric.name.startswith("observe_")
+        assert metric.description.strip()
+        assert (metric.buckets is not None) == (metric.kind is Kind.HISTOGRAM)
+    assert catalogue.EXPERT_TOKENS.prometheus_name == "observe_moe_expert_tokens_total"
+    assert catalogue.INFERENCE_LATENCY.prometheus_name == "observe_inference_latency_seconds"
+    assert catalogue.KNOWLEDGE_FRESHNESS.prometheus_name == "observe_knowledge_freshness_seconds"
+    assert catalogue.ROUTING_ENTROPY.prometheus_name == "observe_moe_routing_entropy"
+
+
+def test_the_inference_engine_emits_latency_and_cache_figures() -> None:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    torch.manual_seed(0)
+    model = MoETransformer(get_config("tiny"))
+    with InferenceEngine(model, meter_provider=provider) as engine:
+        for prompt in ["a", "b", "a", "a"]:
+            engine.generate(prompt, 2)
+    found = points(reader)
+    assert [p.value for p in found["observe_inference_cache_hits"]] == [2]
+    assert [p.value for p in found["observe_inference_cache_misses"]] == [2]
+    [latency] = found["observe_inference_latency"]
+    assert latency.count == 4
+    assert tuple(latency.explicit_bounds) == catalogue.LATENCY_BUCKETS
+
+
+def test_routing_windows_become_instruments() -> None:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    sink = RoutingInstruments(provider.get_meter("test"), LabelLimiter(10_000))
+    torch.manual_seed(0)
+    model = MoETransformer(get_config("tiny", capacity_factor=0.5))
+    config = observe.MonitorConfig(flush_every=2, entropy_slots=4)
+    with observe.attach(model, config, sinks=[sink]) as monitor:
+        for _ in range(5):
+            model(torch.randint(0, 256, (2, 8)))
+            monitor.step()
+        total = monitor.snapshot()
+    found = points(reader)
+    tokens = {
+        (p.attributes["layer"], p.attributes["expert"]): p.value
+        for p in found["observe_moe_expert_tokens"]
+    }
+    for stats in total.layers:
+        for expert, n in enumerate(stats.tokens_per_expert):
+            assert tokens[(str(stats.layer), str(expert))] == n
+    slots = {p.attributes["slot_le"] for p in found["observe_moe_expert_entropy_assignments"]}
+    assert slots == {"0.25", "0.5", "0.75", "1"}
+    assert sum(p.value for p in found["observe_moe_expert_entropy_assignments"]) == sum(
+        sum(s.tokens_per_expert) for s in total.layers
+    )
+    dropped = {p.attributes["layer"]: p.value for p in found["observe_moe_dropped_tokens"]}
+    assert dropped == {str(s.layer): s.dropped_tokens for s in total.layers}
+    assert {p.attributes["layer"] for p in found["observe_moe_routing_entropy"]} == {"0", "1"}
+    assert [p.value for p in found["observe_monitor_steps"]] == [5]
+    histogram = found["observe_moe_routing_entropy_windows"]
+    assert sum(p.count for p in histogram) == 3 * 2  # three windows, two layers
+
+
+def test_label_combinations_over_the_cap_are_counted_not_kept(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    limiter = LabelLimiter(3)
+    admitted = [limiter.admit("m", i) for i in range(5)] + [limiter.admit("m", 1)]
+    assert admitted == [True, True, True, False, False, True]
+    assert limiter.admit("other", 99)
+    assert limiter.dropped_samples == 2
+    assert sum("more than 3 label combinations" in r.message for r in caplog.records) == 1
