@@ -217,6 +217,8 @@ def test_two_monitors_on_two_models_do_not_mix() -> None:
         b(torch.randint(0, 256, (3, 7)))
         b(torch.randint(0, 256, (3, 7)))
         assert monitor_a.snapshot().layers[0].tokens == 10
+        # No capacity factor: the model never drops, so there is no figure for it.
+        assert monitor_a.snapshot().layers[0].dropped_tokens is None
         assert monitor_b.snapshot().layers[0].tokens == 42
 
 
@@ -278,7 +280,7 @@ def test_metrics_can_be_switched_off(model: MoETransformer) -> None:
         stats = monitor.snapshot().layers[0]
         assert stats.tokens == 16
         assert stats.entropy_histogram == ()
-        assert stats.aux_loss == 0.0 and stats.dropped_tokens == 0
+        assert stats.aux_loss == 0.0 and stats.dropped_tokens is None
         assert all(t.numel() == 0 for t in monitor.hidden_states().values())
 
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import http.server
 import threading
+import uuid
 from pathlib import Path
 from typing import Any, ClassVar
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 import torch
+from conftest import PgCluster, libpq_url
 from prometheus_server import free_port, prometheus
 
 from observe import catalogue
@@ -19,7 +22,7 @@ from observe.pipeline import MonitoringSession
 from observe.settings import Settings
 from observe.workload.finetune import prepare_fine_tune
 from observe.workload.inference import InferenceEngine
-from observe.workload.trainer import TrainConfig
+from observe.workload.trainer import StepResult, TrainConfig
 
 
 def settings(tmp_path: Path, **overrides: Any) -> Settings:
@@ -75,6 +78,7 @@ def test_prometheus_scrapes_a_running_workload(tmp_path: Path) -> None:
                 r["metric"]["__name__"]
                 for r in server.query(f'{{__name__=~"observe_.+", run="{run}", model="tiny-test"}}')
             }
+    # Dropped tokens are absent: the tiny model has no capacity limit.
     expected = {
         m.prometheus_name
         for m in (
@@ -86,7 +90,6 @@ def test_prometheus_scrapes_a_running_workload(tmp_path: Path) -> None:
             catalogue.TOP1_PROBABILITY,
             catalogue.AUX_LOSS,
             catalogue.Z_LOSS,
-            catalogue.DROPPED_TOKENS,
             catalogue.MONITOR_STEPS,
             catalogue.TRAIN_LOSS,
             catalogue.TRAIN_TOKENS_PER_SECOND,
@@ -174,3 +177,50 @@ def test_otlp_export_reaches_a_collector_endpoint(tmp_path: Path) -> None:
     assert OtlpReceiver.bodies
     assert any(catalogue.EXPERT_TOKENS.name.encode() in body for body in OtlpReceiver.bodies)
     assert session.telemetry.otlp.failed == 0
+
+
+def test_a_store_outage_mid_run_loses_nothing(tmp_path: Path, throwaway_pg: PgCluster) -> None:
+    database = f"outage_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(libpq_url(throwaway_pg.url()), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{database}"')
+    url = throwaway_pg.url(database=database)
+    options = settings(tmp_path, db_url=url, prometheus_port=None, close_timeout_s=60.0)
+    session = MonitoringSession(options, model="tiny-test")
+    torch.manual_seed(0)
+    job = prepare_fine_tune(
+        TrainConfig(steps=12, batch_size=2, seq_len=32),
+        tmp_path / "run",
+        config_name="tiny",
+        domain="finance",
+        n_docs=40,
+        meter_provider=session.meter_provider,
+    )
+    monitor = session.attach(job.model)
+    stopped_at = []
+
+    def on_step(result: StepResult) -> None:
+        monitor.step()
+        if result.step == 4:
+            throwaway_pg.stop()  # the store goes away mid-run...
+        if result.step == 9:
+            stopped_at.append(session.delivery.stats().spooled_samples)
+            throwaway_pg.start()  # ...and comes back
+
+    try:
+        job.run(on_step, progress=False)
+        snapshot = monitor.snapshot()
+    finally:
+        if not throwaway_pg.running():
+            throwaway_pg.start()
+    session.close()
+    # While it was down, the run went on and what it measured waited in the spool.
+    assert stopped_at and stopped_at[0] > 0
+    engine = sa.create_engine(url)
+    with engine.connect() as db:
+        loads = db.execute(
+            sa.text("select sum(tokens) from expert_load where run_id = :run"),
+            {"run": session.run_id},
+        ).scalar()
+    engine.dispose()
+    assert loads == total_tokens(snapshot)
+    assert session.delivery.stats().spooled_samples == 0

@@ -36,8 +36,6 @@ class RouterAdapter:
     """
 
     name = "custom"
-    # Set when the MoE block's output names (token, expert) assignments it dropped.
-    drops_tokens = False
 
     def is_router(self, module: nn.Module) -> bool:
         raise NotImplementedError
@@ -66,8 +64,12 @@ class RouterAdapter:
         """`topk_indices_TK` from the forward input of `expert_choice_site`."""
         raise NotImplementedError
 
+    def drops_tokens(self, block: nn.Module) -> bool:
+        """Whether the MoE `block` (the router's parent) drops assignments over capacity."""
+        return False
+
     def read_dropped_tokens(self, block_output: Any) -> torch.Tensor:
-        """Assignments the MoE block dropped, from its output; only when `drops_tokens`."""
+        """Assignments the MoE block dropped, from its output; only where `drops_tokens`."""
         raise NotImplementedError
 
 
@@ -85,7 +87,6 @@ class ReferenceAdapter(RouterAdapter):
     """The bundled `observe.workload` model: its router returns (logits, weights, indices)."""
 
     name = "reference"
-    drops_tokens = True
 
     def is_router(self, module: nn.Module) -> bool:
         return _class_name(module) == "observe.workload.router.Router"
@@ -99,6 +100,10 @@ class ReferenceAdapter(RouterAdapter):
     def read_router(self, router: nn.Module, output: Any) -> RouterReading:
         logits_TE, _, topk_indices_TK = output
         return RouterReading(logits_TE, topk_indices_TK)
+
+    def drops_tokens(self, block: nn.Module) -> bool:
+        # Without a capacity factor nothing is ever dropped: no hook, no figure.
+        return getattr(block, "capacity_factor", None) is not None
 
     def read_dropped_tokens(self, block_output: Any) -> torch.Tensor:
         return block_output.dropped_tokens

@@ -180,6 +180,8 @@ class Monitor:
         self._sink_failed: set[int] = set()
         self._closed = False
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        # Layers whose dropped assignments are measured; the others report None.
+        self._drops_L = [False] * len(self.routers)
         self._register(routers, attention)
         self._log_attached()
 
@@ -209,7 +211,8 @@ class Monitor:
                     hook(
                         site.register_forward_pre_hook(self._callback(on_choice), with_kwargs=True)
                     )
-                if adapter.drops_tokens and "dropped_tokens" in metrics:
+                if "dropped_tokens" in metrics and adapter.drops_tokens(block):
+                    self._drops_L[layer] = True
                     on_block = functools.partial(self._on_moe_block, layer)
                     hook(block.register_forward_hook(self._callback(on_block)))
         if "hidden_states" in metrics:
@@ -240,8 +243,14 @@ class Monitor:
             mask = args[1]
         self._mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
         config = self.config
-        self._measure_routing = self._random.random() < config.router_sample_rate
-        self._measure_hidden = self._random.random() < config.hidden_state_sample_rate
+        # Draws only where sampling is on: this runs on every forward, decode steps included.
+        self._measure_routing = (
+            config.router_sample_rate == 1.0 or self._random.random() < config.router_sample_rate
+        )
+        self._measure_hidden = (
+            config.hidden_state_sample_rate == 1.0
+            or self._random.random() < config.hidden_state_sample_rate
+        )
 
     def _after_forward(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         self._mask = None
@@ -360,7 +369,7 @@ class Monitor:
                         self._totals.n_experts_L, self._totals.entropy_histogram_LES.shape[-1]
                     )
                     totals.add(window)
-                    stats = totals.layer_stats(self._names, self.adapter.drops_tokens)
+                    stats = totals.layer_stats(self._names, self._drops_L)
                     self._export(Snapshot(first_step, last_step, stats))
             finally:
                 self._windows.task_done()
@@ -388,7 +397,7 @@ class Monitor:
         """Statistics since attach, every step so far included; waits for the device."""
         self.flush()
         self._windows.join()
-        stats = self._totals.layer_stats(self._names, self.adapter.drops_tokens)
+        stats = self._totals.layer_stats(self._names, self._drops_L)
         return Snapshot(1, self.step_count, stats)
 
     def hidden_states(self) -> dict[str, torch.Tensor]:

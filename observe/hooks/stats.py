@@ -78,7 +78,8 @@ class RoutingTotals:
         self.entropy_histogram_LES += window.entropy_histogram_LES.numpy()
         self.calls_L += np.asarray(window.calls_L, dtype=np.int64)
 
-    def layer_stats(self, names: list[str], drops_tokens: bool) -> tuple[LayerStats, ...]:
+    def layer_stats(self, names: list[str], drops_L: list[bool]) -> tuple[LayerStats, ...]:
+        """`drops_L`: layers whose dropped assignments were measured (others report None)."""
         layers = []
         for layer, name in enumerate(names):
             E = self.n_experts_L[layer]
@@ -99,7 +100,7 @@ class RoutingTotals:
                     top1_probability=_mean(scalars[TOP1], n_tokens),
                     aux_loss=float(scalars[AUX] / calls),
                     z_loss=float(scalars[Z] / calls),
-                    dropped_tokens=round(scalars[DROPPED]) if drops_tokens else None,
+                    dropped_tokens=round(scalars[DROPPED]) if drops_L[layer] else None,
                     entropy_histogram=self._histogram(layer, E),
                 )
             )
