@@ -1,6 +1,6 @@
 """What `observe.attach` costs a training step and batched inference on the `bench` model.
 
-Runs without (A) and with (B) a monitor alternate in one process, A B A B …: the monitor is
+Runs without (A) and with (B) a monitor alternate in one process, A B, B A, …: the monitor is
 attached (every metric on, default flush interval) just before each B run and closed right
 after it, inside B's timing. Three figures per workload, each checked against a 2% target:
 
@@ -16,7 +16,7 @@ says how much CPU other processes took meanwhile, which slows small parallel ops
 over. It reports; it exits 0 whether or not the targets are met. `benchmarks/README.md` keeps the
 latest table.
 
-    .venv/bin/python benchmarks/hook_overhead.py [--steps 10] [--repeats 7] [--quick] [--threads N]
+    .venv/bin/python benchmarks/hook_overhead.py [--steps 10] [--repeats 8] [--quick] [--threads N]
 """
 
 from __future__ import annotations
@@ -124,9 +124,15 @@ def measure(workload: Workload, model: torch.nn.Module, steps: int, repeats: int
     timed(workload, model, 1, attach=False)
     timed(workload, model, 1, attach=True)
     pairs = []
-    for _ in range(repeats):
-        a = timed(workload, model, steps, attach=False)
-        b = timed(workload, model, steps, attach=True)
+    for i in range(repeats):
+        # Counterbalanced (A B, B A, …): whatever favours the first or second run of a pair
+        # (allocator state, frequency scaling, a neighbour's load) falls on both sides.
+        if i % 2:
+            b = timed(workload, model, steps, attach=True)
+            a = timed(workload, model, steps, attach=False)
+        else:
+            a = timed(workload, model, steps, attach=False)
+            b = timed(workload, model, steps, attach=True)
         pairs.append((a, b))
     return {
         "without": statistics.median(a.tokens_per_s for a, _ in pairs),
@@ -168,7 +174,12 @@ def verdict(ok: bool) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10, help="steps per run (default 10)")
-    parser.add_argument("--repeats", type=int, default=7, help="A-B pairs per workload (default 7)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=8,
+        help="A-B pairs per workload, even to balance the order (default 8)",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 steps, 2 pairs")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     args = parser.parse_args()

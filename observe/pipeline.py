@@ -22,6 +22,7 @@ from observe.hooks import Monitor, MonitorConfig, attach
 from observe.settings import Settings
 from observe.store.delivery import Delivery
 from observe.store.engine import resolve_url
+from observe.store.spool import SpoolInUse
 from observe.store.writer import Store
 from observe.telemetry.health import register_health
 from observe.telemetry.limits import LabelLimiter
@@ -35,6 +36,25 @@ logger = logging.getLogger("observe")
 def new_run_id(model: str) -> str:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     return f"{model}-{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+# Concurrent runs on one machine each take a spool slot under spool_dir; a later run that
+# takes a slot replays whatever an earlier run left in it.
+SPOOL_SLOTS = 16
+
+
+def _open_delivery(url: str, settings: Settings) -> Delivery:
+    for slot in range(SPOOL_SLOTS):
+        try:
+            return Delivery(
+                url, settings.spool_dir / f"slot-{slot}", max_spool_bytes=settings.spool_max_bytes
+            )
+        except SpoolInUse:
+            continue
+    raise ObserveError(
+        f"all {SPOOL_SLOTS} spool slots under {settings.spool_dir} are in use by other "
+        "processes: wait for one to finish, or give this run its own spool_dir"
+    )
 
 
 class MonitoringSession:
@@ -55,7 +75,7 @@ class MonitoringSession:
         # Opened here, synchronously: a wrong URL or password fails before training starts.
         self._store = Store.open(url)
         self._store.start_run(self.run_id, model, dict(config or {}))
-        self.delivery = Delivery(url, settings.spool_dir, max_spool_bytes=settings.spool_max_bytes)
+        self.delivery = _open_delivery(url, settings)
         self.limiter = LabelLimiter(settings.label_limit)
         self.telemetry = Telemetry(
             settings,

@@ -376,3 +376,42 @@ def test_recorded_logits_stay_bounded(
             model(torch.randint(0, 256, (2, 8)))  # 16 tokens × 4 experts per call
             assert monitor._pending_logit_count < 100
         assert monitor.snapshot().layers[0].tokens == 5 * 16
+
+
+def test_decode_steps_leave_the_attention_layers_unhooked(model: MoETransformer) -> None:
+    from observe.workload.generation import GenerationSettings, generate_batch
+
+    attention = model.layers[0].attention
+    calls: list[bool] = []
+    probe = model.layers[0].register_forward_pre_hook(
+        lambda m, args: calls.append(bool(attention._forward_hooks))
+    )
+    with observe.attach(model) as monitor:
+        generate_batch(model, ["first prompt", "second"], GenerationSettings(max_new_tokens=4))
+        # Prefill hooked, the one-position decode steps not: only prompts are pooled.
+        assert calls[0] and not any(calls[1:])
+        assert monitor.hidden_states()["layers.0.attention"].shape[0] == 2
+        model(torch.randint(0, 256, (3, 5)))
+        assert calls[-1]
+        assert monitor.hidden_states()["layers.0.attention"].shape[0] == 5
+    probe.remove()
+    assert not attention._forward_hooks
+
+
+def test_inference_mode_and_normal_forwards_mix(
+    model: MoETransformer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from observe.hooks import monitor as monitor_module
+
+    monkeypatch.setattr(monitor_module, "MAX_PENDING_CALLS", 3)  # fold inside inference mode
+    with observe.attach(model) as monitor:
+        with torch.inference_mode():
+            for _ in range(5):
+                model(torch.randint(0, 256, (2, 4)))
+        model(torch.randint(0, 256, (2, 4)))
+        with torch.inference_mode():
+            model(torch.randint(0, 256, (2, 4)))
+            monitor.step()
+            monitor.flush()
+        assert monitor.snapshot().layers[0].tokens == 7 * 8
+        assert monitor.hidden_states()["layers.0.attention"].shape[0] == 7 * 2

@@ -224,3 +224,13 @@ def test_a_store_outage_mid_run_loses_nothing(tmp_path: Path, throwaway_pg: PgCl
     engine.dispose()
     assert loads == total_tokens(snapshot)
     assert session.delivery.stats().spooled_samples == 0
+
+
+def test_concurrent_runs_take_separate_spool_slots(tmp_path: Path) -> None:
+    options = settings(tmp_path, prometheus_port=None)
+    with (
+        MonitoringSession(options, model="a") as first,
+        MonitoringSession(options, model="b") as second,
+    ):
+        assert first.delivery is not second.delivery
+    assert sorted(p.name for p in (tmp_path / "spool").iterdir()) == ["slot-0", "slot-1"]

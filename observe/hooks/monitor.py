@@ -182,6 +182,8 @@ class Monitor:
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         # Layers whose dropped assignments are measured; the others report None.
         self._drops_L = [False] * len(self.routers)
+        self._attention_hooks: list[tuple[nn.Module, Callable[..., None]]] = []
+        self._attention_handles: list[torch.utils.hooks.RemovableHandle] = []
         self._register(routers, attention)
         self._log_attached()
 
@@ -216,9 +218,26 @@ class Monitor:
                     on_block = functools.partial(self._on_moe_block, layer)
                     hook(block.register_forward_hook(self._callback(on_block)))
         if "hidden_states" in metrics:
-            for layer, (_, module) in enumerate(attention):
-                on_attention = functools.partial(self._on_attention, layer)
-                hook(module.register_forward_hook(self._callback(on_attention)))
+            self._attention_hooks = [
+                (module, self._callback(functools.partial(self._on_attention, layer)))
+                for layer, (_, module) in enumerate(attention)
+            ]
+            self._hook_attention(True)
+
+    def _hook_attention(self, on: bool) -> None:
+        """Registers or removes the attention hooks. They are off during one-position
+        forwards (decode steps), which they would skip anyway: a hooked module call costs
+        even when its hook does nothing, and decoding makes many small forwards."""
+        if on == bool(self._attention_handles):
+            return
+        if on:
+            self._attention_handles = [
+                module.register_forward_hook(callback) for module, callback in self._attention_hooks
+            ]
+        else:
+            for handle in self._attention_handles:
+                handle.remove()
+            self._attention_handles = []
 
     def _callback(self, fn: Callable[..., None]) -> Callable[..., None]:
         """Times the callback and keeps it out of torch.compile graphs, which would guard on
@@ -251,6 +270,8 @@ class Monitor:
             config.hidden_state_sample_rate == 1.0
             or self._random.random() < config.hidden_state_sample_rate
         )
+        if self._attention_hooks:
+            self._hook_attention(self._measure_hidden and _positions(args, kwargs) != 1)
 
     def _after_forward(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         self._mask = None
@@ -423,6 +444,7 @@ class Monitor:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        self._hook_attention(False)
         with _monitored_lock:
             _monitored.discard(self.model)
 
@@ -450,6 +472,16 @@ class Monitor:
             "/".join(map(str, top_k)),
             len(self.attention_names),
         )
+
+
+def _positions(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int | None:
+    """Positions in this forward's input (token ids or embeddings), when it can be told."""
+    inputs = kwargs.get("input_ids", kwargs.get("inputs_embeds"))
+    if inputs is None and args:
+        inputs = args[0]
+    if isinstance(inputs, torch.Tensor) and inputs.dim() >= 2:
+        return int(inputs.shape[1])
+    return None
 
 
 def _device_of(model: nn.Module) -> torch.device:

@@ -25,7 +25,10 @@ class HiddenStateReservoir:
         B, D = pooled_BD.shape
         rows_RD = self._rows[layer]
         if rows_RD is None:
-            rows_RD = torch.zeros(self.capacity + 1, D, dtype=torch.float32, device=self.device)
+            # A normal tensor even when the first sample comes under inference mode: later
+            # samples may arrive outside it, and inference tensors refuse in-place updates.
+            with torch.inference_mode(False):
+                rows_RD = torch.zeros(self.capacity + 1, D, device=self.device)
             self._rows[layer] = rows_RD
         R, seen = self.capacity, self.seen[layer]
         index_B = torch.arange(seen, seen + B, device=self.device)

@@ -42,6 +42,10 @@ class Entry:
     size: int
 
 
+class SpoolInUse(ObserveError):
+    """Another process (or Delivery) holds the spool directory."""
+
+
 class Spool:
     """A bounded on-disk FIFO of batches; one process at a time per directory."""
 
@@ -66,7 +70,7 @@ class Spool:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._lock_file.close()
-            raise ObserveError(
+            raise SpoolInUse(
                 f"the spool {directory} is in use by another Delivery: give each process "
                 "its own spool directory"
             ) from None
