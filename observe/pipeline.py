@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import uuid
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
+import torch
 from opentelemetry.metrics import MeterProvider
 from torch import nn
 
@@ -31,6 +33,16 @@ from observe.telemetry.routing import RoutingInstruments
 from observe.telemetry.store_exporter import ExpertLoadSink, StoreExporter
 
 logger = logging.getLogger("observe")
+
+
+def distributed_rank() -> int | None:
+    """This process's rank in a distributed run (torch.distributed, or torchrun's RANK and
+    WORLD_SIZE), or None when it runs alone."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return int(torch.distributed.get_rank())
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ:
+        return int(os.environ["RANK"])
+    return None
 
 
 def new_run_id(model: str) -> str:
@@ -82,7 +94,7 @@ class MonitoringSession:
             run_id=self.run_id,
             model=model,
             exporters=[StoreExporter(self.delivery, self.run_id)],
-            rank=rank,
+            rank=rank if rank is not None else distributed_rank(),
         )
         meter = self.telemetry.meter()
         register_health(meter, self.delivery, self.limiter, self.telemetry.otlp)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import json
 import threading
 import uuid
 from pathlib import Path
@@ -234,3 +235,26 @@ def test_concurrent_runs_take_separate_spool_slots(tmp_path: Path) -> None:
     ):
         assert first.delivery is not second.delivery
     assert sorted(p.name for p in (tmp_path / "spool").iterdir()) == ["slot-0", "slot-1"]
+
+
+def test_distributed_runs_label_every_series_with_the_rank(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    with MonitoringSession(settings(tmp_path), model="tiny-test") as session:
+        run_workload(session, tmp_path / "run", steps=2)
+        with prometheus([f"127.0.0.1:{session.metrics_port}"], tmp_path) as server:
+            promql = f'count(observe_moe_expert_tokens_total{{run="{session.run_id}"}})'
+            assert server.wait_for(promql, 8) == 8  # 2 layers × 4 experts
+            ranks = {r["metric"].get("rank") for r in server.query(f'{{run="{session.run_id}"}}')}
+    assert ranks == {"1"}
+    engine = sa.create_engine(settings(tmp_path).db_url or "")
+    with engine.connect() as db:
+        labels = db.execute(sa.text("select labels from series")).scalars().all()
+    engine.dispose()
+    assert labels and all(json_labels(label).get("rank") == "1" for label in labels)
+
+
+def json_labels(value: Any) -> dict[str, str]:
+    return value if isinstance(value, dict) else json.loads(value)
