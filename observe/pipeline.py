@@ -21,6 +21,7 @@ from torch import nn
 
 from observe.errors import ObserveError
 from observe.hooks import Monitor, MonitorConfig, attach
+from observe.lifetime import Closeable
 from observe.settings import Settings
 from observe.store.delivery import Delivery
 from observe.store.engine import resolve_url
@@ -69,7 +70,7 @@ def _open_delivery(url: str, settings: Settings) -> Delivery:
     )
 
 
-class MonitoringSession:
+class MonitoringSession(Closeable):
     """Everything one monitored run needs; the store is checked before anything starts."""
 
     def __init__(
@@ -135,9 +136,6 @@ class MonitoringSession:
         except ObserveError as exc:
             logger.warning("observe: could not mark run %s %s: %s", self.run_id, status, exc)
         self._store.close()
-
-    def __enter__(self) -> MonitoringSession:
-        return self
 
     def __exit__(
         self,

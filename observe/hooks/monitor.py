@@ -17,7 +17,6 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Protocol
 
 import torch
@@ -28,6 +27,7 @@ from observe.hooks.adapters import SUPPORTED_FAMILIES, RouterAdapter, known_adap
 from observe.hooks.reservoir import HiddenStateReservoir
 from observe.hooks.routing import RouterCall, RoutingBuffers, RoutingWindow
 from observe.hooks.stats import RoutingTotals, Snapshot
+from observe.lifetime import Closeable
 
 logger = logging.getLogger("observe")
 
@@ -123,7 +123,7 @@ def attach(
     )
 
 
-class Monitor:
+class Monitor(Closeable):
     """Hooks on one model. Use `attach` to make one; `close` removes every hook."""
 
     def __init__(
@@ -447,17 +447,6 @@ class Monitor:
         self._hook_attention(False)
         with _monitored_lock:
             _monitored.discard(self.model)
-
-    def __enter__(self) -> Monitor:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _log_attached(self) -> None:
         experts = sorted({r.n_experts for r in self.routers})

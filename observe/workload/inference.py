@@ -15,12 +15,12 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
-from types import TracebackType
 
 from opentelemetry.metrics import MeterProvider
 
 from observe import catalogue, instruments
 from observe.errors import ObserveError
+from observe.lifetime import Closeable
 from observe.workload.generation import (
     CLOSED_MESSAGE,
     GenerationSettings,
@@ -112,7 +112,7 @@ class _Request:
     submitted_at: float
 
 
-class InferenceEngine:
+class InferenceEngine(Closeable):
     """Answers prompts from a background thread that batches concurrent requests."""
 
     def __init__(
@@ -232,17 +232,6 @@ class InferenceEngine:
                 break
             if request is not None and request.future.set_running_or_notify_cancel():
                 request.future.set_exception(ObserveError(CLOSED_MESSAGE))
-
-    def __enter__(self) -> InferenceEngine:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _serve(self) -> None:
         while not self._stopping.is_set():
