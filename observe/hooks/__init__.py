@@ -6,7 +6,9 @@ from observe.hooks.adapters import (
     register_adapter,
     unregister_adapter,
 )
-from observe.hooks.monitor import METRICS, Monitor, MonitorConfig, WindowSink, attach
+from observe.hooks.config import METRICS, MonitorConfig
+from observe.hooks.export import WindowSink
+from observe.hooks.monitor import Monitor, attach
 from observe.hooks.stats import LayerStats, Snapshot
 
 __all__ = [

@@ -10,77 +10,33 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
-import queue
 import random
 import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import nn
 
 from observe.errors import ObserveError
 from observe.hooks.adapters import SUPPORTED_FAMILIES, RouterAdapter, known_adapters
+from observe.hooks.config import MonitorConfig
+from observe.hooks.export import WindowExporter, WindowSink
 from observe.hooks.reservoir import HiddenStateReservoir
-from observe.hooks.routing import RouterCall, RoutingBuffers, RoutingWindow
+from observe.hooks.routing import RouterCall, RoutingBuffers
 from observe.hooks.stats import RoutingTotals, Snapshot
 from observe.lifetime import Closeable
 
 logger = logging.getLogger("observe")
 
-METRICS = frozenset(
-    {"routing", "router_losses", "entropy_histogram", "dropped_tokens", "hidden_states"}
-)
-MAX_ENTROPY_SLOTS = 256
 # Recorded router calls are folded into the sums at each flush, or sooner once this many
 # calls or logits wait: folding many calls at once is what keeps decoding cheap, and the
 # bounds keep the memory the recorded tensors hold small (4M logits: 16 MB in float32).
 MAX_PENDING_CALLS = 512
 MAX_PENDING_LOGITS = 1 << 22
-
-
-@dataclass(frozen=True)
-class MonitorConfig:
-    # Steps between copies of the device sums to the host.
-    flush_every: int = 10
-    # Which measurements run: a subset of METRICS.
-    metrics: frozenset[str] = METRICS
-    # Share of forward passes whose routing, and whose hidden states, are measured.
-    router_sample_rate: float = 1.0
-    hidden_state_sample_rate: float = 1.0
-    # Pooled sequence states kept per attention layer, whatever the run's length.
-    reservoir_size: int = 1024
-    # Columns of the experts × routing-entropy histogram.
-    entropy_slots: int = 16
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        unknown = sorted(set(self.metrics) - METRICS)
-        if unknown:
-            raise ObserveError(
-                f"unknown metrics {unknown}: choose from {', '.join(sorted(METRICS))}"
-            )
-        if self.flush_every < 1:
-            raise ObserveError(f"flush_every={self.flush_every} must be at least 1 step")
-        if not 1 <= self.entropy_slots <= MAX_ENTROPY_SLOTS:
-            raise ObserveError(
-                f"entropy_slots={self.entropy_slots} must be between 1 and {MAX_ENTROPY_SLOTS}"
-            )
-        for name in ("router_sample_rate", "hidden_state_sample_rate"):
-            rate = getattr(self, name)
-            if not 0 < rate <= 1:
-                raise ObserveError(f"{name}={rate} must be in (0, 1]: 1 measures every forward")
-        if self.reservoir_size < 1:
-            raise ObserveError(f"reservoir_size={self.reservoir_size} must be at least 1")
-
-
-class WindowSink(Protocol):
-    """Receives the statistics of each flushed window, on the monitor's background thread."""
-
-    def export(self, window: Snapshot) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -144,7 +100,6 @@ class Monitor(Closeable):
         self.model = model
         self.config = config
         self.adapter = adapter
-        self.sinks = tuple(sinks)
         self.routers = [
             _Router(name, module, adapter.n_experts(module), adapter.top_k(module))
             for name, module in routers
@@ -163,7 +118,6 @@ class Monitor(Closeable):
             histogram=histogram,
             router_losses="router_losses" in metrics,
         )
-        self._totals = RoutingTotals(n_experts_L, config.entropy_slots if histogram else 0)
         self._reservoir = HiddenStateReservoir(
             len(attention), config.reservoir_size, device, seed=config.seed
         )
@@ -175,9 +129,6 @@ class Monitor(Closeable):
         self._pending_logit_count = 0
         self._dropped: list[tuple[int, torch.Tensor]] = []
         self._window_first_step = 1
-        self._windows: queue.Queue[tuple[RoutingWindow, int, int] | None] = queue.Queue()
-        self._worker: threading.Thread | None = None
-        self._sink_failed: set[int] = set()
         self._closed = False
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         # Layers whose dropped assignments are measured; the others report None.
@@ -185,6 +136,12 @@ class Monitor(Closeable):
         self._attention_hooks: list[tuple[nn.Module, Callable[..., None]]] = []
         self._attention_handles: list[torch.utils.hooks.RemovableHandle] = []
         self._register(routers, attention)
+        self._exporter = WindowExporter(
+            RoutingTotals(n_experts_L, config.entropy_slots if histogram else 0),
+            [r.name for r in self.routers],
+            self._drops_L,
+            sinks,
+        )
         self._log_attached()
 
     # -- hooks -------------------------------------------------------------------------
@@ -370,56 +327,16 @@ class Monitor(Closeable):
         if self.step_count < self._window_first_step and not any(self._buffers.calls_L):
             return  # nothing new since the last flush
         window = self._buffers.drain()
-        self._windows.put((window, self._window_first_step, self.step_count))
+        self._exporter.put(window, self._window_first_step, self.step_count)
         self._window_first_step = self.step_count + 1
-        if self._worker is None:
-            self._worker = threading.Thread(
-                target=self._export_windows, name="observe-flush", daemon=True
-            )
-            self._worker.start()
         self.overhead_ns += time.perf_counter_ns() - started
-
-    def _export_windows(self) -> None:
-        while (item := self._windows.get()) is not None:
-            window, first_step, last_step = item
-            try:
-                window.wait()
-                self._totals.add(window)
-                if self.sinks:
-                    totals = RoutingTotals(
-                        self._totals.n_experts_L, self._totals.entropy_histogram_LES.shape[-1]
-                    )
-                    totals.add(window)
-                    stats = totals.layer_stats(self._names, self._drops_L)
-                    self._export(Snapshot(first_step, last_step, stats))
-            finally:
-                self._windows.task_done()
-        self._windows.task_done()
-
-    def _export(self, snapshot: Snapshot) -> None:
-        for sink in self.sinks:
-            try:
-                sink.export(snapshot)
-            except Exception:
-                # Logged once per sink: a broken sink must not flood the log every flush.
-                if id(sink) not in self._sink_failed:
-                    self._sink_failed.add(id(sink))
-                    logger.exception(
-                        "observe: sink %r failed; its later failures are not logged", sink
-                    )
-
-    @property
-    def _names(self) -> list[str]:
-        return [r.name for r in self.routers]
 
     # -- reading -------------------------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
         """Statistics since attach, every step so far included; waits for the device."""
         self.flush()
-        self._windows.join()
-        stats = self._totals.layer_stats(self._names, self._drops_L)
-        return Snapshot(1, self.step_count, stats)
+        return Snapshot(1, self.step_count, self._exporter.total_stats())
 
     def hidden_states(self) -> dict[str, torch.Tensor]:
         """The reservoir sample of pooled sequence states per attention layer, on the host."""
@@ -438,9 +355,7 @@ class Monitor(Closeable):
             return
         self.flush()
         self._closed = True
-        self._windows.put(None)
-        if self._worker is not None:
-            self._worker.join()
+        self._exporter.close()
         for handle in self._handles:
             handle.remove()
         self._handles.clear()

@@ -69,6 +69,7 @@ class RoutingTotals:
         self.n_experts_L = n_experts_L
         self.scalars_LC = np.zeros((L, 6), dtype=np.float64)
         self.tokens_per_expert_LE = np.zeros((L, E), dtype=np.int64)
+        self.entropy_slots = entropy_slots
         self.entropy_histogram_LES = np.zeros((L, E, entropy_slots), dtype=np.int64)
         self.calls_L = np.zeros(L, dtype=np.int64)
 

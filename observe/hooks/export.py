@@ -1,0 +1,84 @@
+"""Flushed windows, turned into statistics on a background thread and handed to sinks."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Sequence
+from typing import Protocol
+
+from observe.hooks.routing import RoutingWindow
+from observe.hooks.stats import LayerStats, RoutingTotals, Snapshot
+
+logger = logging.getLogger("observe")
+
+
+class WindowSink(Protocol):
+    """Receives the statistics of each flushed window, on the monitor's background thread."""
+
+    def export(self, window: Snapshot) -> None: ...
+
+
+class WindowExporter:
+    """Keeps a run's totals and gives each window's statistics to the sinks, off the
+    training thread: it waits for the device copy, which the training loop must not."""
+
+    def __init__(
+        self,
+        totals: RoutingTotals,
+        names: list[str],
+        drops_L: list[bool],
+        sinks: Sequence[WindowSink],
+    ) -> None:
+        self.totals = totals
+        self.names = names
+        self.drops_L = drops_L
+        self.sinks = tuple(sinks)
+        self._windows: queue.Queue[tuple[RoutingWindow, int, int] | None] = queue.Queue()
+        self._worker: threading.Thread | None = None
+        self._failed_sinks: set[int] = set()
+
+    def put(self, window: RoutingWindow, first_step: int, last_step: int) -> None:
+        self._windows.put((window, first_step, last_step))
+        if self._worker is None:
+            self._worker = threading.Thread(target=self._run, name="observe-flush", daemon=True)
+            self._worker.start()
+
+    def total_stats(self) -> tuple[LayerStats, ...]:
+        """Statistics of every window put so far; waits until they are processed."""
+        self._windows.join()
+        return self.totals.layer_stats(self.names, self.drops_L)
+
+    def close(self) -> None:
+        """Processes what was put, then stops the thread."""
+        self._windows.put(None)
+        if self._worker is not None:
+            self._worker.join()
+
+    def _run(self) -> None:
+        while (item := self._windows.get()) is not None:
+            window, first_step, last_step = item
+            try:
+                window.wait()
+                self.totals.add(window)
+                if self.sinks:
+                    one = RoutingTotals(self.totals.n_experts_L, self.totals.entropy_slots)
+                    one.add(window)
+                    stats = one.layer_stats(self.names, self.drops_L)
+                    self._export(Snapshot(first_step, last_step, stats))
+            finally:
+                self._windows.task_done()
+        self._windows.task_done()
+
+    def _export(self, snapshot: Snapshot) -> None:
+        for sink in self.sinks:
+            try:
+                sink.export(snapshot)
+            except Exception:
+                # Logged once per sink: a broken sink must not flood the log every flush.
+                if id(sink) not in self._failed_sinks:
+                    self._failed_sinks.add(id(sink))
+                    logger.exception(
+                        "observe: sink %r failed; its later failures are not logged", sink
+                    )
