@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import torch
 from sqlalchemy.engine import make_url
 
 PG_SERVER_URL = os.environ.get(
@@ -155,3 +156,13 @@ def throwaway_pg() -> Iterator[PgCluster]:
             cluster.stop()
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """For modules of tiny models: a second intra-op thread only adds synchronisation,
+    which on a busy 2-core machine made them several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -5,7 +5,6 @@ itself returns (`output_router_logits=True`), with each family's own choice rule
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -18,6 +17,8 @@ import observe
 # Models are built from configs; offline mode makes any stray hub access fail fast.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import transformers
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 COMMON: dict[str, Any] = {
     "vocab_size": 100,
@@ -216,16 +217,6 @@ def family(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def model(family: str) -> Any:
     return build(family)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """These models are tiny: a second intra-op thread only adds synchronisation, which on a
-    busy 2-core machine made this file several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # -- tests ---------------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,17 +17,9 @@ import transformers
 
 from observe.integrations.hf import ObserveCallback
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 STEPS, ACCUMULATION, BATCH, SEQ, TOP_K = 4, 2, 2, 8, 2
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """These models are tiny: a second intra-op thread only adds synchronisation, which on a
-    busy 2-core machine made this file several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class RandomTokens(Dataset[dict[str, torch.Tensor]]):
