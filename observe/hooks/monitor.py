@@ -42,7 +42,6 @@ MAX_PENDING_LOGITS = 1 << 22
 @dataclass(frozen=True)
 class _Router:
     name: str
-    module: nn.Module
     n_experts: int
     top_k: int
 
@@ -101,7 +100,7 @@ class Monitor(Closeable):
         self.config = config
         self.adapter = adapter
         self.routers = [
-            _Router(name, module, adapter.n_experts(module), adapter.top_k(module))
+            _Router(name, adapter.n_experts(module), adapter.top_k(module))
             for name, module in routers
         ]
         self.attention_names = [name for name, _ in attention]
