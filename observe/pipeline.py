@@ -90,13 +90,20 @@ class MonitoringSession(Closeable):
         self._store.start_run(self.run_id, model, dict(config or {}))
         self.delivery = _open_delivery(url, settings)
         self.limiter = LabelLimiter(settings.label_limit)
-        self.telemetry = Telemetry(
-            settings,
-            run_id=self.run_id,
-            model=model,
-            exporters=[StoreExporter(self.delivery, self.run_id)],
-            rank=rank if rank is not None else distributed_rank(),
-        )
+        try:
+            self.telemetry = Telemetry(
+                settings,
+                run_id=self.run_id,
+                model=model,
+                exporters=[StoreExporter(self.delivery, self.run_id)],
+                rank=rank if rank is not None else distributed_rank(),
+            )
+        except BaseException:
+            # E.g. the /metrics port is taken: the run is recorded as failed, not running.
+            self.delivery.close(settings.close_timeout_s)
+            self._store.end_run(self.run_id, "failed")
+            self._store.close()
+            raise
         meter = self.telemetry.meter()
         register_health(meter, self.delivery, self.limiter, self.telemetry.otlp)
         self._sinks = (

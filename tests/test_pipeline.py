@@ -258,3 +258,15 @@ def test_distributed_runs_label_every_series_with_the_rank(
 
 def json_labels(value: Any) -> dict[str, str]:
     return value if isinstance(value, dict) else json.loads(value)
+
+
+def test_a_taken_metrics_port_fails_the_run_cleanly(tmp_path: Path) -> None:
+    with MonitoringSession(settings(tmp_path), model="first") as first:
+        taken = settings(tmp_path, prometheus_port=first.metrics_port)
+        with pytest.raises(ObserveError, match="another --prometheus-port"):
+            MonitoringSession(taken, model="second")
+    engine = sa.create_engine(taken.db_url or "")
+    with engine.connect() as db:
+        statuses = dict(db.execute(sa.text("select model, status from runs")).all())
+    engine.dispose()
+    assert statuses == {"first": "finished", "second": "failed"}
