@@ -1,38 +1,66 @@
 """observe: observability and drift monitoring for Mixture-of-Experts language models.
 
-monitor = observe.attach(model)
-... monitor.step() after each training or serving step ...
+with observe.session(model="my-moe") as session:  # /metrics, the store, settings as the CLI
+    monitor = session.attach(model)
+    ... monitor.step() after each training or serving step ...
 stats = monitor.snapshot()
-monitor.close()
+
+`observe.attach(model)` alone hooks a model without any telemetry. Attributes load on first
+use: `import observe` loads no torch until a model is attached.
 """
 
+from typing import TYPE_CHECKING
+
 from observe.errors import ObserveError
-from observe.hooks import (
-    LayerStats,
-    Monitor,
-    MonitorConfig,
-    RouterAdapter,
-    RouterReading,
-    Snapshot,
-    WindowSink,
-    attach,
-    register_adapter,
-    unregister_adapter,
-)
+from observe.lazy import lazy_attributes
 
 __version__ = "0.1.0"
+
+_WHERE = {
+    "LayerStats": "observe.hooks.stats",
+    "RoutingStats": "observe.hooks.stats",
+    "MonitorConfig": "observe.hooks.config",
+    "WindowSink": "observe.hooks.worker",
+    "Monitor": "observe.hooks.monitor",
+    "attach": "observe.hooks.monitor",
+    "RouterAdapter": "observe.hooks.adapters",
+    "RouterReading": "observe.hooks.adapters",
+    "register_adapter": "observe.hooks.adapters",
+    "unregister_adapter": "observe.hooks.adapters",
+    "Settings": "observe.settings",
+    "MonitoringSession": "observe.pipeline",
+    "session": "observe.pipeline",
+}
+__getattr__, __dir__ = lazy_attributes(__name__, _WHERE)
+
+if TYPE_CHECKING:
+    from observe.hooks.adapters import (
+        RouterAdapter,
+        RouterReading,
+        register_adapter,
+        unregister_adapter,
+    )
+    from observe.hooks.config import MonitorConfig
+    from observe.hooks.monitor import Monitor, attach
+    from observe.hooks.stats import LayerStats, RoutingStats
+    from observe.hooks.worker import WindowSink
+    from observe.pipeline import MonitoringSession, session
+    from observe.settings import Settings
 
 __all__ = [
     "LayerStats",
     "Monitor",
     "MonitorConfig",
+    "MonitoringSession",
     "ObserveError",
     "RouterAdapter",
     "RouterReading",
-    "Snapshot",
+    "RoutingStats",
+    "Settings",
     "WindowSink",
     "__version__",
     "attach",
     "register_adapter",
+    "session",
     "unregister_adapter",
 ]

@@ -1,8 +1,8 @@
 """One monitored run end to end: the store, delivery, OpenTelemetry and the monitor's sinks.
 
-This is the application side of observe: `observe train`, `observe infer` and the demo
-open a session, attach monitors through it, and close it, which flushes everything with a
-time limit.
+This is the application side of observe: `observe train`, `observe infer`, the demo, the
+HF `ObserveCallback` and users' own loops (`observe.session`) open a session, attach
+monitors through it, and close it, which flushes everything with a time limit.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import datetime as dt
 import logging
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -20,9 +20,12 @@ from opentelemetry.metrics import MeterProvider
 from torch import nn
 
 from observe.errors import ObserveError
-from observe.hooks import Monitor, MonitorConfig, attach
+from observe.hooks.adapters import RouterAdapter
+from observe.hooks.config import MonitorConfig
+from observe.hooks.monitor import Monitor, attach
+from observe.hooks.worker import WindowSink
 from observe.lifetime import Closeable
-from observe.settings import Settings
+from observe.settings import Settings, load_settings
 from observe.store.delivery import Delivery
 from observe.store.engine import resolve_url
 from observe.store.spool import SpoolInUse
@@ -30,7 +33,7 @@ from observe.store.writer import Store
 from observe.telemetry.health import register_health
 from observe.telemetry.limits import LabelLimiter
 from observe.telemetry.provider import Telemetry
-from observe.telemetry.routing import RoutingInstruments
+from observe.telemetry.routing_instruments import RoutingInstruments
 from observe.telemetry.store_exporter import ExpertLoadSink, StoreExporter
 
 logger = logging.getLogger("observe")
@@ -122,9 +125,19 @@ class MonitoringSession(Closeable):
     def metrics_port(self) -> int | None:
         return self.telemetry.metrics_port
 
-    def attach(self, model: nn.Module, config: MonitorConfig | None = None) -> Monitor:
-        config = config or MonitorConfig(flush_every=self.settings.flush_every)
-        monitor = attach(model, config, sinks=self._sinks)
+    def attach(
+        self,
+        model: nn.Module,
+        config: MonitorConfig | None = None,
+        *,
+        adapter: RouterAdapter | None = None,
+        sinks: Sequence[WindowSink] = (),
+    ) -> Monitor:
+        """`observe.attach` whose windows reach this run's Prometheus and store (and
+        `sinks`); `config` replaces the settings' `[monitor]` table."""
+        monitor = attach(
+            model, config or self.settings.monitor, adapter=adapter, sinks=(*self._sinks, *sinks)
+        )
         self._monitors.append(monitor)
         return monitor
 
@@ -151,3 +164,20 @@ class MonitoringSession(Closeable):
         traceback: TracebackType | None,
     ) -> None:
         self.close("finished" if exc_type is None else "failed")
+
+
+def session(
+    model: str,
+    *,
+    config_file: str | os.PathLike[str] | None = None,
+    run_config: Mapping[str, Any] | None = None,
+    **overrides: Any,
+) -> MonitoringSession:
+    """A monitoring session with the settings the CLI would use: `observe.toml` (or
+    `config_file`), then `OBSERVE_*`, then `overrides` (any `Settings` field).
+
+    with observe.session(model="my-moe") as session:
+        monitor = session.attach(model)
+    """
+    settings = load_settings(config_file, overrides=overrides)
+    return MonitoringSession(settings, model=model, config=run_config)

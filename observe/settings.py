@@ -3,7 +3,8 @@
 `observe.toml` in the working directory (or `--config FILE`) is read first; `OBSERVE_*`
 environment variables override it; command-line flags override both. With none of them,
 everything runs on the embedded defaults: SQLite under `.observe/` and a `/metrics`
-endpoint on 127.0.0.1.
+endpoint on 127.0.0.1. The monitor's own settings (`MonitorConfig`: flush interval,
+sampling) are the `[monitor]` table of the file and `OBSERVE_MONITOR_*` variables.
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
+import types
+import typing
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from observe.errors import ObserveError
+from observe.hooks.config import MonitorConfig
 
 DEFAULT_CONFIG_FILE = Path("observe.toml")
 ENV_PREFIX = "OBSERVE_"
@@ -35,12 +39,12 @@ class Settings:
     spool_max_bytes: int = 256 * 1024 * 1024
     # Label combinations kept per metric; more are counted as dropped, not exported.
     label_limit: int = 2000
-    # Steps between flushes of the hooks' device buffers.
-    flush_every: int = 10
     # Seconds between exports to the store (and the OTLP endpoint).
     export_interval_s: float = 5.0
     # Seconds close() and SIGTERM spend delivering what is left before giving up.
     close_timeout_s: float = 10.0
+    # What monitors attached through a session measure, and how often they flush.
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
     def __post_init__(self) -> None:
         if self.prometheus_port is not None and not 0 <= self.prometheus_port <= 65535:
@@ -48,7 +52,7 @@ class Settings:
                 f"prometheus_port={self.prometheus_port} is not a port: use 0 to 65535 "
                 "(0 picks a free one)"
             )
-        for name in ("spool_max_bytes", "label_limit", "flush_every"):
+        for name in ("spool_max_bytes", "label_limit"):
             if getattr(self, name) < 1:
                 raise ObserveError(f"{name}={getattr(self, name)} must be at least 1")
         for name in ("export_interval_s", "close_timeout_s"):
@@ -56,7 +60,7 @@ class Settings:
                 raise ObserveError(f"{name}={getattr(self, name)} must be positive")
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+MONITOR_FIELDS = frozenset(f.name for f in dataclasses.fields(MonitorConfig))
 
 
 def load_settings(
@@ -65,16 +69,67 @@ def load_settings(
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> Settings:
-    """Settings from the file, then the environment, then `overrides` (flags; None = unset)."""
+    """Settings from the file, then the environment, then `overrides` (flags; None = unset).
+
+    An override of `monitor` is a `MonitorConfig` (it replaces the table) or a mapping of
+    some of its fields.
+    """
     environ = os.environ if environ is None else environ
+    values = _from_file(config_file)
+    _merge(values, _from_environ(Settings, ENV_PREFIX, environ))
+    _merge(values, {k: v for k, v in (overrides or {}).items() if v is not None})
+    return _build(Settings, values)
+
+
+def _merge(values: dict[str, Any], newer: Mapping[str, Any]) -> None:
+    for name, value in newer.items():
+        if isinstance(value, Mapping) and isinstance(values.get(name), dict):
+            _merge(values[name], value)
+        else:
+            values[name] = dict(value) if isinstance(value, Mapping) else value
+
+
+def _build(cls: type[Any], values: Mapping[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(values) - set(hints))
+    if unknown:
+        raise ObserveError(f"unknown settings {unknown}: {_known(cls, unknown)}")
+    kwargs = {}
+    for name, value in values.items():
+        if isinstance(value, Mapping) and dataclasses.is_dataclass(hints[name]):
+            value = _build(hints[name], value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _known(cls: type[Any], unknown: list[str]) -> str:
+    monitor = [name for name in unknown if name in MONITOR_FIELDS]
+    if cls is Settings and monitor:
+        return f"{', '.join(monitor)} belong in the [monitor] table (monitor settings)"
+    return f"known are {', '.join(typing.get_type_hints(cls))}"
+
+
+def _from_environ(cls: type[Any], prefix: str, environ: Mapping[str, str]) -> dict[str, Any]:
+    moved = [
+        prefix + n.upper()
+        for n in MONITOR_FIELDS
+        if cls is Settings and prefix + n.upper() in environ
+    ]
+    if moved:
+        raise ObserveError(
+            f"{', '.join(sorted(moved))} set: monitor settings are {prefix}MONITOR_<NAME>, "
+            f"e.g. {prefix}MONITOR_FLUSH_EVERY"
+        )
     values: dict[str, Any] = {}
-    values.update(_from_file(config_file))
-    for name in _FIELDS:
-        raw = environ.get(ENV_PREFIX + name.upper())
-        if raw is not None:
-            values[name] = _parse(name, raw, f"${ENV_PREFIX}{name.upper()}")
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return Settings(**values)
+    for name, kind in typing.get_type_hints(cls).items():
+        variable = prefix + name.upper()
+        if dataclasses.is_dataclass(kind):
+            nested = _from_environ(kind, variable + "_", environ)  # type: ignore[arg-type]
+            if nested:
+                values[name] = nested
+        elif variable in environ:
+            values[name] = parse(environ[variable], kind, f"${variable}")
+    return values
 
 
 def _from_file(config_file: str | os.PathLike[str] | None) -> dict[str, Any]:
@@ -87,28 +142,62 @@ def _from_file(config_file: str | os.PathLike[str] | None) -> dict[str, Any]:
         table = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ObserveError(f"config file {path} is not valid TOML ({exc}): fix its syntax") from exc
-    unknown = sorted(set(table) - set(_FIELDS))
+    return _from_table(Settings, table, f"in {path}")
+
+
+def _from_table(cls: type[Any], table: Mapping[str, Any], where: str) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(table) - set(hints))
     if unknown:
-        raise ObserveError(
-            f"config file {path} has unknown settings {unknown}: known are {', '.join(_FIELDS)}"
-        )
-    return {name: _parse(name, value, f"{name} in {path}") for name, value in table.items()}
+        raise ObserveError(f"unknown settings {unknown} {where}: {_known(cls, unknown)}")
+    values: dict[str, Any] = {}
+    for name, value in table.items():
+        kind = hints[name]
+        if dataclasses.is_dataclass(kind):
+            if not isinstance(value, Mapping):
+                raise ObserveError(f"{name} {where} must be a table: write [{name}] above it")
+            values[name] = _from_table(kind, value, f"in [{name}] {where}")  # type: ignore[arg-type]
+        else:
+            values[name] = parse(value, kind, f"{name} {where}")
+    return values
 
 
-def _parse(name: str, value: Any, where: str) -> Any:
-    """Converts a file or environment value to the field's type, or explains the problem."""
-    default = _FIELDS[name].default
-    optional = "None" in str(_FIELDS[name].type)
-    if optional and isinstance(value, str) and value.strip().lower() in ("", "none"):
-        return None
+def parse(value: Any, kind: Any, where: str) -> Any:
+    """`value` from a file or the environment as type `kind`, or an error naming `where`.
+
+    Strict: a bool is no number and a float is no int (`flush_every = 2.7` is an error, not
+    2); text converts only where the environment gives nothing else.
+    """
+    args = typing.get_args(kind)
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        if isinstance(value, str) and value.strip().lower() in ("", "none"):
+            return None
+        (kind,) = [a for a in args if a is not type(None)]
+        return parse(value, kind, where)
     try:
-        if isinstance(default, Path):
-            return Path(value)
-        if isinstance(default, int):
-            return int(value)
-        if isinstance(default, float):
-            return float(value)
-        return str(value)
+        if kind is int and not isinstance(value, bool | float):
+            return int(value.strip()) if isinstance(value, str) else _exact(value, int)
+        if kind is float and not isinstance(value, bool):
+            number = value.strip() if isinstance(value, str) else _exact(value, int | float)
+            return float(number)
+        if kind is str or kind is Path:
+            return kind(_exact(value, str))
+        if typing.get_origin(kind) is frozenset:
+            items = value.split(",") if isinstance(value, str) else _exact(value, list)
+            return frozenset(_exact(item, str).strip() for item in items)
     except (TypeError, ValueError):
-        kind = "a path" if isinstance(default, Path) else type(default).__name__
-        raise ObserveError(f"{where} = {value!r} is not valid: expected {kind}") from None
+        pass
+    raise ObserveError(f"{where} = {value!r} is not valid: expected {_describe(kind)}")
+
+
+def _exact(value: Any, kind: Any) -> Any:
+    if not isinstance(value, kind):
+        raise TypeError(value)
+    return value
+
+
+def _describe(kind: Any) -> str:
+    if typing.get_origin(kind) is frozenset:
+        return "a list of names"
+    names = {int: "a whole number", float: "a number", str: "text", Path: "a path"}
+    return names.get(kind, str(kind))

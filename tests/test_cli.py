@@ -1,6 +1,7 @@
 """The `observe` commands end to end on the tiny model, and their errors on bad input."""
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -8,10 +9,12 @@ import pytest
 from typer.testing import CliRunner
 
 from observe.cli import app
+from observe.workload.checkpoint import load_checkpoint
+from observe.workload.config import get_config
 
 runner = CliRunner()
 TINY = [
-    "--config",
+    "--model-size",
     "tiny",
     "--steps",
     "3",
@@ -84,9 +87,12 @@ def test_infer_replays_traffic_and_reports(checkpoint: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["train", "--out", "x", *TINY], "pass --domain NAME or --data FILE"),
+        (["train", "--out", "x", *TINY], "no training text was given"),
         (["train", "--domain", "astrology", "--out", "x", *TINY], "medical"),
-        (["train", "--domain", "legal", "--config", "huge", "--out", "x"], "tiny, small, bench"),
+        (
+            ["train", "--domain", "legal", "--model-size", "huge", "--out", "x"],
+            "tiny, small, bench",
+        ),
         (["train", "--data", "/no/such/file.txt", "--out", "x", *TINY], "/no/such/file.txt"),
         (["train", "--domain", "legal", "--data", "a.txt", "--out", "x", *TINY], "one of"),
         (["train", "--domain", "legal", "--steps", "0", "--out", "x"], "steps=0"),
@@ -99,6 +105,42 @@ def test_bad_input_is_a_clear_error(args: list[str], message: str, tmp_path: Pat
     assert code == 2, output
     assert "error:" in output and message in output
     assert "Traceback" not in output
+
+
+def test_train_config_flag_still_names_the_model_size(tmp_path: Path) -> None:
+    """The old spelling of --model-size works, with a warning naming the new one."""
+    args = [a if a != "--model-size" else "--config" for a in TINY]
+    code, output = invoke("train", "--domain", "legal", "--out", tmp_path / "run", *args)
+    assert code == 0, output
+    assert "deprecated: use --model-size" in output
+    assert load_checkpoint(tmp_path / "run").config == get_config("tiny")
+
+
+def test_train_defaults_fit_the_model_size(tmp_path: Path) -> None:
+    """No --seq-len: `tiny` (64 positions) trains at 64, not the default 128."""
+    code, output = invoke(
+        "train", "--model-size", "tiny", "--domain", "legal", "--steps", "1", "--batch-size",
+        "2", "--docs", "40", "--no-progress", "--out", tmp_path / "run",
+    )  # fmt: skip
+    assert code == 0, output
+    assert "trained to step 1 on legal" in output
+
+
+def test_demo_trains_serves_and_summarises(tmp_path: Path) -> None:
+    code, demo = invoke(
+        "demo", "--model-size", "tiny", "--steps", "2", "--requests", "6", "--no-progress",
+        "--out", tmp_path / "demo",
+    )  # fmt: skip
+    assert code == 0, demo
+    assert "trained to step 2 on medical" in demo
+    assert "routing while training:" in demo and "routing while serving:" in demo
+    assert "miss rate" in demo
+    demo_runs = re.findall(r"run: (\S+)", demo)
+    assert len(demo_runs) == 2, demo
+    code, output = invoke("runs", "--json")
+    runs = {r["id"]: r for r in json.loads(output)}
+    for run in demo_runs:
+        assert runs[run]["status"] == "finished" and runs[run]["samples"] > 0, runs[run]
 
 
 def test_bad_data_file_is_a_clear_error(tmp_path: Path) -> None:
@@ -114,7 +156,7 @@ def test_bad_data_file_is_a_clear_error(tmp_path: Path) -> None:
     [
         (["--traffic", "medical=lots"], "'lots' of 'medical'"),
         (["--traffic", "astrology"], "astrology"),
-        (["--concurrency", "0"], "--concurrency 0"),
+        (["--concurrency", "0"], "concurrency=0"),
         (["--repeat-share", "1.5"], "1.5"),
     ],
 )

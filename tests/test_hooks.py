@@ -166,11 +166,11 @@ def test_entropy_histogram_places_each_assignment_in_its_slot(
 
 
 def test_windows_reach_sinks_every_flush_interval(model: MoETransformer) -> None:
-    windows: list[observe.Snapshot] = []
+    windows: list[observe.RoutingStats] = []
     threads: set[str] = set()
 
     class Sink:
-        def export(self, window: observe.Snapshot) -> None:
+        def consume(self, window: observe.RoutingStats) -> None:
             threads.add(threading.current_thread().name)
             windows.append(window)
 
@@ -187,7 +187,7 @@ def test_windows_reach_sinks_every_flush_interval(model: MoETransformer) -> None
 
 def test_a_failing_sink_does_not_stop_the_monitor(model: MoETransformer) -> None:
     class Broken:
-        def export(self, window: observe.Snapshot) -> None:
+        def consume(self, window: observe.RoutingStats) -> None:
             raise RuntimeError("sink down")
 
     with observe.attach(model, observe.MonitorConfig(flush_every=1), sinks=[Broken()]) as monitor:

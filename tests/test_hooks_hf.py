@@ -195,7 +195,7 @@ def record(calls_L: list[list[Call]], output: Any, mask: torch.Tensor | None) ->
 
 
 def assert_matches(
-    family: str, model: Any, stats: observe.Snapshot, calls_L: list[list[Call]]
+    family: str, model: Any, stats: observe.RoutingStats, calls_L: list[list[Call]]
 ) -> None:
     for layer, router, calls in zip(stats.layers, routers_of(model), calls_L, strict=True):
         want = expected(family, calls, router)
@@ -275,9 +275,9 @@ def test_deepseek_choice_rule_uses_bias_and_groups() -> None:
 
 class WindowCollector:
     def __init__(self) -> None:
-        self.windows: list[observe.Snapshot] = []
+        self.windows: list[observe.RoutingStats] = []
 
-    def export(self, window: observe.Snapshot) -> None:
+    def consume(self, window: observe.RoutingStats) -> None:
         self.windows.append(window)
 
 

@@ -18,11 +18,12 @@ from prometheus_server import free_port, prometheus
 
 from observe import catalogue
 from observe.errors import ObserveError
-from observe.hooks import Snapshot
+from observe.hooks import MonitorConfig, RoutingStats
 from observe.pipeline import MonitoringSession
 from observe.settings import Settings
 from observe.workload.finetune import prepare_fine_tune
 from observe.workload.inference import InferenceEngine
+from observe.workload.job_config import FineTuneConfig
 from observe.workload.trainer import StepResult, TrainConfig
 
 
@@ -32,21 +33,19 @@ def settings(tmp_path: Path, **overrides: Any) -> Settings:
         "prometheus_port": 0,
         "spool_dir": tmp_path / "spool",
         "export_interval_s": 0.5,
-        "flush_every": 2,
+        "monitor": MonitorConfig(flush_every=2),
     }
     values.update(overrides)
     return Settings(**values)
 
 
-def run_workload(session: MonitoringSession, out: Path, steps: int = 6) -> Snapshot:
+def run_workload(session: MonitoringSession, out: Path, steps: int = 6) -> RoutingStats:
     """Trains the tiny model, then serves a few requests, both monitored."""
     torch.manual_seed(0)
     job = prepare_fine_tune(
         TrainConfig(steps=steps, batch_size=2, seq_len=32),
+        FineTuneConfig(model_size="tiny", domain="medical", docs=40),
         out,
-        config_name="tiny",
-        domain="medical",
-        n_docs=40,
         meter_provider=session.meter_provider,
     )
     monitor = session.attach(job.model)
@@ -57,7 +56,7 @@ def run_workload(session: MonitoringSession, out: Path, steps: int = 6) -> Snaps
     return monitor.snapshot()
 
 
-def total_tokens(snapshot: Snapshot) -> int:
+def total_tokens(snapshot: RoutingStats) -> int:
     return sum(sum(layer.tokens_per_expert) for layer in snapshot.layers)
 
 
@@ -190,10 +189,8 @@ def test_a_store_outage_mid_run_loses_nothing(tmp_path: Path, throwaway_pg: PgCl
     torch.manual_seed(0)
     job = prepare_fine_tune(
         TrainConfig(steps=12, batch_size=2, seq_len=32),
+        FineTuneConfig(model_size="tiny", domain="finance", docs=40),
         tmp_path / "run",
-        config_name="tiny",
-        domain="finance",
-        n_docs=40,
         meter_provider=session.meter_provider,
     )
     monitor = session.attach(job.model)

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from observe.errors import ObserveError
+from observe.hooks.config import MonitorConfig
 from observe.settings import Settings, load_settings
 
 
@@ -35,8 +36,8 @@ def test_observe_toml_in_the_working_directory_is_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "observe.toml").write_text("flush_every = 3\n")
-    assert load_settings(environ={}).flush_every == 3
+    (tmp_path / "observe.toml").write_text("[monitor]\nflush_every = 3\n")
+    assert load_settings(environ={}).monitor.flush_every == 3
 
 
 def test_none_in_the_environment_turns_the_endpoint_off() -> None:
@@ -50,7 +51,14 @@ def test_none_in_the_environment_turns_the_endpoint_off() -> None:
         ("db_url = \n", {}, "not valid TOML"),
         ("", {"OBSERVE_PROMETHEUS_PORT": "ninety"}, "OBSERVE_PROMETHEUS_PORT = 'ninety'"),
         ("prometheus_port = 70000\n", {}, "prometheus_port=70000 is not a port"),
-        ("", {"OBSERVE_FLUSH_EVERY": "0"}, "flush_every=0 must be at least 1"),
+        ("", {"OBSERVE_MONITOR_FLUSH_EVERY": "0"}, "flush_every=0 must be at least 1"),
+        ("spool_max_bytes = true\n", {}, "spool_max_bytes in .* = True is not valid"),
+        ("[monitor]\nflush_every = 2.7\n", {}, "flush_every in \\[monitor\\] .* = 2.7 is not"),
+        ("monitor = 3\n", {}, "monitor in .* must be a table"),
+        ("flush_every = 3\n", {}, "flush_every belong in the \\[monitor\\] table"),
+        ("", {"OBSERVE_FLUSH_EVERY": "3"}, "are OBSERVE_MONITOR_<NAME>"),
+        ("[monitor]\ncolour = 1\n", {}, "unknown settings \\['colour'\\] in \\[monitor\\]"),
+        ("[monitor]\nmetrics = ['routing', 'x']\n", {}, "unknown metrics \\['x'\\]"),
     ],
 )
 def test_bad_settings_are_clear_errors(
@@ -65,3 +73,14 @@ def test_bad_settings_are_clear_errors(
 def test_a_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ObserveError, match="does not exist"):
         load_settings(tmp_path / "nope.toml", environ={})
+
+
+def test_monitor_settings_have_one_owner(tmp_path: Path) -> None:
+    """The [monitor] table, OBSERVE_MONITOR_* and a flag mapping all fill one MonitorConfig."""
+    config = tmp_path / "observe.toml"
+    config.write_text("[monitor]\nflush_every = 4\nmetrics = ['routing']\nreservoir_size = 8\n")
+    environ = {"OBSERVE_MONITOR_RESERVOIR_SIZE": "16", "OBSERVE_MONITOR_ROUTER_SAMPLE_RATE": "0.5"}
+    settings = load_settings(config, environ=environ, overrides={"monitor": {"flush_every": 2}})
+    assert settings.monitor == MonitorConfig(
+        flush_every=2, metrics=frozenset({"routing"}), reservoir_size=16, router_sample_rate=0.5
+    )

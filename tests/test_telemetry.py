@@ -13,7 +13,7 @@ import observe
 from observe import catalogue
 from observe.catalogue import Kind
 from observe.telemetry.limits import LabelLimiter
-from observe.telemetry.routing import RoutingInstruments
+from observe.telemetry.routing_instruments import RoutingInstruments
 from observe.workload.config import get_config
 from observe.workload.inference import InferenceEngine
 from observe.workload.model import MoETransformer

@@ -13,6 +13,7 @@ from observe.workload.config import get_config
 from observe.workload.corpus import generate_corpus
 from observe.workload.data import BatchSampler, pack_documents
 from observe.workload.finetune import FineTuneResult, prepare_fine_tune
+from observe.workload.job_config import FineTuneConfig
 from observe.workload.model import MoETransformer
 from observe.workload.tokenizer import ByteTokenizer
 from observe.workload.trainer import TrainConfig, Trainer
@@ -91,13 +92,13 @@ def test_accumulated_gradient_equals_one_large_batch() -> None:
         torch.testing.assert_close(pa, pb, atol=1e-6, rtol=0, msg=name)
 
 
-def fine_tune(config: TrainConfig, out: Path, **kwargs: Any) -> FineTuneResult:
-    return prepare_fine_tune(config, out, **kwargs).run(progress=False)
+def fine_tune(config: TrainConfig, out: Path, **job: Any) -> FineTuneResult:
+    return prepare_fine_tune(config, FineTuneConfig(**job), out).run(progress=False)
 
 
 def test_fine_tune_saves_and_resumes(tmp_path: Path) -> None:
     config = TrainConfig(steps=3, batch_size=2, seq_len=16)
-    first = fine_tune(config, tmp_path / "a", config_name="tiny", domain="finance", n_docs=50)
+    first = fine_tune(config, tmp_path / "a", model_size="tiny", domain="finance", docs=50)
     checkpoint = load_checkpoint(first.checkpoint)
     assert (checkpoint.step, checkpoint.domain) == (3, "finance")
 
@@ -106,7 +107,7 @@ def test_fine_tune_saves_and_resumes(tmp_path: Path) -> None:
         tmp_path / "b",
         domain="finance",
         resume=tmp_path / "a",
-        n_docs=50,
+        docs=50,
     )
     assert [r.step for r in resumed.steps] == [4, 5]
     assert load_checkpoint(resumed.checkpoint).step == 5
@@ -118,7 +119,7 @@ def test_fine_tune_saves_and_resumes(tmp_path: Path) -> None:
             tmp_path / "c",
             domain="finance",
             resume=tmp_path / "a",
-            n_docs=50,
+            docs=50,
         )
 
 
@@ -127,7 +128,19 @@ def test_fine_tune_rejects_a_sequence_longer_than_the_model(tmp_path: Path) -> N
         fine_tune(
             TrainConfig(steps=1, seq_len=65),
             tmp_path,
-            config_name="tiny",
+            model_size="tiny",
             domain="general",
-            n_docs=20,
+            docs=20,
         )
+
+
+def test_sequence_length_follows_the_model_size(tmp_path: Path) -> None:
+    """`tiny` holds 64 positions: the default 128 would not fit, so its default is 64."""
+    job = prepare_fine_tune(
+        TrainConfig(steps=1, batch_size=2),
+        FineTuneConfig(model_size="tiny", domain="general", docs=20),
+        tmp_path,
+    )
+    assert job.trainer.config.seq_len == 64
+    [step] = job.run(progress=False).steps
+    assert step.tokens == 2 * 64

@@ -23,11 +23,11 @@ from torch import nn
 
 from observe.errors import ObserveError
 from observe.hooks.adapters import SUPPORTED_FAMILIES, RouterAdapter, known_adapters
+from observe.hooks.buffers import RouterCall, RoutingBuffers
 from observe.hooks.config import MonitorConfig
-from observe.hooks.export import WindowExporter, WindowSink
 from observe.hooks.reservoir import HiddenStateReservoir
-from observe.hooks.routing import RouterCall, RoutingBuffers
-from observe.hooks.stats import RoutingTotals, Snapshot
+from observe.hooks.stats import RoutingStats, RoutingTotals
+from observe.hooks.worker import WindowSink, WindowWorker
 from observe.lifetime import Closeable
 
 logger = logging.getLogger("observe")
@@ -135,7 +135,7 @@ class Monitor(Closeable):
         self._attention_hooks: list[tuple[nn.Module, Callable[..., None]]] = []
         self._attention_handles: list[torch.utils.hooks.RemovableHandle] = []
         self._register(routers, attention)
-        self._exporter = WindowExporter(
+        self._worker = WindowWorker(
             RoutingTotals(n_experts_L, config.entropy_slots if histogram else 0),
             [r.name for r in self.routers],
             self._drops_L,
@@ -326,16 +326,16 @@ class Monitor(Closeable):
         if self.step_count < self._window_first_step and not any(self._buffers.calls_L):
             return  # nothing new since the last flush
         window = self._buffers.drain()
-        self._exporter.put(window, self._window_first_step, self.step_count)
+        self._worker.put(window, self._window_first_step, self.step_count)
         self._window_first_step = self.step_count + 1
         self.overhead_ns += time.perf_counter_ns() - started
 
     # -- reading -------------------------------------------------------------------------
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self) -> RoutingStats:
         """Statistics since attach, every step so far included; waits for the device."""
         self.flush()
-        return Snapshot(1, self.step_count, self._exporter.total_stats())
+        return RoutingStats(1, self.step_count, self._worker.total_stats())
 
     def hidden_states(self) -> dict[str, torch.Tensor]:
         """The reservoir sample of pooled sequence states per attention layer, on the host."""
@@ -354,7 +354,7 @@ class Monitor(Closeable):
             return
         self.flush()
         self._closed = True
-        self._exporter.close()
+        self._worker.close()
         for handle in self._handles:
             handle.remove()
         self._handles.clear()

@@ -1,12 +1,21 @@
-"""What a monitor reports: per-layer routing statistics over a window of steps."""
+"""What a monitor reports: per-layer routing statistics over a span of steps.
+
+Host-side and torch-free, so that sinks and readers of statistics load no torch.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from observe.hooks.routing import AUX, DROPPED, ENTROPY, TOKENS, TOP1, RoutingWindow, Z
+if TYPE_CHECKING:
+    from observe.hooks.buffers import WindowSums
+
+# Per-layer scalar sums of the device buffers, in column order.
+SCALARS = ("tokens", "entropy", "top1_probability", "aux_loss", "z_loss", "dropped_tokens")
+TOKENS, ENTROPY, TOP1, AUX, Z, DROPPED = range(len(SCALARS))
 
 
 @dataclass(frozen=True)
@@ -34,8 +43,9 @@ class LayerStats:
 
 
 @dataclass(frozen=True)
-class Snapshot:
-    """Routing statistics per MoE layer over the steps `[first_step, last_step]`."""
+class RoutingStats:
+    """Routing statistics per MoE layer over the steps `[first_step, last_step]`: one
+    flushed window (what sinks receive) or every step since attach (`snapshot()`)."""
 
     first_step: int
     last_step: int
@@ -73,7 +83,7 @@ class RoutingTotals:
         self.entropy_histogram_LES = np.zeros((L, E, entropy_slots), dtype=np.int64)
         self.calls_L = np.zeros(L, dtype=np.int64)
 
-    def add(self, window: RoutingWindow) -> None:
+    def add(self, window: WindowSums) -> None:
         self.scalars_LC += window.scalars_LC.numpy()
         self.tokens_per_expert_LE += window.tokens_per_expert_LE.numpy()
         self.entropy_histogram_LES += window.entropy_histogram_LES.numpy()

@@ -14,7 +14,6 @@ from sqlalchemy.exc import DBAPIError
 
 from observe.catalogue import BY_NAME, Kind
 from observe.errors import ObserveError
-from observe.store.migrate import require_head
 from observe.store.schema import RUNS, SAMPLES, SERIES
 
 _SINCE = re.compile(r"\s*(\d+)\s*([smhd])\s*")
@@ -102,6 +101,9 @@ def _schema_checked(engine: Engine) -> Iterator[None]:
     try:
         yield
     except DBAPIError:
+        # Imported here: Alembic costs a reader of a healthy store a tenth of a second.
+        from observe.store.migrate import require_head
+
         require_head(engine)
         raise
 

@@ -19,7 +19,7 @@ from opentelemetry.sdk.metrics.export import (
     NumberDataPoint,
 )
 
-from observe.hooks.stats import Snapshot
+from observe.hooks.stats import RoutingStats
 from observe.store.delivery import Delivery
 from observe.store.records import Batch, ExpertLoad, HistogramSample, Sample
 
@@ -94,7 +94,7 @@ class ExpertLoadSink:
         self.delivery = delivery
         self.run_id = run_id
 
-    def export(self, window: Snapshot) -> None:
+    def consume(self, window: RoutingStats) -> None:
         loads = tuple(
             ExpertLoad(window.last_step, stats.layer, expert, tokens)
             for stats in window.layers

@@ -10,13 +10,13 @@ from pathlib import Path
 import torch
 from opentelemetry.metrics import MeterProvider
 
-from observe.errors import ObserveError
 from observe.workload.checkpoint import load_checkpoint, save_checkpoint
 from observe.workload.config import get_config
 from observe.workload.data import BatchSampler, domain_texts, pack_documents
+from observe.workload.job_config import FineTuneConfig, TrainConfig
 from observe.workload.model import MoETransformer
 from observe.workload.tokenizer import ByteTokenizer
-from observe.workload.trainer import StepResult, TrainConfig, Trainer
+from observe.workload.trainer import StepResult, Trainer
 
 
 @dataclass(frozen=True)
@@ -54,36 +54,28 @@ class FineTuneJob:
 
 def prepare_fine_tune(
     train_config: TrainConfig,
+    job: FineTuneConfig,
     out_dir: str | os.PathLike[str],
     *,
-    config_name: str = "small",
-    domain: str | None = None,
-    data_file: str | None = None,
-    resume: str | os.PathLike[str] | None = None,
-    n_docs: int = 2000,
     meter_provider: MeterProvider | None = None,
 ) -> FineTuneJob:
     """Builds the model, data and trainer for a built-in domain or a user's file.
 
-    With `resume`, the checkpoint's weights, optimizer state and step carry on to
-    `train_config.steps` in all; its model config wins over `config_name`.
+    With `job.resume`, the checkpoint's weights, optimizer state and step carry on to
+    `train_config.steps` in all; its model config wins over `job.model_size`.
     """
-    texts = domain_texts(domain, data_file, n_docs, train_config.seed)
-    source = domain if data_file is None else Path(data_file).name
-    assert source is not None
+    data_file = None if job.data is None else str(job.data)
+    texts = domain_texts(job.domain, data_file, job.docs, train_config.seed)
     torch.manual_seed(train_config.seed)
-    if resume is None:
-        model = MoETransformer(get_config(config_name))
+    if job.resume is None:
+        model = MoETransformer(get_config(job.model_size))
         start_step, optimizer_state = 0, None
     else:
-        checkpoint = load_checkpoint(resume)
+        checkpoint = load_checkpoint(job.resume)
         model = checkpoint.build_model()
         start_step, optimizer_state = checkpoint.step, checkpoint.optimizer_state
-    if train_config.seq_len > model.config.max_seq_len:
-        raise ObserveError(
-            f"--seq-len {train_config.seq_len} is longer than the model's max_seq_len="
-            f"{model.config.max_seq_len}: pass --seq-len {model.config.max_seq_len} or less"
-        )
+    train_config = train_config.for_model(model.config.max_seq_len)
+    assert train_config.seq_len is not None
     rows = pack_documents(texts, ByteTokenizer(), train_config.seq_len)
     # A resumed run draws fresh batches rather than replaying the first run's.
     sampler = BatchSampler(rows, train_config.batch_size, seed=train_config.seed + start_step)
@@ -95,4 +87,4 @@ def prepare_fine_tune(
         optimizer_state=optimizer_state,
         meter_provider=meter_provider,
     )
-    return FineTuneJob(model, trainer, Path(out_dir), source)
+    return FineTuneJob(model, trainer, Path(out_dir), job.source)

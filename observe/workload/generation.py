@@ -8,13 +8,13 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from observe.errors import ObserveError
 from observe.workload.attention import KVCache
+from observe.workload.job_config import GenerationSettings
 from observe.workload.model import MoETransformer
 from observe.workload.tokenizer import ByteTokenizer
 
@@ -22,32 +22,6 @@ CLOSED_MESSAGE = (
     "the inference engine closed before this request finished: keep the engine open until "
     "every result has arrived"
 )
-
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    max_new_tokens: int = 32
-    # None: greedy decoding. Otherwise nucleus sampling from the most likely tokens whose
-    # probabilities together reach top_p.
-    top_p: float | None = None
-    # Divides the logits before nucleus sampling; greedy decoding ignores it.
-    temperature: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ObserveError(
-                f"max_new_tokens={self.max_new_tokens} must be at least 1: ask for one or more "
-                "new tokens"
-            )
-        if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise ObserveError(
-                f"top_p={self.top_p} must be in (0, 1]: use e.g. 0.9, or None for greedy decoding"
-            )
-        if not self.temperature > 0:
-            raise ObserveError(
-                f"temperature={self.temperature} must be positive: use e.g. 1.0, lower for "
-                "more conservative samples"
-            )
 
 
 def generate_batch(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,40 +14,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from observe import catalogue, instruments
 from observe.errors import ObserveError
 from observe.workload.data import BatchSampler
+from observe.workload.job_config import TrainConfig
 from observe.workload.model import MoETransformer
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    steps: int = 100
-    batch_size: int = 8
-    seq_len: int = 128
-    # Micro-batches per optimizer step; the effective batch is batch_size × grad_accum.
-    grad_accum: int = 1
-    lr: float = 2e-3
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 10
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    # Train only layers >= freeze_below (the domain-adapter recipe); 0 trains everything.
-    freeze_below: int = 0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "seq_len", "grad_accum"):
-            if getattr(self, name) < 1:
-                raise ObserveError(f"{name}={getattr(self, name)} must be at least 1")
-        if self.lr <= 0:
-            raise ObserveError(f"lr={self.lr} must be positive")
-
-    def lr_at(self, step: int) -> float:
-        """Linear warm-up, then cosine decay to min_lr_ratio × lr at the last step."""
-        if step < self.warmup_steps:
-            return self.lr * (step + 1) / self.warmup_steps
-        span = max(1, self.steps - self.warmup_steps)
-        progress = min(1.0, (step - self.warmup_steps) / span)
-        floor = self.lr * self.min_lr_ratio
-        return floor + (self.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 @dataclass(frozen=True)
@@ -163,9 +130,10 @@ class Trainer:
             group["lr"] = lr
         started = time.perf_counter()
         totals = torch.zeros(4)
-        dropped = 0
+        dropped = tokens = 0
         for _ in range(config.grad_accum):
             input_ids, labels = self.sampler.next_batch()
+            tokens += input_ids.numel()
             out = self.model(input_ids.to(device), labels_BS=labels.to(device))
             assert out.loss is not None and out.lm_loss is not None
             (out.loss / config.grad_accum).backward()
@@ -186,6 +154,6 @@ class Trainer:
             z_loss=z_loss,
             dropped_tokens=dropped,
             lr=lr,
-            tokens=config.batch_size * config.seq_len * config.grad_accum,
+            tokens=tokens,
             seconds=time.perf_counter() - started,
         )

@@ -18,9 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-# Per-layer scalar sums, in column order.
-SCALARS = ("tokens", "entropy", "top1_probability", "aux_loss", "z_loss", "dropped_tokens")
-TOKENS, ENTROPY, TOP1, AUX, Z, DROPPED = range(len(SCALARS))
+from observe.hooks.stats import AUX, DROPPED, SCALARS, Z
 
 
 @dataclass(frozen=True)
@@ -35,7 +33,7 @@ class RouterCall:
 
 
 @dataclass(frozen=True)
-class RoutingWindow:
+class WindowSums:
     """Sums since the previous flush, on the host once `wait` returns."""
 
     scalars_LC: torch.Tensor
@@ -153,7 +151,7 @@ class RoutingBuffers:
         dropped_R = torch.stack([d.reshape(()) for d in dropped]).to(torch.float64)
         self.scalars_LC[:, DROPPED].index_add_(0, layer_R, dropped_R)
 
-    def drain(self) -> RoutingWindow:
+    def drain(self) -> WindowSums:
         """Starts copying the sums to the host and zeroes them, without waiting for the copy."""
         on_gpu = self.device.type == "cuda"
         copies = []
@@ -168,7 +166,7 @@ class RoutingBuffers:
             ready.record()
         calls, self.calls_L = tuple(self.calls_L), [0] * len(self.calls_L)
         scalars, tokens_per_expert, histogram = copies
-        return RoutingWindow(scalars, tokens_per_expert, histogram, calls, ready)
+        return WindowSums(scalars, tokens_per_expert, histogram, calls, ready)
 
 
 def _to_device(index: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Flushed windows, turned into statistics on a background thread and handed to sinks."""
+"""The monitor's worker thread: flushed window sums become statistics, handed to sinks."""
 
 from __future__ import annotations
 
@@ -6,21 +6,23 @@ import logging
 import queue
 import threading
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from observe.hooks.routing import RoutingWindow
-from observe.hooks.stats import LayerStats, RoutingTotals, Snapshot
+from observe.hooks.stats import LayerStats, RoutingStats, RoutingTotals
+
+if TYPE_CHECKING:
+    from observe.hooks.buffers import WindowSums
 
 logger = logging.getLogger("observe")
 
 
 class WindowSink(Protocol):
-    """Receives the statistics of each flushed window, on the monitor's background thread."""
+    """Receives the statistics of each flushed window, on the monitor's worker thread."""
 
-    def export(self, window: Snapshot) -> None: ...
+    def consume(self, window: RoutingStats) -> None: ...
 
 
-class WindowExporter:
+class WindowWorker:
     """Keeps a run's totals and gives each window's statistics to the sinks, off the
     training thread: it waits for the device copy, which the training loop must not."""
 
@@ -35,15 +37,15 @@ class WindowExporter:
         self.names = names
         self.drops_L = drops_L
         self.sinks = tuple(sinks)
-        self._windows: queue.Queue[tuple[RoutingWindow, int, int] | None] = queue.Queue()
-        self._worker: threading.Thread | None = None
+        self._windows: queue.Queue[tuple[WindowSums, int, int] | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
         self._failed_sinks: set[int] = set()
 
-    def put(self, window: RoutingWindow, first_step: int, last_step: int) -> None:
+    def put(self, window: WindowSums, first_step: int, last_step: int) -> None:
         self._windows.put((window, first_step, last_step))
-        if self._worker is None:
-            self._worker = threading.Thread(target=self._run, name="observe-flush", daemon=True)
-            self._worker.start()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="observe-flush", daemon=True)
+            self._thread.start()
 
     def total_stats(self) -> tuple[LayerStats, ...]:
         """Statistics of every window put so far; waits until they are processed."""
@@ -53,8 +55,8 @@ class WindowExporter:
     def close(self) -> None:
         """Processes what was put, then stops the thread."""
         self._windows.put(None)
-        if self._worker is not None:
-            self._worker.join()
+        if self._thread is not None:
+            self._thread.join()
 
     def _run(self) -> None:
         while (item := self._windows.get()) is not None:
@@ -66,15 +68,15 @@ class WindowExporter:
                     one = RoutingTotals(self.totals.n_experts_L, self.totals.entropy_slots)
                     one.add(window)
                     stats = one.layer_stats(self.names, self.drops_L)
-                    self._export(Snapshot(first_step, last_step, stats))
+                    self._hand_to_sinks(RoutingStats(first_step, last_step, stats))
             finally:
                 self._windows.task_done()
         self._windows.task_done()
 
-    def _export(self, snapshot: Snapshot) -> None:
+    def _hand_to_sinks(self, window: RoutingStats) -> None:
         for sink in self.sinks:
             try:
-                sink.export(snapshot)
+                sink.consume(window)
             except Exception:
                 # Logged once per sink: a broken sink must not flood the log every flush.
                 if id(sink) not in self._failed_sinks:

@@ -14,7 +14,7 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from observe import catalogue
 from observe.catalogue import Metric
-from observe.hooks.stats import LayerStats, Snapshot
+from observe.hooks.stats import LayerStats, RoutingStats
 from observe.instruments import counter, histogram, observable
 from observe.telemetry.limits import LabelLimiter
 
@@ -54,7 +54,7 @@ class RoutingInstruments:
         self._entropy_windows = histogram(meter, catalogue.ROUTING_ENTROPY_WINDOWS)
         self._steps = counter(meter, catalogue.MONITOR_STEPS)
 
-    def export(self, window: Snapshot) -> None:
+    def consume(self, window: RoutingStats) -> None:
         with self._lock:
             for stats in window.layers:
                 self._add_layer(stats)
