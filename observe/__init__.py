@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 _WHERE = {
     "LayerStats": "observe.hooks.stats",
     "RoutingStats": "observe.hooks.stats",
+    "Window": "observe.hooks.stats",
     "MonitorConfig": "observe.hooks.config",
     "WindowSink": "observe.hooks.worker",
     "Monitor": "observe.hooks.monitor",
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
     )
     from observe.hooks.config import MonitorConfig
     from observe.hooks.monitor import Monitor, attach
-    from observe.hooks.stats import LayerStats, RoutingStats
+    from observe.hooks.stats import LayerStats, RoutingStats, Window
     from observe.hooks.worker import WindowSink
     from observe.pipeline import MonitoringSession, session
     from observe.settings import Settings
@@ -57,6 +58,7 @@ __all__ = [
     "RouterReading",
     "RoutingStats",
     "Settings",
+    "Window",
     "WindowSink",
     "__version__",
     "attach",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 import observe
+from observe.hooks.stats import Window
 from observe.workload.config import get_config
 from observe.workload.model import MoETransformer
 from observe.workload.moe import MoEFeedForward
@@ -167,17 +168,26 @@ def test_entropy_histogram_places_each_assignment_in_its_slot(
 
 def test_windows_reach_sinks_every_flush_interval(model: MoETransformer) -> None:
     windows: list[observe.RoutingStats] = []
+    samples: list[Mapping[str, np.ndarray]] = []
     threads: set[str] = set()
 
     class Sink:
-        def consume(self, window: observe.RoutingStats) -> None:
+        def consume(self, window: Window) -> None:
             threads.add(threading.current_thread().name)
-            windows.append(window)
+            windows.append(window.routing)
+            samples.append(window.hidden_states)
 
     with observe.attach(model, observe.MonitorConfig(flush_every=3), sinks=[Sink()]) as monitor:
         train_steps(model, monitor, steps=7, accum=1)
         total = monitor.snapshot()
+        whole_run = monitor.hidden_states()
     assert [(w.first_step, w.last_step) for w in windows] == [(1, 3), (4, 6), (7, 7)]
+    # Each window samples its own sequences (3 per step); the run's reservoir keeps all 21.
+    for name in monitor.attention_names:
+        assert [s[name].shape for s in samples] == [(9, 32), (9, 32), (3, 32)]
+        assert whole_run[name].shape == (21, 32)
+        rows = {tuple(r) for r in whole_run[name].numpy()}
+        assert all(tuple(r) in rows for s in samples for r in s[name])
     assert threads == {"observe-flush"}
     for layer in range(model.config.n_layers):
         summed = np.sum([w.layers[layer].tokens_per_expert for w in windows], axis=0)
@@ -187,7 +197,7 @@ def test_windows_reach_sinks_every_flush_interval(model: MoETransformer) -> None
 
 def test_a_failing_sink_does_not_stop_the_monitor(model: MoETransformer) -> None:
     class Broken:
-        def consume(self, window: observe.RoutingStats) -> None:
+        def consume(self, window: Window) -> None:
             raise RuntimeError("sink down")
 
     with observe.attach(model, observe.MonitorConfig(flush_every=1), sinks=[Broken()]) as monitor:

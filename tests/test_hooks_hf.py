@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 import observe
+from observe.hooks.stats import Window
 
 # Models are built from configs; offline mode makes any stray hub access fail fast.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -277,8 +278,8 @@ class WindowCollector:
     def __init__(self) -> None:
         self.windows: list[observe.RoutingStats] = []
 
-    def consume(self, window: observe.RoutingStats) -> None:
-        self.windows.append(window)
+    def consume(self, window: Window) -> None:
+        self.windows.append(window.routing)
 
 
 def test_gradient_accumulation_keeps_counts(family: str, model: Any) -> None:

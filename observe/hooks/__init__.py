@@ -13,6 +13,7 @@ _WHERE = {
     "MonitorConfig": "observe.hooks.config",
     "LayerStats": "observe.hooks.stats",
     "RoutingStats": "observe.hooks.stats",
+    "Window": "observe.hooks.stats",
     "WindowSink": "observe.hooks.worker",
     "Monitor": "observe.hooks.monitor",
     "attach": "observe.hooks.monitor",
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     )
     from observe.hooks.config import METRICS, MonitorConfig
     from observe.hooks.monitor import Monitor, attach
-    from observe.hooks.stats import LayerStats, RoutingStats
+    from observe.hooks.stats import LayerStats, RoutingStats, Window
     from observe.hooks.worker import WindowSink
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "RouterAdapter",
     "RouterReading",
     "RoutingStats",
+    "Window",
     "WindowSink",
     "attach",
     "register_adapter",

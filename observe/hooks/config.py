@@ -23,6 +23,8 @@ class MonitorConfig:
     hidden_state_sample_rate: float = 1.0
     # Pooled sequence states kept per attention layer, whatever the run's length.
     reservoir_size: int = 1024
+    # Pooled sequence states kept per attention layer and flush window (drift's input).
+    window_sample_size: int = 512
     # Columns of the experts × routing-entropy histogram.
     entropy_slots: int = 16
     seed: int = 0
@@ -43,5 +45,6 @@ class MonitorConfig:
             rate = getattr(self, name)
             if not 0 < rate <= 1:
                 raise ObserveError(f"{name}={rate} must be in (0, 1]: 1 measures every forward")
-        if self.reservoir_size < 1:
-            raise ObserveError(f"reservoir_size={self.reservoir_size} must be at least 1")
+        for name in ("reservoir_size", "window_sample_size"):
+            if getattr(self, name) < 1:
+                raise ObserveError(f"{name}={getattr(self, name)} must be at least 1")

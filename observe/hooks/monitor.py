@@ -120,6 +120,9 @@ class Monitor(Closeable):
         self._reservoir = HiddenStateReservoir(
             len(attention), config.reservoir_size, device, seed=config.seed
         )
+        self._window_sample = HiddenStateReservoir(
+            len(attention), config.window_sample_size, device, seed=config.seed + 1
+        )
         self._random = random.Random(config.seed)
         self._mask: torch.Tensor | None = None
         self._measure_routing = self._measure_hidden = True
@@ -139,6 +142,7 @@ class Monitor(Closeable):
             RoutingTotals(n_experts_L, config.entropy_slots if histogram else 0),
             [r.name for r in self.routers],
             self._drops_L,
+            self.attention_names,
             sinks,
         )
         self._log_attached()
@@ -308,6 +312,7 @@ class Monitor(Closeable):
             pooled_BD = (hidden_BSD * weight_BS[..., None]).sum(1)
             pooled_BD = pooled_BD / weight_BS.sum(1, keepdim=True).clamp_min(1.0)
             self._reservoir.add(layer, pooled_BD)
+            self._window_sample.add(layer, pooled_BD)
 
     # -- steps and flushes -------------------------------------------------------------
 
@@ -325,8 +330,10 @@ class Monitor(Closeable):
         self._fold()
         if self.step_count < self._window_first_step and not any(self._buffers.calls_L):
             return  # nothing new since the last flush
-        window = self._buffers.drain()
-        self._worker.put(window, self._window_first_step, self.step_count)
+        # Drained first: the routing sums' ready event then covers these copies too.
+        hidden = self._window_sample.drain()
+        sums = self._buffers.drain()
+        self._worker.put(sums, hidden, self._window_first_step, self.step_count)
         self._window_first_step = self.step_count + 1
         self.overhead_ns += time.perf_counter_ns() - started
 

@@ -1,5 +1,8 @@
 """A fixed-size uniform sample of pooled sequence states per attention layer.
 
+A monitor keeps two: one over the whole run (`hidden_states()`, baselines) and one per
+flush window (drift), which each flush drains.
+
 Algorithm R run on the device: item i (counted from 0) fills slot i while the reservoir
 has room, then replaces slot j ~ U{0..i} when j falls inside it. The count of items seen is
 a host-side number (batch sizes are shapes, not values), so no step waits for the device.
@@ -46,3 +49,21 @@ class HiddenStateReservoir:
             return torch.zeros(0, 0)
         # A copy even on the CPU: the caller must not see later samples overwrite it.
         return rows_RD[: min(self.seen[layer], self.capacity)].to("cpu", copy=True)
+
+    def drain(self) -> list[torch.Tensor]:
+        """Starts copying each layer's sample to the host and empties the reservoir, without
+        waiting: the copies are ready once the device reaches an event recorded after this
+        call. A layer that sampled nothing gives a (0, 0) tensor."""
+        on_gpu = self.device.type == "cuda"
+        samples = []
+        for layer, rows_RD in enumerate(self._rows):
+            n = min(self.seen[layer], self.capacity)
+            if rows_RD is None or n == 0:
+                samples.append(torch.zeros(0, 0))
+                continue
+            host_ND = torch.empty(n, rows_RD.shape[1], pin_memory=on_gpu)
+            # Later samples overwrite rows from slot 0 again: queued after this copy.
+            host_ND.copy_(rows_RD[:n], non_blocking=True)
+            samples.append(host_ND)
+            self.seen[layer] = 0
+        return samples

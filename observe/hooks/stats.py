@@ -5,6 +5,7 @@ Host-side and torch-free, so that sinks and readers of statistics load no torch.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -68,6 +69,23 @@ class RoutingStats:
                 f"{s.z_loss:>7.3f} {dropped:>8}"
             )
         return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Window:
+    """One flushed window, as sinks receive it: its routing statistics, and the pooled
+    sequence states sampled during its steps per attention layer, (rows, hidden width)."""
+
+    routing: RoutingStats
+    hidden_states: Mapping[str, np.ndarray]
+
+    @property
+    def first_step(self) -> int:
+        return self.routing.first_step
+
+    @property
+    def last_step(self) -> int:
+        return self.routing.last_step
 
 
 class RoutingTotals:

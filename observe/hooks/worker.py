@@ -1,4 +1,4 @@
-"""The monitor's worker thread: flushed window sums become statistics, handed to sinks."""
+"""The monitor's worker thread: flushed windows become statistics, handed to sinks."""
 
 from __future__ import annotations
 
@@ -8,10 +8,14 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from observe.hooks.stats import LayerStats, RoutingStats, RoutingTotals
+from observe.hooks.stats import LayerStats, RoutingStats, RoutingTotals, Window
 
 if TYPE_CHECKING:
+    import torch
+
     from observe.hooks.buffers import WindowSums
+
+_Flushed = tuple["WindowSums", list["torch.Tensor"], int, int]
 
 logger = logging.getLogger("observe")
 
@@ -19,7 +23,7 @@ logger = logging.getLogger("observe")
 class WindowSink(Protocol):
     """Receives the statistics of each flushed window, on the monitor's worker thread."""
 
-    def consume(self, window: RoutingStats) -> None: ...
+    def consume(self, window: Window) -> None: ...
 
 
 class WindowWorker:
@@ -31,18 +35,23 @@ class WindowWorker:
         totals: RoutingTotals,
         names: list[str],
         drops_L: list[bool],
+        attention_names: list[str],
         sinks: Sequence[WindowSink],
     ) -> None:
         self.totals = totals
         self.names = names
         self.drops_L = drops_L
+        self.attention_names = attention_names
         self.sinks = tuple(sinks)
-        self._windows: queue.Queue[tuple[WindowSums, int, int] | None] = queue.Queue()
+        self._windows: queue.Queue[_Flushed | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._failed_sinks: set[int] = set()
 
-    def put(self, window: WindowSums, first_step: int, last_step: int) -> None:
-        self._windows.put((window, first_step, last_step))
+    def put(
+        self, sums: WindowSums, hidden: list[torch.Tensor], first_step: int, last_step: int
+    ) -> None:
+        """`hidden`: each attention layer's window sample, copied by the same flush."""
+        self._windows.put((sums, hidden, first_step, last_step))
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="observe-flush", daemon=True)
             self._thread.start()
@@ -60,20 +69,25 @@ class WindowWorker:
 
     def _run(self) -> None:
         while (item := self._windows.get()) is not None:
-            window, first_step, last_step = item
+            sums, hidden, first_step, last_step = item
             try:
-                window.wait()
-                self.totals.add(window)
+                sums.wait()
+                self.totals.add(sums)
                 if self.sinks:
                     one = RoutingTotals(self.totals.n_experts_L, self.totals.entropy_slots)
-                    one.add(window)
+                    one.add(sums)
                     stats = one.layer_stats(self.names, self.drops_L)
-                    self._hand_to_sinks(RoutingStats(first_step, last_step, stats))
+                    samples = {
+                        name: rows.numpy()
+                        for name, rows in zip(self.attention_names, hidden, strict=True)
+                    }
+                    routing = RoutingStats(first_step, last_step, stats)
+                    self._hand_to_sinks(Window(routing, samples))
             finally:
                 self._windows.task_done()
         self._windows.task_done()
 
-    def _hand_to_sinks(self, window: RoutingStats) -> None:
+    def _hand_to_sinks(self, window: Window) -> None:
         for sink in self.sinks:
             try:
                 sink.consume(window)

@@ -14,7 +14,7 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from observe import catalogue
 from observe.catalogue import Metric
-from observe.hooks.stats import LayerStats, RoutingStats
+from observe.hooks.stats import LayerStats, Window
 from observe.instruments import counter, histogram, observable
 from observe.telemetry.limits import LabelLimiter
 
@@ -54,11 +54,11 @@ class RoutingInstruments:
         self._entropy_windows = histogram(meter, catalogue.ROUTING_ENTROPY_WINDOWS)
         self._steps = counter(meter, catalogue.MONITOR_STEPS)
 
-    def consume(self, window: RoutingStats) -> None:
+    def consume(self, window: Window) -> None:
         with self._lock:
-            for stats in window.layers:
+            for stats in window.routing.layers:
                 self._add_layer(stats)
-        for stats in window.layers:
+        for stats in window.routing.layers:
             if stats.tokens:
                 layer = {"layer": str(stats.layer)}
                 self._entropy_windows.record(stats.routing_entropy, layer)

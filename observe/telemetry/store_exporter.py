@@ -19,7 +19,7 @@ from opentelemetry.sdk.metrics.export import (
     NumberDataPoint,
 )
 
-from observe.hooks.stats import RoutingStats
+from observe.hooks.stats import Window
 from observe.store.delivery import Delivery
 from observe.store.records import Batch, ExpertLoad, HistogramSample, Sample
 
@@ -94,10 +94,10 @@ class ExpertLoadSink:
         self.delivery = delivery
         self.run_id = run_id
 
-    def consume(self, window: RoutingStats) -> None:
+    def consume(self, window: Window) -> None:
         loads = tuple(
             ExpertLoad(window.last_step, stats.layer, expert, tokens)
-            for stats in window.layers
+            for stats in window.routing.layers
             for expert, tokens in enumerate(stats.tokens_per_expert)
         )
         self.delivery.submit(Batch(self.run_id, expert_loads=loads))
