@@ -10,7 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 
+
+@pytest.mark.slow
 def test_sigterm_closes_the_run_within_its_time_limit(tmp_path: Path) -> None:
     db = tmp_path / "observe.db"
     env = {

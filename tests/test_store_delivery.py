@@ -238,6 +238,7 @@ def test_one_spool_directory_serves_one_delivery(spool_dir: Path) -> None:
     Spool(spool_dir, 1 << 20).close()
 
 
+@pytest.mark.slow
 def test_sigterm_flushes_then_terminates(spool_dir: Path) -> None:
     script = textwrap.dedent(
         f"""

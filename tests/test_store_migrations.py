@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from conftest import ENGINES
 
 from observe.errors import ObserveError
 from observe.store import migrate
@@ -27,7 +28,7 @@ TABLES = {
 }
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=ENGINES)
 def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A database with nothing of observe's in it."""
     if request.param == "sqlite":
