@@ -1,17 +1,21 @@
-"""Shared fixtures: PostgreSQL databases for the store's tests.
+"""Shared fixtures: PostgreSQL databases for the store's tests, a real Prometheus; markers.
 
 `pg_url` is a fresh database on the shared server (OBSERVE_TEST_PG_URL, by default the
 local trust-auth PostgreSQL), one per test module. Tests that stop a server or need a
 password use `throwaway_pg`, a cluster of their own in a temporary directory.
+
+Tests are marked by what they use (pyproject.toml lists the markers): the PostgreSQL
+fixtures give `postgres`, the `prometheus` fixture gives `prometheus`, and a module named
+`*_hf.py` (Hugging Face models) gives `hf`. `slow` is written on the test itself.
 """
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -21,17 +25,28 @@ from pathlib import Path
 import psycopg
 import pytest
 import torch
+from prometheus_server import StartPrometheus, free_port, run_prometheus
 from sqlalchemy.engine import make_url
 
 PG_SERVER_URL = os.environ.get(
     "OBSERVE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 
+# Fixtures whose use marks a test; pytest's closure of a test's fixtures includes those
+# it uses through others (pg_url through pg_server).
+MARKING_FIXTURES = {"pg_server": "postgres", "throwaway_pg": "postgres", "prometheus": "prometheus"}
+# Both store engines, for a fixture that takes pg_url through request.getfixturevalue,
+# which pytest cannot see when it collects: the PostgreSQL parameter carries the mark.
+ENGINES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture in getattr(item, "fixturenames", ()):
+            if fixture in MARKING_FIXTURES:
+                item.add_marker(MARKING_FIXTURES[fixture])
+        if item.path.stem.endswith("_hf"):
+            item.add_marker("hf")
 
 
 def libpq_url(url: str) -> str:
@@ -166,3 +181,9 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path) -> StartPrometheus:
+    """Starts a real Prometheus scraping the given targets, its files under tmp_path."""
+    return functools.partial(run_prometheus, workdir=tmp_path)

@@ -1,4 +1,7 @@
-"""A real Prometheus for tests: started on a free loopback port, scraping given targets."""
+"""A real Prometheus for tests: started on a free loopback port, scraping given targets.
+
+Tests take it through the `prometheus` fixture (tests/conftest.py), which marks them.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,8 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +51,12 @@ class Prometheus:
         return value
 
 
+# What the `prometheus` fixture hands a test: `with prometheus(targets) as server: ...`
+StartPrometheus = Callable[[list[str]], AbstractContextManager[Prometheus]]
+
+
 @contextmanager
-def prometheus(targets: list[str], workdir: Path) -> Iterator[Prometheus]:
+def run_prometheus(targets: list[str], workdir: Path) -> Iterator[Prometheus]:
     binary = shutil.which("prometheus")
     assert binary, "prometheus is not installed: run `make test`, which installs it"
     port = free_port()

@@ -12,6 +12,7 @@ from observe.workload.config import get_config
 from observe.workload.model import MoETransformer
 
 
+@pytest.mark.slow
 def test_round_trip(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = MoETransformer(get_config("tiny", capacity_factor=1.5))

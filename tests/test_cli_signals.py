@@ -1,4 +1,4 @@
-"""SIGTERM stops a monitored run promptly and delivers what it measured."""
+"""SIGTERM ends a monitored run cleanly: marked failed, with what it measured delivered."""
 
 from __future__ import annotations
 
@@ -10,8 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 
-def test_sigterm_closes_the_run_within_its_time_limit(tmp_path: Path) -> None:
+from observe.store.spool import Spool
+
+
+@pytest.mark.slow
+def test_sigterm_ends_the_run_as_failed_and_delivers_what_it_measured(tmp_path: Path) -> None:
     db = tmp_path / "observe.db"
     env = {
         **os.environ,
@@ -36,18 +41,21 @@ def test_sigterm_closes_the_run_within_its_time_limit(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "the run never reached the store"
             time.sleep(0.2)
         process.send_signal(signal.SIGTERM)
-        stopped = time.monotonic()
-        process.wait(timeout=60)
-        took = time.monotonic() - stopped
+        _, stderr = process.communicate(timeout=60)  # a bound: past it the run hung
     finally:
         if process.poll() is None:
             process.kill()
-    assert process.returncode == 128 + signal.SIGTERM
-    assert took < 30
+    assert process.returncode == 128 + signal.SIGTERM, stderr
     with sqlite3.connect(db) as connection:
         [(status,)] = connection.execute("select status from runs").fetchall()
     assert status == "failed"
     assert _loads(db) > 0
+    # Everything measured reached the store: nothing was left in the spool.
+    assert b"stay spooled" not in stderr
+    [slot] = (tmp_path / "spool").iterdir()
+    spool = Spool(slot, 1 << 20)
+    assert spool.pending_rows == 0
+    spool.close()
 
 
 def _loads(db: Path) -> int:

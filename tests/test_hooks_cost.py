@@ -94,6 +94,7 @@ def test_no_host_sync_in_hooks_during_training_and_inference() -> None:
     assert stats.layers[0].tokens == 9 * int(mask.sum())
 
 
+@pytest.mark.slow
 def test_counts_stay_right_under_torch_compile() -> None:
     torch.manual_seed(0)
     model = MoETransformer(get_config("tiny"))

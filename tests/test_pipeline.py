@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 import torch
 from conftest import PgCluster, libpq_url
-from prometheus_server import free_port, prometheus
+from prometheus_server import StartPrometheus, free_port
 
 from observe import catalogue
 from observe.errors import ObserveError
@@ -60,12 +60,13 @@ def total_tokens(snapshot: RoutingStats) -> int:
     return sum(sum(layer.tokens_per_expert) for layer in snapshot.layers)
 
 
-def test_prometheus_scrapes_a_running_workload(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_prometheus_scrapes_a_running_workload(tmp_path: Path, prometheus: StartPrometheus) -> None:
     with MonitoringSession(settings(tmp_path), model="tiny-test") as session:
         snapshot = run_workload(session, tmp_path / "run")
         run = session.run_id
         assert session.metrics_port is not None
-        with prometheus([f"127.0.0.1:{session.metrics_port}"], tmp_path) as server:
+        with prometheus([f"127.0.0.1:{session.metrics_port}"]) as server:
             tokens = f'sum(observe_moe_expert_tokens_total{{run="{run}"}})'
             assert server.wait_for(tokens, total_tokens(snapshot)) == total_tokens(snapshot)
             per_layer = server.query(
@@ -179,6 +180,7 @@ def test_otlp_export_reaches_a_collector_endpoint(tmp_path: Path) -> None:
     assert session.telemetry.otlp.failed == 0
 
 
+@pytest.mark.slow
 def test_a_store_outage_mid_run_loses_nothing(tmp_path: Path, throwaway_pg: PgCluster) -> None:
     database = f"outage_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(libpq_url(throwaway_pg.url()), autocommit=True) as admin:
@@ -234,14 +236,17 @@ def test_concurrent_runs_take_separate_spool_slots(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "spool").iterdir()) == ["slot-0", "slot-1"]
 
 
+@pytest.mark.slow
 def test_distributed_runs_label_every_series_with_the_rank(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    prometheus: StartPrometheus,
 ) -> None:
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
     with MonitoringSession(settings(tmp_path), model="tiny-test") as session:
         run_workload(session, tmp_path / "run", steps=2)
-        with prometheus([f"127.0.0.1:{session.metrics_port}"], tmp_path) as server:
+        with prometheus([f"127.0.0.1:{session.metrics_port}"]) as server:
             promql = f'count(observe_moe_expert_tokens_total{{run="{session.run_id}"}})'
             assert server.wait_for(promql, 8) == 8  # 2 layers × 4 experts
             ranks = {r["metric"].get("rank") for r in server.query(f'{{run="{session.run_id}"}}')}

@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from conftest import ENGINES
 
-import observe
 from observe.errors import ObserveError
 from observe.store import migrate
 from observe.store.engine import connect
@@ -28,7 +28,7 @@ TABLES = {
 }
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=ENGINES)
 def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A database with nothing of observe's in it."""
     if request.param == "sqlite":
@@ -123,6 +123,7 @@ def test_unknown_revisions_are_explained(tmp_path: Path) -> None:
 def test_missing_migrations_folder_is_explained(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(observe, "__file__", str(tmp_path / "observe" / "__init__.py"))
-    with pytest.raises(ObserveError, match=r"migrations are missing.*pip install -e"):
+    # What a broken install looks like to observe: a package without the folder.
+    monkeypatch.setattr(migrate, "SCRIPT_LOCATION", "observe.store:no_such_folder")
+    with pytest.raises(ObserveError, match=r"migrations are missing.*Reinstall observe"):
         migrate.upgrade(f"sqlite:///{tmp_path / 'x.db'}")

@@ -1,6 +1,6 @@
 """Schema migrations: Alembic, configured here, so no alembic.ini is needed.
 
-The revisions live in the repository's top-level `migrations/` folder.
+The revisions ship inside the package, in `observe/store/migrations/`.
 """
 
 from __future__ import annotations
@@ -12,11 +12,10 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.script.revision import RevisionError
-from alembic.util import CommandError
+from alembic.util import CommandError, coerce_resource_to_filename
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import OperationalError
 
-import observe
 from observe.errors import ObserveError
 from observe.store.engine import connect, connection_error, mask_url
 
@@ -25,22 +24,29 @@ from observe.store.engine import connect, connection_error, mask_url
 _ADVISORY_LOCK_KEY = 0x0B5E_0001
 
 
+# A package resource rather than a path: Alembic finds it wherever observe is installed
+# (a wheel, an editable install), and pyproject.toml ships the files that are not Python.
+SCRIPT_LOCATION = "observe.store:migrations"
+
+
 def migrations_dir() -> Path:
-    path = Path(observe.__file__).resolve().parents[1] / "migrations"
+    """The folder Alembic reads, resolved from SCRIPT_LOCATION as Alembic resolves it."""
+    path = coerce_resource_to_filename(SCRIPT_LOCATION)
     if not (path / "env.py").is_file():
+        # Alembic would fail later with an ImportError naming only the file.
         raise ObserveError(
-            f"observe's database migrations are missing: expected {path / 'env.py'}. They "
-            "ship with the source tree, not inside the package: install observe from a "
-            "checkout (pip install -e .)"
+            f"observe's database migrations are missing: expected {path / 'env.py'} inside "
+            "the installed package. Reinstall observe (pip install --force-reinstall "
+            "moe-observe, or pip install -e . in a checkout)"
         )
     return path
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
     """Alembic's configuration; with `connection`, commands run on it (env.py needs one)."""
+    migrations_dir()  # a broken install is explained here, before Alembic trips over it
     config = Config()
-    # Config values are interpolated: a % in the path must be doubled.
-    config.set_main_option("script_location", str(migrations_dir()).replace("%", "%%"))
+    config.set_main_option("script_location", SCRIPT_LOCATION)
     if connection is not None:
         config.attributes["connection"] = connection
     return config
