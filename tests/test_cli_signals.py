@@ -23,13 +23,13 @@ def test_sigterm_ends_the_run_as_failed_and_delivers_what_it_measured(tmp_path: 
         "OBSERVE_DB_URL": f"sqlite:///{db}",
         "OBSERVE_SPOOL_DIR": str(tmp_path / "spool"),
         "OBSERVE_PROMETHEUS_PORT": "0",
-        "OBSERVE_FLUSH_EVERY": "1",
+        "OBSERVE_MONITOR_FLUSH_EVERY": "1",
         "OBSERVE_EXPORT_INTERVAL_S": "0.2",
         "OBSERVE_CLOSE_TIMEOUT_S": "10",
     }
     command = [
         sys.executable, "-c", "from observe.cli import main; main()",
-        "train", "--config", "tiny", "--domain", "general", "--steps", "100000",
+        "train", "--model-size", "tiny", "--domain", "general", "--steps", "100000",
         "--batch-size", "2", "--seq-len", "32", "--docs", "40", "--no-progress",
         "--out", str(tmp_path / "run"),
     ]  # fmt: skip

@@ -68,7 +68,7 @@ def test_an_installed_wheel_migrates_trains_and_lists_its_run(tmp_path: Path) ->
 
     observe = venv / "bin" / "observe"
     run([observe, "db", "upgrade"], work, env)
-    train = ["--config", "tiny", "--domain", "general", "--steps", "3", "--batch-size", "2"]
+    train = ["--model-size", "tiny", "--domain", "general", "--steps", "3", "--batch-size", "2"]
     train += ["--seq-len", "32", "--docs", "40", "--no-progress", "--out", str(tmp_path / "ckpt")]
     run([observe, "train", *train], work, env)
     [listed] = json.loads(run([observe, "runs", "--json"], work, env))
