@@ -26,11 +26,15 @@ $(VENV)/.installed-dev: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
 demo: $(VENV)/.installed
 	$(BIN)/observe demo
 
-# Prometheus and promtool come from Debian; tests start their own Prometheus on a free port.
+# Prometheus and promtool come from Debian, and so does the headless Chromium that opens
+# drift reports; tests start their own Prometheus on a free port.
+SYSTEM_TOOLS := prometheus:prometheus promtool:prometheus chromium:chromium
 system-packages:
-	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then \
+	@missing=$$(for pair in $(SYSTEM_TOOLS); do \
+		command -v $${pair%%:*} >/dev/null || echo $${pair#*:}; done | sort -u); \
+	if [ -n "$$missing" ]; then \
 		export DEBIAN_FRONTEND=noninteractive; \
-		apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
 lint: $(VENV)/.installed-dev

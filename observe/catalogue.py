@@ -171,15 +171,32 @@ SEMANTIC_DRIFT = Metric(
     "observe_drift_semantic_score",
     Kind.GAUGE,
     "1",
-    "Drift of pooled hidden states from the reference baseline.",
+    "Drift of the last scored window's pooled hidden states from the reference baseline, "
+    "in [0, 1]: for the classifier method max(0, 2·ROC AUC − 1), so 0.3 is AUC 0.65.",
+    ("layer", "method"),
+)
+SEMANTIC_DRIFT_THRESHOLD = Metric(
+    "observe_drift_semantic_threshold",
+    Kind.GAUGE,
+    "1",
+    "The score above which the method calls a window drifted, calibrated on "
+    "same-distribution windows of the baseline.",
     ("layer", "method"),
 )
 ROUTING_DRIFT = Metric(
     "observe_drift_routing",
     Kind.GAUGE,
     "1",
-    "Distance of the expert-load distribution from the reference baseline.",
+    "Jensen–Shannon divergence (base 2, in [0, 1]) of the last window's expert load from "
+    "the baseline's expert distribution.",
     ("layer",),
+)
+DRIFT_WINDOWS = Metric(
+    "observe_drift_windows",
+    Kind.COUNTER,
+    "{window}",
+    "Flush windows drift scored, or skipped because scoring fell behind.",
+    ("outcome",),
 )
 KNOWLEDGE_FRESHNESS = Metric(
     "observe_knowledge_freshness",
@@ -235,7 +252,9 @@ CATALOGUE: tuple[Metric, ...] = (
     CACHE_HITS,
     CACHE_MISSES,
     SEMANTIC_DRIFT,
+    SEMANTIC_DRIFT_THRESHOLD,
     ROUTING_DRIFT,
+    DRIFT_WINDOWS,
     KNOWLEDGE_FRESHNESS,
     EXPORTS,
     EXPORT_FAILURES,

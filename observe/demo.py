@@ -33,6 +33,12 @@ def run_demo(
 ) -> DemoResult:
     training = jobs.train(settings, config.fine_tune, config.train, out_dir, progress=progress)
     serving = jobs.serve(
-        settings, training.result.model, Path(out_dir).name, config.serve, config.generation
+        settings,
+        training.result.model,
+        Path(out_dir).name,
+        config.serve,
+        config.generation,
+        drift=settings.drift,
+        trained_until=training.result.trained_until,
     )
     return DemoResult(training, serving)

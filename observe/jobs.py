@@ -2,23 +2,37 @@
 demo run.
 
 Each job opens a monitoring session (store, /metrics, OTLP) and attaches to the workload's
-model from outside, as a user's code would.
+model from outside, as a user's code would. Training ends by recording the checkpoint's
+drift baseline; serving scores drift against it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from observe.drift.baseline import Baseline
+from observe.drift.config import DriftConfig
+from observe.errors import ObserveError
+from observe.hooks.config import MonitorConfig
+from observe.hooks.monitor import Monitor, attach
 from observe.hooks.stats import RoutingStats
 from observe.pipeline import MonitoringSession
 from observe.settings import Settings
+from observe.store.baselines import StoredDrift, drift_results
+from observe.store.engine import connect, resolve_url
+from observe.workload.data import reference_prompts
 from observe.workload.finetune import FineTuneResult, prepare_fine_tune
-from observe.workload.inference import InferenceEngine
+from observe.workload.inference import InferenceEngine, Response
 from observe.workload.job_config import (
     FineTuneConfig,
     GenerationSettings,
@@ -26,7 +40,22 @@ from observe.workload.job_config import (
     TrainConfig,
 )
 from observe.workload.model import MoETransformer
-from observe.workload.traffic import TrafficReport, TrafficSpec, plan_requests, replay
+from observe.workload.tokenizer import ByteTokenizer
+from observe.workload.traffic import (
+    PlannedRequest,
+    TrafficReport,
+    TrafficSpec,
+    plan_requests,
+    replay,
+)
+
+logger = logging.getLogger("observe")
+
+# Reference prompts a training run's baseline samples, and how many go through at once.
+BASELINE_PROMPTS = 5000
+BASELINE_BATCH = 64
+# Keeps the baseline's prompts apart from the ones `observe infer` draws (seed 0, 1, ...).
+BASELINE_SEED_OFFSET = 1_000_003
 
 
 @dataclass(frozen=True)
@@ -34,6 +63,7 @@ class Training:
     result: FineTuneResult
     routing: RoutingStats
     run_id: str
+    baseline: Baseline
 
     def format(self) -> str:
         lines = []
@@ -48,6 +78,8 @@ class Training:
             )
         lines += [
             f"checkpoint: {self.result.checkpoint}  run: {self.run_id}",
+            f"drift baseline {self.baseline.id} for model {self.baseline.model!r}: "
+            f"{BASELINE_PROMPTS} reference prompts of {self.result.domain}",
             "routing while training:",
             self.routing.format(),
         ]
@@ -55,20 +87,46 @@ class Training:
 
 
 @dataclass(frozen=True)
+class Phase:
+    """One phase of a traffic mix, and the monitor steps that served it."""
+
+    index: int
+    mix: str
+    first_step: int
+    last_step: int
+
+
+@dataclass(frozen=True)
 class Serving:
     report: TrafficReport
     routing: RoutingStats
     run_id: str
+    phases: tuple[Phase, ...]
+    # Every drift score of the run, from the store; empty when drift was off.
+    drift: tuple[StoredDrift, ...]
 
     def format(self) -> str:
-        return "\n".join(
-            [
-                self.report.format(),
-                f"run: {self.run_id}",
-                "routing while serving:",
-                self.routing.format(),
-            ]
-        )
+        lines = [self.report.format(), f"run: {self.run_id}"]
+        if self.drift:
+            lines.append("drift per traffic phase (windows over the threshold, mean score):")
+            lines += [self._phase_drift(phase) for phase in self.phases]
+        lines += ["routing while serving:", self.routing.format()]
+        return "\n".join(lines)
+
+    def _phase_drift(self, phase: Phase) -> str:
+        scores = [
+            d for d in self.drift if phase.first_step <= (d.last_step or 0) <= phase.last_step
+        ]
+        parts = []
+        for method in sorted({d.method for d in scores}):
+            of_method = [d for d in scores if d.method == method]
+            mean = sum(d.score for d in of_method) / len(of_method)
+            drifted = sum(d.drifted for d in of_method)
+            if d_threshold := [d for d in of_method if d.threshold is not None]:
+                parts.append(f"{method} {drifted}/{len(d_threshold)} over, mean {mean:.3f}")
+            else:
+                parts.append(f"{method} mean {mean:.3f}")
+        return f"phase {phase.index + 1} ({phase.mix}): {'; '.join(parts) or 'no window scored'}"
 
 
 def train(
@@ -79,14 +137,72 @@ def train(
     *,
     progress: bool = True,
 ) -> Training:
-    """Fine-tunes the reference model as one monitored run; the checkpoint goes to `out_dir`."""
+    """Fine-tunes the reference model as one monitored run; the checkpoint goes to
+    `out_dir`, and its drift baseline becomes the model's active one."""
+    model_name = Path(out_dir).name
     run_config = {"fine_tune": _plain(job), "train": _plain(config)}
-    with MonitoringSession(settings, model=Path(out_dir).name, config=run_config) as session:
+    with MonitoringSession(settings, model=model_name, config=run_config) as session:
         fine_tune = prepare_fine_tune(config, job, out_dir, meter_provider=session.meter_provider)
         monitor = session.attach(fine_tune.model)
         result = fine_tune.run(lambda _: monitor.step(), progress=progress)
         routing = monitor.snapshot()
-    return Training(result, routing, session.run_id)
+        monitor.close()
+        prompts = reference_prompts(
+            job.domain,
+            None if job.data is None else str(job.data),
+            BASELINE_PROMPTS,
+            config.seed + BASELINE_SEED_OFFSET,
+        )
+        baseline = record_baseline(
+            result.model,
+            prompts,
+            settings.monitor,
+            name=model_name,
+            checkpoint=str(result.checkpoint),
+            domain=result.domain,
+            trained_until=result.trained_until,
+            run_id=session.run_id,
+        ).save(session.store)
+    return Training(result, routing, session.run_id, baseline)
+
+
+def record_baseline(
+    model: MoETransformer,
+    prompts: Sequence[str],
+    monitor_config: MonitorConfig,
+    *,
+    name: str,
+    checkpoint: str | None = None,
+    domain: str | None = None,
+    trained_until: datetime | None = None,
+    run_id: str | None = None,
+) -> Baseline:
+    """The model's drift baseline: `prompts` through it as served traffic would go (left
+    padded, no generation), sampled by a monitor of its own."""
+    config = dataclasses.replace(
+        monitor_config,
+        reservoir_size=len(prompts),
+        metrics=frozenset({"routing", "hidden_states"}),
+        hidden_state_sample_rate=1.0,
+        router_sample_rate=1.0,
+    )
+    tokenizer = ByteTokenizer()
+    device = model.lm_head.weight.device
+    limit = model.config.max_seq_len
+    model.eval()
+    with attach(model, config) as monitor, torch.inference_mode():
+        for start in range(0, len(prompts), BASELINE_BATCH):
+            input_ids, mask = tokenizer.encode_batch(prompts[start : start + BASELINE_BATCH])
+            model(input_ids[:, -limit:].to(device), attention_mask=mask[:, -limit:].to(device))
+            monitor.step()
+        return Baseline.capture(
+            monitor,
+            model=name,
+            checkpoint=checkpoint,
+            domain=domain,
+            trained_until=trained_until,
+            run_id=run_id,
+        )
 
 
 def serve(
@@ -95,17 +211,20 @@ def serve(
     model_name: str,
     config: ServeConfig,
     generation: GenerationSettings,
+    *,
+    drift: DriftConfig | None = None,
+    trained_until: datetime | None = None,
 ) -> Serving:
-    """Replays `config`'s traffic through an inference engine, as one monitored run."""
-    plan = plan_requests(
-        TrafficSpec.parse(config.traffic),
-        config.requests,
-        repeat_share=config.repeat_share,
-        seed=config.seed,
-    )
+    """Replays `config`'s traffic through an inference engine, as one monitored run, phase
+    by phase; with `drift`, each window is scored against the model's active baseline."""
+    spec = TrafficSpec.parse(config.traffic)
+    plan = plan_requests(spec, config.requests, repeat_share=config.repeat_share, seed=config.seed)
     run_config = {"serve": _plain(config), "generation": _plain(generation)}
     with MonitoringSession(settings, model=model_name, config=run_config) as session:
-        monitor = session.attach(model)
+        monitor = _attach_serving(session, model, drift, trained_until)
+        phases: list[Phase] = []
+        responses: list[tuple[PlannedRequest, Response]] = []
+        seconds = 0.0
         with InferenceEngine(
             model,
             cache_size=config.cache_size,
@@ -114,9 +233,58 @@ def serve(
             on_batch=monitor.step,
             meter_provider=session.meter_provider,
         ) as engine:
-            report = replay(engine, plan, concurrency=config.concurrency, settings=generation)
+            for index, phase in enumerate(spec.phases):
+                requests = [p for p in plan if p.phase == index]
+                if not requests:
+                    continue
+                first_step = monitor.step_count + 1
+                report = replay(
+                    engine, requests, concurrency=config.concurrency, settings=generation
+                )
+                # A window never spans two phases: drift per phase reads clean windows.
+                monitor.flush()
+                mix = ",".join(
+                    f"{d}={w:g}" for d, w in zip(phase.domains, phase.weights, strict=True)
+                )
+                phases.append(Phase(index, mix, first_step, monitor.step_count))
+                responses += report.responses
+                seconds += report.seconds
         routing = monitor.snapshot()
-    return Serving(report, routing, session.run_id)
+    scores = _stored_drift(settings, session.run_id) if drift else ()
+    return Serving(
+        TrafficReport(tuple(responses), seconds), routing, session.run_id, tuple(phases), scores
+    )
+
+
+def _attach_serving(
+    session: MonitoringSession,
+    model: MoETransformer,
+    drift: DriftConfig | None,
+    trained_until: datetime | None,
+) -> Monitor:
+    if drift is not None:
+        try:
+            baseline = Baseline.load(session.store, model=session.model)
+        except ObserveError as exc:
+            logger.warning("observe: drift is off: %s", exc)
+        else:
+            return session.attach(
+                model, drift=drift, baseline=baseline, trained_until=trained_until
+            )
+    return session.attach(model, trained_until=trained_until)
+
+
+def _stored_drift(settings: Settings, run_id: str) -> tuple[StoredDrift, ...]:
+    """The run's drift scores as the store has them, once its delivery has closed."""
+    try:
+        engine = connect(resolve_url(settings.db_url))
+    except ObserveError as exc:
+        logger.warning("observe: cannot read run %s's drift back: %s", run_id, exc)
+        return ()
+    try:
+        return tuple(drift_results(engine, run_id))
+    finally:
+        engine.dispose()
 
 
 def _plain(config: Any) -> dict[str, Any]:

@@ -12,9 +12,11 @@ import logging
 import os
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from opentelemetry.metrics import MeterProvider
 from torch import nn
@@ -26,15 +28,28 @@ from observe.hooks.monitor import Monitor, attach
 from observe.hooks.worker import WindowSink
 from observe.lifetime import Closeable
 from observe.settings import Settings, load_settings
+from observe.store.baselines import (
+    WindowSample,
+    npz_bytes,
+    save_hidden_samples,
+    save_window_samples,
+)
 from observe.store.delivery import Delivery
 from observe.store.engine import resolve_url
 from observe.store.spool import SpoolInUse
 from observe.store.writer import Store
+from observe.telemetry.freshness import register_freshness
 from observe.telemetry.health import register_health
 from observe.telemetry.limits import LabelLimiter
 from observe.telemetry.provider import Telemetry
 from observe.telemetry.routing_instruments import RoutingInstruments
 from observe.telemetry.store_exporter import ExpertLoadSink, StoreExporter
+
+if TYPE_CHECKING:
+    # Drift loads Evidently (pandas, scikit-learn): only runs that score drift pay for it.
+    from observe.drift.baseline import Baseline
+    from observe.drift.config import DriftConfig
+    from observe.drift.live import DriftSink
 
 logger = logging.getLogger("observe")
 
@@ -86,6 +101,7 @@ class MonitoringSession(Closeable):
         rank: int | None = None,
     ) -> None:
         self.settings = settings
+        self.model = model
         self.run_id = run_id or new_run_id(model)
         url = resolve_url(settings.db_url)
         # Opened here, synchronously: a wrong URL or password fails before training starts.
@@ -107,14 +123,21 @@ class MonitoringSession(Closeable):
             self._store.end_run(self.run_id, "failed")
             self._store.close()
             raise
-        meter = self.telemetry.meter()
-        register_health(meter, self.delivery, self.limiter, self.telemetry.otlp)
+        self._meter = self.telemetry.meter()
+        register_health(self._meter, self.delivery, self.limiter, self.telemetry.otlp)
         self._sinks = (
-            RoutingInstruments(meter, self.limiter),
+            RoutingInstruments(self._meter, self.limiter),
             ExpertLoadSink(self.delivery, self.run_id),
         )
         self._monitors: list[Monitor] = []
+        self._drift: list[DriftSink] = []
+        self._freshness = False
         self._closed = False
+
+    @property
+    def store(self) -> Store:
+        """The run's store, for baselines; not for use from other threads."""
+        return self._store
 
     @property
     def meter_provider(self) -> MeterProvider:
@@ -132,14 +155,50 @@ class MonitoringSession(Closeable):
         *,
         adapter: RouterAdapter | None = None,
         sinks: Sequence[WindowSink] = (),
+        drift: DriftConfig | None = None,
+        baseline: Baseline | None = None,
+        trained_until: datetime | None = None,
     ) -> Monitor:
         """`observe.attach` whose windows reach this run's Prometheus and store (and
-        `sinks`); `config` replaces the settings' `[monitor]` table."""
-        monitor = attach(
-            model, config or self.settings.monitor, adapter=adapter, sinks=(*self._sinks, *sinks)
-        )
+        `sinks`); `config` replaces the settings' `[monitor]` table.
+
+        With `drift` (or a `baseline`), each window is scored against `baseline`, by default
+        the session model's active baseline in the store. `trained_until` (by default the
+        baseline's) feeds the knowledge-freshness gauge.
+        """
+        sinks = (*self._sinks, *sinks)
+        if drift is not None or baseline is not None:
+            from observe.drift.baseline import Baseline
+
+            baseline = baseline or Baseline.load(self._store, model=self.model)
+            trained_until = trained_until or baseline.trained_until
+            sinks = (*sinks, self._drift_sink(baseline, drift))
+        if trained_until is not None and not self._freshness:
+            register_freshness(self._meter, trained_until)
+            self._freshness = True
+        monitor = attach(model, config or self.settings.monitor, adapter=adapter, sinks=sinks)
         self._monitors.append(monitor)
         return monitor
+
+    def _drift_sink(self, baseline: Baseline, config: DriftConfig | None) -> DriftSink:
+        from observe.drift.live import DriftSink
+        from observe.telemetry.drift_instruments import DriftInstruments, register_drift_windows
+        from observe.telemetry.store_exporter import DriftResultWriter
+
+        if self._drift:
+            raise ObserveError(
+                "this session already scores drift for a monitor: open a session per model"
+            )
+        outputs = (DriftInstruments(self._meter), DriftResultWriter(self.delivery, self.run_id))
+        sink = DriftSink(baseline, config, outputs)
+        register_drift_windows(self._meter, sink)
+        self._drift.append(sink)
+        return sink
+
+    @property
+    def drift(self) -> DriftSink | None:
+        """The session's drift scoring, once a monitor was attached with drift."""
+        return self._drift[0] if self._drift else None
 
     def close(self, status: str = "finished") -> None:
         """Flushes monitors, exports a last time and delivers within `close_timeout_s`."""
@@ -149,6 +208,9 @@ class MonitoringSession(Closeable):
         timeout_s = self.settings.close_timeout_s
         for monitor in self._monitors:
             monitor.close()
+        for sink in self._drift:
+            sink.close(timeout_s)
+        self._keep_hidden_samples()
         self.telemetry.shutdown(timeout_s)
         self.delivery.close(timeout_s)
         try:
@@ -156,6 +218,32 @@ class MonitoringSession(Closeable):
         except ObserveError as exc:
             logger.warning("observe: could not mark run %s %s: %s", self.run_id, status, exc)
         self._store.close()
+
+    def _keep_hidden_samples(self) -> None:
+        """Each monitor's sample of the run, so that a baseline can be made from it later,
+        and the last drift-scored window's, for reports."""
+        samples = {
+            name: npz_bytes(sample_ND=rows.numpy().astype(np.float16))
+            for monitor in self._monitors
+            for name, rows in monitor.hidden_states().items()
+            if len(rows)
+        }
+        windows = [
+            WindowSample(
+                latest.layer,
+                name,
+                latest.first_step,
+                latest.last_step,
+                npz_bytes(sample_ND=latest.rows_ND.astype(np.float16)),
+            )
+            for sink in self._drift
+            for name, latest in sink.latest_samples.items()
+        ]
+        try:
+            save_hidden_samples(self._store.engine, self.run_id, samples)
+            save_window_samples(self._store.engine, self.run_id, windows)
+        except ObserveError as exc:
+            logger.warning("observe: could not keep run %s's hidden states: %s", self.run_id, exc)
 
     def __exit__(
         self,

@@ -4,7 +4,8 @@
 environment variables override it; command-line flags override both. With none of them,
 everything runs on the embedded defaults: SQLite under `.observe/` and a `/metrics`
 endpoint on 127.0.0.1. The monitor's own settings (`MonitorConfig`: flush interval,
-sampling) are the `[monitor]` table of the file and `OBSERVE_MONITOR_*` variables.
+sampling) are the `[monitor]` table of the file and `OBSERVE_MONITOR_*` variables; live
+drift's (`DriftConfig`) the `[drift]` table and `OBSERVE_DRIFT_*`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from observe.drift.config import DriftConfig
 from observe.errors import ObserveError
 from observe.hooks.config import MonitorConfig
 
@@ -45,6 +47,8 @@ class Settings:
     close_timeout_s: float = 10.0
     # What monitors attached through a session measure, and how often they flush.
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    # What live drift scores, where a command or a session turns it on.
+    drift: DriftConfig = field(default_factory=DriftConfig)
 
     def __post_init__(self) -> None:
         if self.prometheus_port is not None and not 0 <= self.prometheus_port <= 65535:
@@ -182,9 +186,9 @@ def parse(value: Any, kind: Any, where: str) -> Any:
             return float(number)
         if kind is str or kind is Path:
             return kind(_exact(value, str))
-        if typing.get_origin(kind) is frozenset:
+        if typing.get_origin(kind) in (frozenset, tuple):
             items = value.split(",") if isinstance(value, str) else _exact(value, list)
-            return frozenset(_exact(item, str).strip() for item in items)
+            return typing.get_origin(kind)(_exact(item, str).strip() for item in items)
     except (TypeError, ValueError):
         pass
     raise ObserveError(f"{where} = {value!r} is not valid: expected {_describe(kind)}")
@@ -197,7 +201,7 @@ def _exact(value: Any, kind: Any) -> Any:
 
 
 def _describe(kind: Any) -> str:
-    if typing.get_origin(kind) is frozenset:
+    if typing.get_origin(kind) in (frozenset, tuple):
         return "a list of names"
     names = {int: "a whole number", float: "a number", str: "text", Path: "a path"}
     return names.get(kind, str(kind))

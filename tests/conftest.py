@@ -28,6 +28,8 @@ import torch
 from prometheus_server import StartPrometheus, free_port, run_prometheus
 from sqlalchemy.engine import make_url
 
+from observe.store.writer import Store
+
 PG_SERVER_URL = os.environ.get(
     "OBSERVE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
@@ -187,3 +189,29 @@ def one_thread() -> Iterator[None]:
 def prometheus(tmp_path: Path) -> StartPrometheus:
     """Starts a real Prometheus scraping the given targets, its files under tmp_path."""
     return functools.partial(run_prometheus, workdir=tmp_path)
+
+
+@pytest.fixture(params=ENGINES)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A store on each engine: a SQLite file, and a database of the shared PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    opened = Store.open(store_url)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture(scope="module")
+def isolated_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Each module's runs go to its own SQLite store and spool, and a free metrics port."""
+    where = tmp_path_factory.mktemp("store")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OBSERVE_DB_URL", f"sqlite:///{where / 'observe.db'}")
+        mp.setenv("OBSERVE_SPOOL_DIR", str(where / "spool"))
+        mp.setenv("OBSERVE_PROMETHEUS_PORT", "0")
+        yield where

@@ -2,49 +2,15 @@
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from cli_runner import TINY, invoke
 
-from observe.cli import app
 from observe.workload.checkpoint import load_checkpoint
 from observe.workload.config import get_config
 
-runner = CliRunner()
-TINY = [
-    "--model-size",
-    "tiny",
-    "--steps",
-    "3",
-    "--batch-size",
-    "2",
-    "--seq-len",
-    "32",
-    "--docs",
-    "40",
-    "--no-progress",
-]
-
-
-def invoke(*args: str | Path) -> tuple[int, str]:
-    result = runner.invoke(app, [str(a) for a in args])
-    assert not isinstance(result.exception, Exception) or isinstance(
-        result.exception, SystemExit
-    ), result.exception
-    return result.exit_code, result.output
-
-
-@pytest.fixture(scope="module", autouse=True)
-def isolated_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Each module's runs go to its own SQLite store and spool, and a free metrics port."""
-    where = tmp_path_factory.mktemp("store")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("OBSERVE_DB_URL", f"sqlite:///{where / 'observe.db'}")
-        mp.setenv("OBSERVE_SPOOL_DIR", str(where / "spool"))
-        mp.setenv("OBSERVE_PROMETHEUS_PORT", "0")
-        yield where
+pytestmark = pytest.mark.usefixtures("isolated_store")
 
 
 @pytest.fixture(scope="module")

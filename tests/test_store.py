@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -11,14 +10,13 @@ from typing import Any
 import psycopg
 import pytest
 import sqlalchemy as sa
-from conftest import ENGINES, PgCluster, free_port
+from conftest import PgCluster, free_port
 
 from observe.errors import ObserveError
 from observe.store.engine import DEFAULT_SQLITE_PATH, connect, mask_url, resolve_url
 from observe.store.queries import list_runs, parse_since, query
 from observe.store.records import Batch, ExpertLoad, HistogramSample, Sample
-from observe.store.schema import ExpertLoadRow as E
-from observe.store.schema import HistogramSampleRow as H
+from observe.store.schema import EXPERT_LOAD, HISTOGRAMS
 from observe.store.writer import Store, StoreUnavailable
 
 SECRET = "pa55-w0rd"
@@ -45,20 +43,6 @@ def token_batch(run: str, start: int, n: int) -> Batch:
             for i in range(n)
         ),
     )
-
-
-@pytest.fixture(params=ENGINES)
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'store.db'}"
-    return str(request.getfixturevalue("pg_url"))
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    opened = Store.open(store_url)
-    yield opened
-    opened.close()
 
 
 def count(store: Store, table: str, where: str = "true") -> int:
@@ -214,6 +198,7 @@ def test_what_is_written_reads_back(store: Store) -> None:
     assert dict(rows[5].labels) == labels("rt", 1, 0)
     assert count(store, "series", f"name = '{TOKENS}'") == 4
 
+    H, E = HISTOGRAMS.c, EXPERT_LOAD.c
     with store.engine.connect() as connection:
         [histogram] = connection.execute(
             sa.select(H.count, H.sum, H.bounds, H.bucket_counts).where(H.run_id == "rt")

@@ -8,13 +8,16 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
 
 from observe.errors import ObserveError
 from observe.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 app = typer.Typer(
     help="Observability and drift monitoring for Mixture-of-Experts language models.",
@@ -47,6 +50,8 @@ OtlpEndpoint = Annotated[
     ),
 ]
 
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
 
 def explains_errors(command: Callable[P, R]) -> Callable[P, R]:
     """Shows an ObserveError as one line and exit status 2, instead of a traceback."""
@@ -77,6 +82,20 @@ def settings(ctx: typer.Context, **flags: object) -> Settings:
     """The file from `observe --config`, the environment, then these flags."""
     config_file = ctx.find_root().obj
     return load_settings(config_file, overrides=flags)
+
+
+def store_url(ctx: typer.Context, db_url: str | None) -> str:
+    """The store URL these settings name (SQLite under .observe/ by default)."""
+    from observe.store.engine import resolve_url
+
+    return resolve_url(settings(ctx, db_url=db_url).db_url)
+
+
+def store_engine(ctx: typer.Context, db_url: str | None) -> Engine:
+    """A checked connection to the store these settings name."""
+    from observe.store.engine import connect
+
+    return connect(store_url(ctx, db_url))
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:

@@ -8,16 +8,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from observe.cli.app import DbUrl, app, console, explains_errors, settings
+from observe.cli.app import DbUrl, JsonFlag, app, console, explains_errors, store_engine, store_url
 
 db = typer.Typer(help="Migrate the store's schema (Alembic).", no_args_is_help=True)
 app.add_typer(db, name="db")
-
-
-def _url(ctx: typer.Context, db_url: str | None) -> str:
-    from observe.store.engine import resolve_url
-
-    return resolve_url(settings(ctx, db_url=db_url).db_url)
 
 
 @db.command()
@@ -31,7 +25,7 @@ def upgrade(
     from observe.store import migrate
     from observe.store.engine import mask_url
 
-    url = _url(ctx, db_url)
+    url = store_url(ctx, db_url)
     migrate.upgrade(url, revision)
     console.print(f"{mask_url(url)} is at {migrate.current(url)}", highlight=False)
 
@@ -47,7 +41,7 @@ def downgrade(
     from observe.store import migrate
     from observe.store.engine import mask_url
 
-    url = _url(ctx, db_url)
+    url = store_url(ctx, db_url)
     migrate.downgrade(url, revision)
     console.print(f"{mask_url(url)} is at {migrate.current(url) or 'base'}", highlight=False)
 
@@ -58,20 +52,16 @@ def current(ctx: typer.Context, db_url: DbUrl = None) -> None:
     """Print the schema's current revision."""
     from observe.store import migrate
 
-    console.print(migrate.current(_url(ctx, db_url)) or "base", highlight=False)
-
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+    console.print(migrate.current(store_url(ctx, db_url)) or "base", highlight=False)
 
 
 @app.command()
 @explains_errors
 def runs(ctx: typer.Context, db_url: DbUrl = None, as_json: JsonFlag = False) -> None:
     """List monitored runs with their status and size."""
-    from observe.store.engine import connect
     from observe.store.queries import list_runs
 
-    found = list_runs(connect(_url(ctx, db_url)))
+    found = list_runs(store_engine(ctx, db_url))
     if as_json:
         rows = [
             {
@@ -105,12 +95,11 @@ def query(
     as_json: JsonFlag = False,
 ) -> None:
     """Print a metric's stored samples."""
-    from observe.store.engine import connect
     from observe.store.queries import parse_since
     from observe.store.queries import query as run_query
 
     window = parse_since(since) if since is not None else None
-    rows = run_query(connect(_url(ctx, db_url)), metric, run=run, since=window)
+    rows = run_query(store_engine(ctx, db_url), metric, run=run, since=window)
     if as_json:
         data = [
             {"time": r.time.isoformat(), "labels": dict(r.labels), "value": r.value} for r in rows

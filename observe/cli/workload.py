@@ -33,6 +33,12 @@ from observe.workload.job_config import (
 )
 
 Progress = Annotated[bool, typer.Option(help="Show a progress bar.")]
+DriftFlag = Annotated[
+    bool,
+    typer.Option(
+        help="Score drift against the model's active baseline ([drift] settings say how)."
+    ),
+]
 
 
 @app.command()
@@ -80,21 +86,31 @@ def infer(
     checkpoint: Annotated[Path, typer.Option(help="Checkpoint directory from `observe train`.")],
     config: ServeConfig,
     generation: GenerationSettings,
+    drift: DriftFlag = True,
     db_url: DbUrl = None,
     prometheus_port: PrometheusPort = None,
     otlp_endpoint: OtlpEndpoint = None,
 ) -> None:
-    """Serve a checkpoint with a replayed traffic mix; print throughput, latency, cache misses."""
+    """Serve a checkpoint with a replayed traffic mix; print throughput, latency, cache
+    misses and drift per phase against the checkpoint's active baseline."""
     from observe import jobs
     from observe.workload.checkpoint import load_checkpoint
     from observe.workload.traffic import TrafficSpec
 
     TrafficSpec.parse(config.traffic)  # a bad mix is an error before the model loads
-    model = load_checkpoint(checkpoint).build_model()
+    loaded = load_checkpoint(checkpoint)
     options = settings(
         ctx, db_url=db_url, prometheus_port=prometheus_port, otlp_endpoint=otlp_endpoint
     )
-    serving = jobs.serve(options, model, checkpoint.name, config, generation)
+    serving = jobs.serve(
+        options,
+        loaded.build_model(),
+        checkpoint.name,
+        config,
+        generation,
+        drift=options.drift if drift else None,
+        trained_until=loaded.trained_until,
+    )
     console.print(serving.format(), highlight=False, soft_wrap=True)
 
 

@@ -8,13 +8,14 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import DBAPIError
 
 from observe.catalogue import BY_NAME, Kind
 from observe.errors import ObserveError
-from observe.store.schema import RUNS, SAMPLES, SERIES
+from observe.store.schema import EXPERT_LOAD, RUNS, SAMPLES, SERIES
 
 _SINCE = re.compile(r"\s*(\d+)\s*([smhd])\s*")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -52,8 +53,46 @@ def list_runs(engine: Engine) -> list[RunInfo]:
         .outerjoin(counts, counts.c.run_id == RUNS.c.id)
         .order_by(RUNS.c.started.desc(), RUNS.c.id)
     )
-    with _schema_checked(engine), engine.connect() as connection:
+    with schema_checked(engine), engine.connect() as connection:
         return [RunInfo(*row) for row in connection.execute(statement)]
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: str
+    model: str
+    status: str
+    config: Mapping[str, Any]
+
+
+def find_run(engine: Engine, run_id: str) -> RunRecord:
+    """Run `run_id`, or an error naming the nearest run ids."""
+    with schema_checked(engine), engine.connect() as connection:
+        row = connection.execute(
+            select(RUNS.c.id, RUNS.c.model, RUNS.c.status, RUNS.c.config).where(RUNS.c.id == run_id)
+        ).first()
+        if row is not None:
+            return RunRecord(*row)
+        known = list(connection.execute(select(RUNS.c.id)).scalars())
+    close = difflib.get_close_matches(run_id, known, n=3, cutoff=0.3)
+    hint = f": did you mean {', '.join(close)}?" if close else ": `observe runs` lists them"
+    raise ObserveError(f"no run {run_id!r} in the store{hint}")
+
+
+def expert_totals(engine: Engine, run_id: str) -> dict[int, list[int]]:
+    """Tokens per expert over the whole run, per MoE layer."""
+    statement = (
+        select(EXPERT_LOAD.c.layer, EXPERT_LOAD.c.expert, func.sum(EXPERT_LOAD.c.tokens))
+        .where(EXPERT_LOAD.c.run_id == run_id)
+        .group_by(EXPERT_LOAD.c.layer, EXPERT_LOAD.c.expert)
+    )
+    totals: dict[int, list[int]] = {}
+    with schema_checked(engine), engine.connect() as connection:
+        for layer, expert, tokens in connection.execute(statement):
+            row = totals.setdefault(layer, [])
+            row.extend([0] * (expert + 1 - len(row)))
+            row[expert] = int(tokens)
+    return dict(sorted(totals.items()))
 
 
 def query(
@@ -76,7 +115,7 @@ def query(
         statement = statement.where(SAMPLES.c.run_id == run)
     if since is not None:
         statement = statement.where(SAMPLES.c.time >= datetime.now(UTC) - since)
-    with _schema_checked(engine), engine.connect() as connection:
+    with schema_checked(engine), engine.connect() as connection:
         rows = [QueryRow(*row) for row in connection.execute(statement)]
         if not rows and known is None:
             stored: set[str] = set(connection.execute(select(SERIES.c.name).distinct()).scalars())
@@ -96,7 +135,7 @@ def parse_since(text: str) -> timedelta:
 
 
 @contextmanager
-def _schema_checked(engine: Engine) -> Iterator[None]:
+def schema_checked(engine: Engine) -> Iterator[None]:
     # A database nobody migrated fails with "no such table": say what to run instead.
     try:
         yield

@@ -60,6 +60,45 @@ class ExpertLoad:
 
 
 @dataclass(frozen=True)
+class DriftResult:
+    """One drift score of one window: semantic (an attention layer's hidden states, by
+    `method`) or routing (an MoE layer's expert load, method "jensen_shannon")."""
+
+    time: datetime
+    layer: int | None
+    method: str
+    score: float
+    threshold: float | None
+    drifted: bool
+    first_step: int
+    last_step: int
+    baseline_id: int | None
+    details: Mapping[str, Any]
+
+    def __post_init__(self) -> None:
+        _check_time(self.time)
+
+    def to_row(self) -> list[Any]:
+        return [
+            self.time.isoformat(),
+            self.layer,
+            self.method,
+            self.score,
+            self.threshold,
+            self.drifted,
+            self.first_step,
+            self.last_step,
+            self.baseline_id,
+            dict(self.details),
+        ]
+
+    @classmethod
+    def from_row(cls, row: list[Any]) -> DriftResult:
+        time, *rest = row
+        return cls(datetime.fromisoformat(time), *rest)
+
+
+@dataclass(frozen=True)
 class Batch:
     """Rows of one run that the store writes in one transaction."""
 
@@ -67,9 +106,15 @@ class Batch:
     samples: tuple[Sample, ...] = ()
     histograms: tuple[HistogramSample, ...] = ()
     expert_loads: tuple[ExpertLoad, ...] = ()
+    drift_results: tuple[DriftResult, ...] = ()
 
     def __len__(self) -> int:
-        return len(self.samples) + len(self.histograms) + len(self.expert_loads)
+        return (
+            len(self.samples)
+            + len(self.histograms)
+            + len(self.expert_loads)
+            + len(self.drift_results)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         # Rows as lists, not objects: spool files stay about half the size.
@@ -91,6 +136,7 @@ class Batch:
                 for h in self.histograms
             ],
             "expert_loads": [[e.step, e.layer, e.expert, e.tokens] for e in self.expert_loads],
+            "drift_results": [d.to_row() for d in self.drift_results],
         }
 
     @classmethod
@@ -115,6 +161,10 @@ class Batch:
                     for t, m, labels, count, total, bounds, counts in data["histograms"]
                 ),
                 expert_loads=tuple(ExpertLoad(*row) for row in data["expert_loads"]),
+                # Absent in spools written before drift results existed.
+                drift_results=tuple(
+                    DriftResult.from_row(row) for row in data.get("drift_results", ())
+                ),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ObserveError(

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, Table, insert, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
 from observe.store.records import Batch
-from observe.store.schema import EXPERT_LOAD, HISTOGRAMS, SAMPLES, SERIES
+from observe.store.schema import DRIFT_RESULTS, EXPERT_LOAD, HISTOGRAMS, SAMPLES, SERIES
 
 # Binary COPY: no text formatting of timestamps and floats on either side.
 _COPY_SAMPLES = "COPY samples (time, series_id, run_id, value) FROM STDIN (FORMAT BINARY)"
@@ -63,7 +63,7 @@ def series_ids(
 
 
 def write_rows(connection: Connection, batch: Batch, series: Mapping[SeriesKey, int]) -> None:
-    """Samples, histograms and expert loads of `batch`, in the connection's transaction."""
+    """Every row of `batch`, in the connection's transaction."""
     run = batch.run_id
     if connection.dialect.name == "postgresql":
         if batch.samples:
@@ -112,6 +112,26 @@ def write_rows(connection: Connection, batch: Batch, series: Mapping[SeriesKey, 
                 ],
             )
     # Few per batch, with JSON columns: an executemany on both engines.
+    if batch.drift_results:
+        connection.execute(
+            insert(DRIFT_RESULTS),
+            [
+                {
+                    "time": d.time,
+                    "run_id": run,
+                    "layer": d.layer,
+                    "method": d.method,
+                    "score": d.score,
+                    "threshold": d.threshold,
+                    "drifted": d.drifted,
+                    "details": dict(d.details),
+                    "first_step": d.first_step,
+                    "last_step": d.last_step,
+                    "baseline_id": d.baseline_id,
+                }
+                for d in batch.drift_results
+            ],
+        )
     if batch.histograms:
         connection.execute(
             insert(HISTOGRAMS),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -11,14 +12,13 @@ from typing import Any
 import psycopg
 from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
 
 from observe.errors import ObserveError
 from observe.store.engine import connect, mask_url, summarise
 from observe.store.migrate import require_head, upgrade_engine
 from observe.store.records import Batch, HistogramSample, Sample
 from observe.store.rows import SeriesKey, series_ids, series_key, upsert, write_rows
-from observe.store.schema import DELIVERED, RUNS, SampleRow
+from observe.store.schema import DELIVERED, RUNS, SAMPLES
 
 
 class StoreUnavailable(ObserveError):
@@ -113,16 +113,18 @@ class Store:
             new_series = self._prepare(connection, batch)
         self._series.update(new_series)
         self._runs.add(batch.run_id)
+
+        from sqlalchemy.orm import Session
+
+        row_class = _orm_sample()
         with Session(self.engine) as session:
             for s in batch.samples:
-                session.add(
-                    SampleRow(
-                        time=s.time,
-                        series_id=self._series[series_key(s.metric, s.labels)],
-                        run_id=batch.run_id,
-                        value=s.value,
-                    )
-                )
+                row = row_class()
+                row.time = s.time
+                row.series_id = self._series[series_key(s.metric, s.labels)]
+                row.run_id = batch.run_id
+                row.value = s.value
+                session.add(row)
                 session.commit()
 
     def close(self) -> None:
@@ -192,6 +194,20 @@ def _model_label(batch: Batch) -> str:
         if "model" in s.labels:
             return s.labels["model"]
     return "unknown"
+
+
+@functools.cache
+def _orm_sample() -> type[Any]:
+    """An ORM class for `samples`, mapped on first use: only the naive path needs the ORM."""
+    from sqlalchemy.orm import registry
+
+    class SampleRow:
+        pass
+
+    registry().map_imperatively(
+        SampleRow, SAMPLES, primary_key=[SAMPLES.c.time, SAMPLES.c.series_id]
+    )
+    return SampleRow
 
 
 def _now() -> datetime:

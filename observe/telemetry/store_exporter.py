@@ -1,4 +1,4 @@
-"""OpenTelemetry metrics, and the monitor's per-window expert load, into the SQL store.
+"""OpenTelemetry metrics, the monitor's per-window expert load and drift, into the store.
 
 Both only hand batches to a `Delivery`, which spools them on disk and writes them in the
 background: an export never waits for the database and never loses a batch to an outage
@@ -19,9 +19,10 @@ from opentelemetry.sdk.metrics.export import (
     NumberDataPoint,
 )
 
+from observe.drift.live import WindowDrift
 from observe.hooks.stats import Window
 from observe.store.delivery import Delivery
-from observe.store.records import Batch, ExpertLoad, HistogramSample, Sample
+from observe.store.records import Batch, DriftResult, ExpertLoad, HistogramSample, Sample
 
 # Resource attributes copied onto every stored series, as the Prometheus reader does.
 LABEL_ATTRIBUTES = frozenset({"run", "model", "rank"})
@@ -101,3 +102,30 @@ class ExpertLoadSink:
             for expert, tokens in enumerate(stats.tokens_per_expert)
         )
         self.delivery.submit(Batch(self.run_id, expert_loads=loads))
+
+
+class DriftResultWriter:
+    """A drift output writing each scored window's results, with its bounds."""
+
+    def __init__(self, delivery: Delivery, run_id: str) -> None:
+        self.delivery = delivery
+        self.run_id = run_id
+
+    def consume_drift(self, drift: WindowDrift) -> None:
+        results = tuple(
+            DriftResult(
+                drift.ended,
+                score.layer,
+                score.method,
+                score.score,
+                score.threshold,
+                score.drifted,
+                drift.first_step,
+                drift.last_step,
+                drift.baseline_id,
+                {"kind": score.kind, "name": score.name, "rows": score.rows},
+            )
+            for score in drift.scores
+        )
+        if results:
+            self.delivery.submit(Batch(self.run_id, drift_results=results))

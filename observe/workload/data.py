@@ -2,13 +2,14 @@
 
 import json
 import os
+import random
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from observe.errors import ObserveError
-from observe.workload.corpus import DOMAINS, generate_corpus
+from observe.workload.corpus import DOMAINS, generate_corpus, generate_prompts
 from observe.workload.tokenizer import ByteTokenizer
 
 _JSONL_SHAPE = 'each line must be a JSON object like {"text": "..."}'
@@ -142,3 +143,15 @@ def domain_texts(domain: str | None, data_file: str | None, n_docs: int, seed: i
             "or --data (a .txt or .jsonl file)"
         )
     return generate_corpus(domain, n_docs, seed=seed)
+
+
+def reference_prompts(domain: str | None, data_file: str | None, n: int, seed: int) -> list[str]:
+    """`n` prompts like the ones the model will serve, from its training source: fresh
+    prompts of a built-in domain, or the first 4-10 words of documents of a data file."""
+    if data_file is None:
+        if domain is None:
+            raise ObserveError("reference prompts need a domain or a data file")
+        return generate_prompts(domain, n, seed=seed)
+    texts = load_texts(data_file)
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(texts).split()[: rng.randint(4, 10)]) for _ in range(n)]

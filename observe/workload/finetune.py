@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ class FineTuneResult:
     model: MoETransformer
     steps: list[StepResult]
     domain: str
+    # When the training data ended, as the checkpoint records it.
+    trained_until: dt.datetime
 
 
 @dataclass
@@ -42,14 +45,16 @@ class FineTuneJob:
     ) -> FineTuneResult:
         """Trains to the configured step count and saves a checkpoint in `out_dir`."""
         steps = self.trainer.train(on_step, progress=progress)
+        trained_until = dt.datetime.now(dt.UTC)
         path = save_checkpoint(
             self.out_dir,
             self.model,
             step=self.trainer.step,
             domain=self.domain,
             optimizer=self.trainer.optimizer,
+            trained_until=trained_until,
         )
-        return FineTuneResult(path, self.model, steps, self.domain)
+        return FineTuneResult(path, self.model, steps, self.domain, trained_until)
 
 
 def prepare_fine_tune(

@@ -7,7 +7,7 @@ inside a transaction; there is no alembic.ini and no offline (--sql) mode.
 from alembic import context
 
 from observe.errors import ObserveError
-from observe.store.schema import Base
+from observe.store.schema import METADATA
 
 connection = context.config.attributes.get("connection")
 if context.is_offline_mode() or connection is None:
@@ -18,7 +18,7 @@ if context.is_offline_mode() or connection is None:
 
 context.configure(
     connection=connection,
-    target_metadata=Base.metadata,
+    target_metadata=METADATA,
     # SQLite cannot ALTER most things: later revisions rebuild tables in batch mode.
     render_as_batch=connection.dialect.name == "sqlite",
 )

@@ -1,0 +1,212 @@
+"""Live drift: each flushed window compared with the baseline, on a thread of its own.
+
+`DriftSink` is a monitor sink. It only queues windows, boundedly: a drift computation
+slower than the flush interval skips windows (counted) instead of delaying training steps,
+the monitor's other sinks or `snapshot()`, or queueing without end. Its results go to
+`DriftOutput`s (the run's gauges, the store), which the application wires.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+import numpy as np
+
+from observe.drift.baseline import Baseline, HiddenStateBaseline
+from observe.drift.calibration import calibrate
+from observe.drift.config import DriftConfig
+from observe.drift.divergence import js_divergence
+from observe.drift.methods import MIN_ROWS
+from observe.drift.score import score_window
+from observe.hooks.stats import Window
+
+logger = logging.getLogger("observe")
+
+ROUTING_METHOD = "jensen_shannon"
+
+
+@dataclass(frozen=True)
+class LayerDrift:
+    """One score of one window: semantic (an attention layer, by `method`) or routing (an
+    MoE layer, method "jensen_shannon")."""
+
+    kind: str
+    layer: int
+    name: str
+    method: str
+    score: float
+    threshold: float | None
+    drifted: bool
+    rows: int
+
+
+@dataclass(frozen=True)
+class WindowDrift:
+    first_step: int
+    last_step: int
+    ended: datetime
+    baseline_id: int | None
+    scores: tuple[LayerDrift, ...]
+
+
+@dataclass(frozen=True)
+class LatestSample:
+    layer: int
+    first_step: int
+    last_step: int
+    rows_ND: np.ndarray
+
+
+class DriftOutput(Protocol):
+    """Receives each scored window, on the drift thread."""
+
+    def consume_drift(self, drift: WindowDrift) -> None: ...
+
+
+class DriftSink:
+    """A monitor sink scoring each window against `baseline` (see the module docstring)."""
+
+    def __init__(
+        self,
+        baseline: Baseline,
+        config: DriftConfig | None = None,
+        outputs: Sequence[DriftOutput] = (),
+    ) -> None:
+        self.baseline = baseline
+        self.config = config or DriftConfig()
+        self.outputs = tuple(outputs)
+        self.skipped = 0
+        self.scored = 0
+        self.latest: WindowDrift | None = None
+        # The last scored window's raw sample per attention layer, for reports.
+        self.latest_samples: dict[str, LatestSample] = {}
+        # Thresholds for window sizes other than the baseline's, calibrated when first met.
+        self._thresholds: dict[tuple[int, str, int], float] = {}
+        self._windows: queue.Queue[Window | None] = queue.Queue(self.config.queue_size)
+        self._thread = threading.Thread(target=self._run, name="observe-drift", daemon=True)
+        self._thread.start()
+
+    def consume(self, window: Window) -> None:
+        try:
+            self._windows.put_nowait(window)
+        except queue.Full:
+            self.skipped += 1
+
+    def join(self) -> None:
+        """Waits until every queued window is scored."""
+        self._windows.join()
+
+    def close(self, timeout_s: float | None = None) -> None:
+        """Scores what is queued, then stops the thread (waiting at most `timeout_s`)."""
+        self._windows.put(None)
+        self._thread.join(timeout_s)
+
+    def score(self, window: Window) -> WindowDrift:
+        """The window's drift on every layer; the drift thread's work, callable directly."""
+        scores = [*self._semantic(window), *self._routing(window)]
+        return WindowDrift(
+            window.first_step, window.last_step, datetime.now(UTC), self.baseline.id, tuple(scores)
+        )
+
+    def _semantic(self, window: Window) -> list[LayerDrift]:
+        scores = []
+        for reference in self.baseline.hidden_states:
+            rows_ND = window.hidden_states.get(reference.name)
+            rows = _scored_rows(0 if rows_ND is None else len(rows_ND), reference, self.baseline)
+            if rows_ND is None or rows < MIN_ROWS:
+                continue
+            self.latest_samples[reference.name] = LatestSample(
+                reference.layer, window.first_step, window.last_step, rows_ND
+            )
+            # The reservoir's rows are a uniform sample already: the first `rows` are too.
+            current_NK = reference.projection.apply(rows_ND[:rows])
+            for method in self.config.methods:
+                result = score_window(
+                    method,
+                    current_NK,
+                    reference.reference_NK,
+                    self._threshold(reference, method, rows),
+                    seed=self.config.seed + window.last_step,
+                )
+                scores.append(
+                    LayerDrift(
+                        "semantic",
+                        reference.layer,
+                        reference.name,
+                        method,
+                        result.score,
+                        result.threshold,
+                        result.drifted,
+                        rows,
+                    )
+                )
+        return scores
+
+    def _threshold(self, reference: HiddenStateBaseline, method: str, rows: int) -> float:
+        if rows == self.baseline.window_rows and method in reference.thresholds:
+            return reference.thresholds[method]
+        key = (reference.layer, method, rows)
+        if key not in self._thresholds:
+            self._thresholds[key] = calibrate(
+                method, reference.reference_NK, rows, seed=self.config.seed
+            )
+        return self._thresholds[key]
+
+    def _routing(self, window: Window) -> list[LayerDrift]:
+        scores = []
+        # By index: a baseline made from a stored run knows its MoE layers by index alone.
+        by_layer = {s.layer: s for s in window.routing.layers}
+        for reference in self.baseline.experts:
+            stats = by_layer.get(reference.layer)
+            if stats is None or not stats.tokens:
+                continue
+            divergence = js_divergence(stats.tokens_per_expert, reference.distribution_E)
+            scores.append(
+                LayerDrift(
+                    "routing",
+                    reference.layer,
+                    reference.name,
+                    ROUTING_METHOD,
+                    divergence,
+                    None,
+                    False,
+                    stats.tokens,
+                )
+            )
+        return scores
+
+    def _run(self) -> None:
+        failed = False
+        while (window := self._windows.get()) is not None:
+            try:
+                drift = self.score(window)
+                self.latest = drift
+                self.scored += 1
+                for output in self.outputs:
+                    output.consume_drift(drift)
+            except Exception:
+                # Logged once: a failing computation must not flood the log every window.
+                if not failed:
+                    failed = True
+                    logger.exception("observe: drift scoring failed; later failures not logged")
+            finally:
+                self._windows.task_done()
+        self._windows.task_done()
+
+
+def _scored_rows(rows: int, reference: HiddenStateBaseline, baseline: Baseline) -> int:
+    """How many of a window's rows to score: the baseline's window size when there are
+    enough, else the largest power of two there is (and the reference can calibrate), so
+    that a window's threshold is calibrated for exactly its size and only a handful of
+    sizes ever need calibrating."""
+    if rows >= baseline.window_rows:
+        rows = baseline.window_rows
+    else:
+        rows = 1 << (rows.bit_length() - 1) if rows else 0
+    return min(rows, len(reference.reference_NK) // 2)

@@ -1,0 +1,119 @@
+"""Live drift: windows scored on a thread of their own, against a baseline; a session
+that scores drift publishes it on /metrics and writes it to the store."""
+
+from __future__ import annotations
+
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from observe import catalogue
+from observe.drift.baseline import Baseline
+from observe.drift.config import DriftConfig
+from observe.drift.live import ROUTING_METHOD, DriftSink
+from observe.hooks.stats import LayerStats, RoutingStats, Window
+from observe.pipeline import MonitoringSession
+from observe.settings import Settings
+from observe.store import baselines as stored
+from observe.store.engine import connect
+
+D, E, ROWS = 32, 4, 128
+NAME, ROUTER = "layers.0.attention", "layers.0.moe.router"
+
+
+def baseline(seed: int = 0) -> Baseline:
+    rng = np.random.default_rng(seed)
+    return Baseline.from_samples(
+        {NAME: rng.normal(size=(2000, D))},
+        {ROUTER: [100, 100, 100, 100]},
+        model="synthetic",
+        window_rows=ROWS,
+        methods=("classifier",),
+    )
+
+
+def window(step: int, shift: float, tokens: tuple[int, ...], seed: int) -> Window:
+    rng = np.random.default_rng(seed)
+    rows = rng.normal(size=(ROWS, D)) + shift
+    layer = LayerStats(0, ROUTER, sum(tokens), tokens, 0.9, 1.0, (), 0.5, 1.0, 0.0, None, ())
+    return Window(RoutingStats(step, step, (layer,)), {NAME: rows.astype(np.float32)})
+
+
+def test_windows_are_scored_against_the_baseline() -> None:
+    sink = DriftSink(baseline(), DriftConfig(queue_size=10))
+    try:
+        same = sink.score(window(1, 0.0, (100, 100, 100, 100), seed=1))
+        shifted = sink.score(window(2, 1.0, (400, 0, 0, 0), seed=2))
+    finally:
+        sink.close()
+    semantic = {w: next(s for s in d.scores if s.kind == "semantic") for w, d in
+                (("same", same), ("shifted", shifted))}  # fmt: skip
+    assert not semantic["same"].drifted and semantic["same"].score < 0.3
+    assert semantic["shifted"].drifted and semantic["shifted"].score > 0.3
+    routing = {w: next(s for s in d.scores if s.method == ROUTING_METHOD) for w, d in
+               (("same", same), ("shifted", shifted))}  # fmt: skip
+    assert routing["same"].score == pytest.approx(0.0)
+    assert routing["shifted"].score > 0.3
+
+
+def test_windows_past_the_queue_are_skipped_and_counted() -> None:
+    sink = DriftSink(baseline(), DriftConfig(queue_size=1))
+    # Far faster than the thread scores: most are skipped, none waits.
+    for step in range(1, 41):
+        sink.consume(window(step, 0.0, (1, 1, 1, 1), seed=step))
+    sink.close()
+    assert sink.skipped > 0
+    assert sink.scored + sink.skipped == 40
+    assert sink.latest is not None and sink.latest_samples[NAME].rows_ND.shape == (ROWS, D)
+
+
+def test_a_session_publishes_and_stores_drift(tmp_path: Path) -> None:
+    import torch
+
+    from observe.workload.config import get_config
+    from observe.workload.model import MoETransformer
+
+    torch.manual_seed(0)
+    model = MoETransformer(get_config("tiny"))
+    settings = Settings(
+        db_url=f"sqlite:///{tmp_path / 'observe.db'}",
+        prometheus_port=0,
+        spool_dir=tmp_path / "spool",
+    )
+    rng = np.random.default_rng(0)
+    ids = torch.from_numpy(rng.integers(3, 250, size=(64, 24)))
+    with MonitoringSession(settings, model="tiny") as session:
+        monitor = session.attach(model)
+        with torch.no_grad():
+            for _ in range(2):
+                model(ids)
+        reference = Baseline.capture(monitor, model="tiny", methods=("classifier",))
+        monitor.close()
+    saved_id = reference.save(session.store).id
+    assert saved_id is not None
+    # A new run, drifting by construction: other tokens than the baseline saw.
+    with MonitoringSession(settings, model="tiny") as session:
+        monitor = session.attach(model, drift=DriftConfig(queue_size=10))
+        with torch.no_grad():
+            for _ in range(3):
+                model(ids % 7 + 3)
+                monitor.step()
+        monitor.flush()
+        assert session.drift is not None
+        session.drift.join()
+        url = f"http://127.0.0.1:{session.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+    assert catalogue.SEMANTIC_DRIFT.prometheus_name in text
+    assert f"{catalogue.DRIFT_WINDOWS.prometheus_name}{{" in text
+    engine = connect(settings.db_url)
+    try:
+        scores = stored.drift_results(engine, session.run_id)
+        kept = stored.window_samples(engine, session.run_id)
+    finally:
+        engine.dispose()
+    assert {d.details["kind"] for d in scores} == {"semantic", "routing"}
+    assert all(d.baseline_id == saved_id for d in scores)
+    assert {w.name for w in kept} == {h.name for h in reference.hidden_states}
