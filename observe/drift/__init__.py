@@ -1,8 +1,9 @@
 """Semantic and routing drift against a reference baseline, torch-free.
 
 The live path, per layer: `Projection.fit` on one half of the baseline's pooled hidden
-states, project the other half as the reference, then `score_window` each projected window
-against it. `js_divergence` compares expert loads.
+states, project the other half as the reference, `calibrate` a threshold per method and
+window size on that reference, then `score_window` each projected window against it.
+`js_divergence` compares expert loads.
 
 Attributes load on first use: `Projection` and `js_divergence` need only numpy; the methods
 import Evidently, which takes seconds.
@@ -18,6 +19,7 @@ _WHERE = {
     "DEFAULT_METHOD": "observe.drift.methods",
     "raw_score": "observe.drift.methods",
     "drift_score": "observe.drift.methods",
+    "calibrate": "observe.drift.calibration",
     "DriftScore": "observe.drift.score",
     "score_window": "observe.drift.score",
     "js_divergence": "observe.drift.divergence",
@@ -25,6 +27,7 @@ _WHERE = {
 __getattr__, __dir__ = lazy_attributes(__name__, _WHERE)
 
 if TYPE_CHECKING:
+    from observe.drift.calibration import calibrate
     from observe.drift.divergence import js_divergence
     from observe.drift.methods import DEFAULT_METHOD, METHODS, drift_score, raw_score
     from observe.drift.projection import Projection
@@ -35,6 +38,7 @@ __all__ = [
     "METHODS",
     "DriftScore",
     "Projection",
+    "calibrate",
     "drift_score",
     "js_divergence",
     "raw_score",

@@ -7,7 +7,7 @@ Each method is the object Evidently's `EmbeddingsDrift` metric calls inside a `R
 the same parameters, so `raw_score` is the number a Report shows for the same two frames.
 Calling it directly skips the Report's t-SNE plot, which costs seconds to minutes a window.
 Two parameters are fixed rather than Evidently's choice: no bootstrap (its thresholds come
-are set per data set instead) and no PCA inside the method (the projection has
+from `observe.drift.calibration` instead) and no PCA inside the method (the projection has
 already reduced the dimensions, once per baseline rather than once per window).
 
 Both windows are cut to the same number of rows, drawn at random from the larger. For the
@@ -53,7 +53,7 @@ _DISTANCE = "euclidean"
 def evidently_method(method: str, threshold: float | None = None) -> DriftMethod:
     """The Evidently method object behind `method`, as `raw_score` calls it.
 
-    `threshold` (a score in [0, 1]) only sets Evidently's own
+    `threshold` (a score in [0, 1], as `calibrate` returns) only sets Evidently's own
     drift flag, shown in its HTML report; None keeps Evidently's default there.
     """
     _check_method(method)

@@ -71,7 +71,7 @@ class Projection:
 
         Fit on one part of the baseline and use the other, projected, as the reference and
         calibration sample: rows a PCA was fitted on come out whiter than any later rows,
-        which would then look drifted.
+        which would then look drifted (see `observe.drift.calibration`).
         """
         if max_dims < 1:
             raise ObserveError(f"max_dims={max_dims} must be at least 1")

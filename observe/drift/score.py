@@ -49,7 +49,7 @@ def score_window(
 ) -> DriftScore:
     """Score a projected window against the projected baseline with `method`.
 
-    `threshold` is the score above which a window of this many rows has drifted; the
+    `threshold` is what `calibrate` returned for this method and this window's rows; the
     reference is subsampled to the window's rows with `seed` (see `paired_frames`).
     """
     raw = raw_score(method, current_NK, reference_MK, seed=seed)
