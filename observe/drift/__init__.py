@@ -3,7 +3,8 @@
 The live path, per layer: `Projection.fit` on one half of the baseline's pooled hidden
 states, project the other half as the reference, `calibrate` a threshold per method and
 window size on that reference, then `score_window` each projected window against it.
-`js_divergence` compares expert loads.
+`js_divergence` compares expert loads. `report_html` renders Evidently's report of one
+window for a person.
 
 Attributes load on first use: `Projection` and `js_divergence` need only numpy; the methods
 import Evidently, which takes seconds.
@@ -23,6 +24,7 @@ _WHERE = {
     "DriftScore": "observe.drift.score",
     "score_window": "observe.drift.score",
     "js_divergence": "observe.drift.divergence",
+    "report_html": "observe.drift.report",
 }
 __getattr__, __dir__ = lazy_attributes(__name__, _WHERE)
 
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
     from observe.drift.divergence import js_divergence
     from observe.drift.methods import DEFAULT_METHOD, METHODS, drift_score, raw_score
     from observe.drift.projection import Projection
+    from observe.drift.report import report_html
     from observe.drift.score import DriftScore, score_window
 
 __all__ = [
@@ -42,5 +45,6 @@ __all__ = [
     "drift_score",
     "js_divergence",
     "raw_score",
+    "report_html",
     "score_window",
 ]
