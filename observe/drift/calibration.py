@@ -13,13 +13,13 @@ The rule: score `windows` same-distribution windows and take the highest raw sco
 standard deviation of them, mapped to the score scale. The highest of 20 alone is exceeded by
 a further same-distribution window 1 time in 21 on average, but it swings with the draw; the
 standard deviation on top keeps the rate under 5% in nearly every draw. Measured on 64-d
-Gaussian windows of 200 rows (1,000 calibrations drawn from 400 baseline windows, each
-judged on 400 fresh windows), the
-false-alarm rate averaged 0.4% (classifier, before its floor), 0.8% (distance), 0.3% (ratio)
-and 1.6% (mmd, whose null scores are skewed and half of them 0), and exceeded 5% in at most
-5% of calibrations (mmd; 2% or less for the others). False alarms multiply by layers and
-windows, so the rule leans to fewer. The spread is taken on the raw scale: the classifier's
-score clips half its null values to 0, which would shrink it.
+Gaussian data (1,000 calibrations drawn from 400 baseline windows, each judged on 400 fresh
+windows), with windows of 200 rows the false-alarm rate averaged 0.4% (classifier, before
+its floor), 0.8% (distance), 0.3% (ratio) and 1.6% (mmd, whose null scores are skewed and
+half of them 0), and exceeded 5% in 5% of calibrations for mmd, at most 2.1% for the others;
+with windows of 500 rows it averaged 0.3% to 1.2% and exceeded 5% in at most 3.2%. False
+alarms multiply by layers and windows, so the rule leans to fewer. The spread is taken on the
+raw scale: the classifier's score clips half its null values to 0, which would shrink it.
 
 The sample must not be the rows the projection was fitted on: a PCA fitted on a sample
 whitens that sample better than any later one, so later windows would look drifted from it
