@@ -1,4 +1,4 @@
-"""Commands that need no model load no torch; the package's lazy attributes all resolve."""
+"""Commands that need no model, and the drift core, load no torch; lazy attributes resolve."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ import sys
 from typer.testing import CliRunner
 import observe, observe.catalogue, observe.settings, observe.store.writer, observe.store.queries
 import observe.hooks.stats, observe.hooks.config, observe.telemetry.routing_instruments
+import observe.drift.projection, observe.drift.score, observe.drift.calibration
+import observe.drift.divergence, observe.drift.report
 from observe.cli import app
 runner = CliRunner()
 for args in (["--help"], ["db", "upgrade"], ["runs"], ["runs", "--json"], ["db", "current"],
@@ -28,7 +30,7 @@ print("no torch")
 """
 
 
-def test_the_cli_and_the_store_load_no_torch(tmp_path: Path) -> None:
+def test_the_cli_the_store_and_the_drift_core_load_no_torch(tmp_path: Path) -> None:
     env = {"OBSERVE_DB_URL": f"sqlite:///{tmp_path / 'observe.db'}", "PATH": ""}
     result = subprocess.run(
         [sys.executable, "-c", NO_TORCH], env=env, capture_output=True, text=True, timeout=120
@@ -37,7 +39,9 @@ def test_the_cli_and_the_store_load_no_torch(tmp_path: Path) -> None:
     assert result.stdout.strip() == "no torch"
 
 
-@pytest.mark.parametrize("package", ["observe", "observe.hooks", "observe.workload"])
+@pytest.mark.parametrize(
+    "package", ["observe", "observe.hooks", "observe.workload", "observe.drift"]
+)
 def test_every_lazy_attribute_resolves(package: str) -> None:
     module = importlib.import_module(package)
     names = [n for n in module.__all__ if not n.startswith("__")]

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from observe.drift.calibration import calibrate
-from observe.drift.methods import METHODS
+from observe.drift.config import METHODS
 from observe.drift.projection import Projection
 from observe.errors import ObserveError
 from observe.store import baselines as stored

@@ -9,6 +9,7 @@ from observe.errors import ObserveError
 
 # Evidently's embedding drift methods, by the names observe uses for them.
 METHODS = ("classifier", "mmd", "distance", "ratio")
+DEFAULT_METHOD = "classifier"
 
 
 @dataclass(frozen=True)
@@ -16,7 +17,7 @@ class DriftConfig:
     """Which drift methods score each window, against which baseline."""
 
     # Semantic drift methods, each scored per attention layer and window.
-    methods: tuple[str, ...] = ("classifier",)
+    methods: tuple[str, ...] = (DEFAULT_METHOD,)
     # Windows waiting to be scored; past this, new windows are skipped and counted.
     queue_size: int = 2
     seed: int = 0

@@ -166,7 +166,9 @@ class DriftSink:
             stats = by_layer.get(reference.layer)
             if stats is None or not stats.tokens:
                 continue
-            divergence = js_divergence(stats.tokens_per_expert, reference.distribution_E)
+            divergence = js_divergence(
+                np.asarray(stats.tokens_per_expert), reference.distribution_E
+            )
             scores.append(
                 LayerDrift(
                     "routing",
