@@ -68,7 +68,9 @@ def status(
     if as_json:
         console.print_json(json.dumps(rows))
         return
-    table = Table("kind", "layer", "method", "score", "threshold", "drifted", "steps", "ended")
+    table = Table("kind", "layer", "method", "score", "threshold", "over", "steps", "ended")
+    for column in table.columns:
+        column.no_wrap = column.header in ("method", "score", "threshold")
     for r in rows:
         over = "[bold red]yes[/]" if r["drifted"] else "no"
         threshold = "-" if r["threshold"] is None else f"{r['threshold']:.3f}"
