@@ -166,17 +166,23 @@ class MonitoringSession(Closeable):
         the session model's active baseline in the store. `trained_until` (by default the
         baseline's) feeds the knowledge-freshness gauge.
         """
-        sinks = (*self._sinks, *sinks)
+        drift_sink = None
         if drift is not None or baseline is not None:
             from observe.drift.baseline import Baseline
 
             baseline = baseline or Baseline.load(self._store, model=self.model)
             trained_until = trained_until or baseline.trained_until
-            sinks = (*sinks, self._drift_sink(baseline, drift))
+            drift_sink = self._drift_sink(baseline, drift)
         if trained_until is not None and not self._freshness:
             register_freshness(self._meter, trained_until)
             self._freshness = True
-        monitor = attach(model, config or self.settings.monitor, adapter=adapter, sinks=sinks)
+        monitor = attach(
+            model,
+            config or self.settings.monitor,
+            adapter=adapter,
+            sinks=(*self._sinks, *sinks),
+            drift=drift_sink,
+        )
         self._monitors.append(monitor)
         return monitor
 
@@ -190,7 +196,7 @@ class MonitoringSession(Closeable):
                 "this session already scores drift for a monitor: open a session per model"
             )
         outputs = (DriftInstruments(self._meter), DriftResultWriter(self.delivery, self.run_id))
-        sink = DriftSink(baseline, config, outputs)
+        sink = DriftSink(baseline, config or self.settings.drift, outputs)
         register_drift_windows(self._meter, sink)
         self._drift.append(sink)
         return sink
@@ -207,9 +213,7 @@ class MonitoringSession(Closeable):
         self._closed = True
         timeout_s = self.settings.close_timeout_s
         for monitor in self._monitors:
-            monitor.close()
-        for sink in self._drift:
-            sink.close(timeout_s)
+            monitor.close()  # and its drift sink, which scores what is queued
         self._keep_hidden_samples()
         self.telemetry.shutdown(timeout_s)
         self.delivery.close(timeout_s)

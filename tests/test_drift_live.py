@@ -4,11 +4,14 @@ that scores drift publishes it on /metrics and writes it to the store."""
 from __future__ import annotations
 
 import urllib.request
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+import observe
 from observe import catalogue
 from observe.drift.baseline import Baseline
 from observe.drift.config import DriftConfig
@@ -69,36 +72,68 @@ def test_windows_past_the_queue_are_skipped_and_counted() -> None:
     assert sink.latest is not None and sink.latest_samples[NAME].rows_ND.shape == (ROWS, D)
 
 
-def test_a_session_publishes_and_stores_drift(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def tiny() -> Any:
     import torch
 
     from observe.workload.config import get_config
     from observe.workload.model import MoETransformer
 
     torch.manual_seed(0)
-    model = MoETransformer(get_config("tiny"))
+    return MoETransformer(get_config("tiny"))
+
+
+def token_batches(seed: int, shift: int = 0) -> list[Any]:
+    import torch
+
+    rng = np.random.default_rng(seed)
+    return [torch.from_numpy(rng.integers(3, 250, size=(64, 24)) % (250 - shift) + shift)
+            for _ in range(3)]  # fmt: skip
+
+
+def tiny_baseline(model: Any) -> Baseline:
+    import torch
+
+    with observe.attach(model) as monitor, torch.no_grad():
+        for ids in token_batches(seed=0):
+            model(ids)
+        return Baseline.capture(monitor, model="tiny", methods=("classifier",))
+
+
+def test_a_plain_monitor_scores_drift_for_a_users_loop(tiny: Any) -> None:
+    import torch
+
+    reference = tiny_baseline(tiny)
+    sink = DriftSink(reference, DriftConfig(queue_size=10))
+    with observe.attach(tiny, drift=sink) as monitor, torch.no_grad():
+        for ids in token_batches(seed=1, shift=200):
+            tiny(ids)
+            monitor.step()
+    assert monitor.drift is sink and sink.scored == 1 and sink.latest is not None
+    assert {s.kind for s in sink.latest.scores} == {"semantic", "routing"}
+    assert all(s.drifted for s in sink.latest.scores if s.kind == "semantic")
+
+
+def test_a_session_publishes_and_stores_drift(tiny: Any, tmp_path: Path) -> None:
+    import torch
+
     settings = Settings(
         db_url=f"sqlite:///{tmp_path / 'observe.db'}",
         prometheus_port=0,
         spool_dir=tmp_path / "spool",
     )
-    rng = np.random.default_rng(0)
-    ids = torch.from_numpy(rng.integers(3, 250, size=(64, 24)))
     with MonitoringSession(settings, model="tiny") as session:
-        monitor = session.attach(model)
-        with torch.no_grad():
-            for _ in range(2):
-                model(ids)
-        reference = Baseline.capture(monitor, model="tiny", methods=("classifier",))
-        monitor.close()
-    saved_id = reference.save(session.store).id
+        saved_id = tiny_baseline(tiny).save(session.store).id
     assert saved_id is not None
-    # A new run, drifting by construction: other tokens than the baseline saw.
+    trained_until = datetime.now(UTC) - timedelta(days=3)
+    # A new run: the model's active baseline, by default; other tokens than it saw.
     with MonitoringSession(settings, model="tiny") as session:
-        monitor = session.attach(model, drift=DriftConfig(queue_size=10))
+        monitor = session.attach(
+            tiny, drift=DriftConfig(queue_size=10), trained_until=trained_until
+        )
         with torch.no_grad():
-            for _ in range(3):
-                model(ids % 7 + 3)
+            for ids in token_batches(seed=1, shift=200):
+                tiny(ids)
                 monitor.step()
         monitor.snapshot()  # every window reached the sinks
         assert session.drift is not None
@@ -106,8 +141,17 @@ def test_a_session_publishes_and_stores_drift(tmp_path: Path) -> None:
         url = f"http://127.0.0.1:{session.metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=10) as response:
             text = response.read().decode()
-    assert catalogue.SEMANTIC_DRIFT.prometheus_name in text
-    assert f"{catalogue.DRIFT_WINDOWS.prometheus_name}{{" in text
+    lines = [line for line in text.splitlines() if line.startswith("observe_")]
+
+    def values(name: str, having: str = "") -> list[float]:
+        return [float(line.rpartition(" ")[2]) for line in lines
+                if line.partition("{")[0] == name and having in line]  # fmt: skip
+
+    semantic = values(catalogue.SEMANTIC_DRIFT.prometheus_name, 'method="classifier"')
+    assert len(semantic) == 2 and min(semantic) > 0.3  # both attention layers
+    assert values(catalogue.DRIFT_WINDOWS.prometheus_name, 'outcome="scored"') == [1.0]
+    [freshness] = values(catalogue.KNOWLEDGE_FRESHNESS.prometheus_name)
+    assert 3 * 86400 <= freshness < 3 * 86400 + 600
     engine = connect(settings.db_url)
     try:
         scores = stored.drift_results(engine, session.run_id)
@@ -116,4 +160,4 @@ def test_a_session_publishes_and_stores_drift(tmp_path: Path) -> None:
         engine.dispose()
     assert {d.details["kind"] for d in scores} == {"semantic", "routing"}
     assert all(d.baseline_id == saved_id for d in scores)
-    assert {w.name for w in kept} == {h.name for h in reference.hidden_states}
+    assert {w.name for w in kept} == {name for name in monitor.attention_names}

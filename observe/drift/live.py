@@ -29,6 +29,8 @@ from observe.hooks.stats import Window
 logger = logging.getLogger("observe")
 
 ROUTING_METHOD = "jensen_shannon"
+# Seconds close() waits for queued windows to be scored.
+CLOSE_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ class DriftSink:
         # Thresholds for window sizes other than the baseline's, calibrated when first met.
         self._thresholds: dict[tuple[int, str, int], float] = {}
         self._windows: queue.Queue[Window | None] = queue.Queue(self.config.queue_size)
+        self._closed = False
         self._thread = threading.Thread(target=self._run, name="observe-drift", daemon=True)
         self._thread.start()
 
@@ -102,8 +105,12 @@ class DriftSink:
         """Waits until every queued window is scored."""
         self._windows.join()
 
-    def close(self, timeout_s: float | None = None) -> None:
-        """Scores what is queued, then stops the thread (waiting at most `timeout_s`)."""
+    def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Scores what is queued, then stops the thread, waiting at most `timeout_s`: a
+        scoring still running then finishes on its own (the thread is a daemon)."""
+        if self._closed:
+            return
+        self._closed = True
         self._windows.put(None)
         self._thread.join(timeout_s)
 

@@ -16,7 +16,7 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -29,6 +29,9 @@ from observe.hooks.reservoir import HiddenStateReservoir
 from observe.hooks.stats import RoutingStats, RoutingTotals
 from observe.hooks.worker import WindowSink, WindowWorker
 from observe.lifetime import Closeable
+
+if TYPE_CHECKING:
+    from observe.drift.live import DriftSink
 
 logger = logging.getLogger("observe")
 
@@ -57,11 +60,14 @@ def attach(
     *,
     adapter: RouterAdapter | None = None,
     sinks: Sequence[WindowSink] = (),
+    drift: DriftSink | None = None,
 ) -> Monitor:
     """Finds `model`'s routers and attention layers and registers observe's hooks on them.
 
     `adapter` overrides the search through registered and built-in adapters; `sinks` receive
-    each flushed window's statistics on the monitor's background thread.
+    each flushed window's statistics on the monitor's background thread. `drift`
+    (`observe.drift.DriftSink(baseline)`) scores each window against a baseline; the
+    monitor closes it, and `monitor.drift.latest` holds the newest scores.
     """
     config = config or MonitorConfig()
     candidates = [adapter] if adapter is not None else list(known_adapters())
@@ -69,7 +75,7 @@ def attach(
         routers = [(n, m) for n, m in model.named_modules() if candidate.is_router(m)]
         if routers:
             attention = [(n, m) for n, m in model.named_modules() if candidate.is_attention(m)]
-            return Monitor(model, config, candidate, routers, attention, sinks)
+            return Monitor(model, config, candidate, routers, attention, sinks, drift)
     tried = f"the {adapter.name!r} adapter" if adapter is not None else SUPPORTED_FAMILIES
     raise ObserveError(
         f"no MoE router found in {type(model).__name__}: observe recognises {tried}. For "
@@ -89,6 +95,7 @@ class Monitor(Closeable):
         routers: list[tuple[str, nn.Module]],
         attention: list[tuple[str, nn.Module]],
         sinks: Sequence[WindowSink] = (),
+        drift: DriftSink | None = None,
     ) -> None:
         with _monitored_lock:
             if model in _monitored:
@@ -143,8 +150,9 @@ class Monitor(Closeable):
             [r.name for r in self.routers],
             self._drops_L,
             self.attention_names,
-            sinks,
+            (*sinks, drift) if drift is not None else sinks,
         )
+        self.drift = drift
         self._log_attached()
 
     # -- hooks -------------------------------------------------------------------------
@@ -362,6 +370,8 @@ class Monitor(Closeable):
         self.flush()
         self._closed = True
         self._worker.close()
+        if self.drift is not None:
+            self.drift.close()
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
