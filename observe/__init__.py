@@ -11,23 +11,15 @@ use: `import observe` loads no torch until a model is attached.
 
 from typing import TYPE_CHECKING
 
+from observe import hooks as _hooks
 from observe.errors import ObserveError
 from observe.lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
+# The hooks' public names, from observe.hooks (itself lazy), and the session's.
 _WHERE = {
-    "LayerStats": "observe.hooks.stats",
-    "RoutingStats": "observe.hooks.stats",
-    "Window": "observe.hooks.stats",
-    "MonitorConfig": "observe.hooks.config",
-    "WindowSink": "observe.hooks.worker",
-    "Monitor": "observe.hooks.monitor",
-    "attach": "observe.hooks.monitor",
-    "RouterAdapter": "observe.hooks.adapters",
-    "RouterReading": "observe.hooks.adapters",
-    "register_adapter": "observe.hooks.adapters",
-    "unregister_adapter": "observe.hooks.adapters",
+    **{name: "observe.hooks" for name in _hooks.__all__ if name != "METRICS"},
     "Settings": "observe.settings",
     "MonitoringSession": "observe.pipeline",
     "session": "observe.pipeline",
@@ -35,16 +27,19 @@ _WHERE = {
 __getattr__, __dir__ = lazy_attributes(__name__, _WHERE)
 
 if TYPE_CHECKING:
-    from observe.hooks.adapters import (
+    from observe.hooks import (
+        LayerStats,
+        Monitor,
+        MonitorConfig,
         RouterAdapter,
         RouterReading,
+        RoutingStats,
+        Window,
+        WindowSink,
+        attach,
         register_adapter,
         unregister_adapter,
     )
-    from observe.hooks.config import MonitorConfig
-    from observe.hooks.monitor import Monitor, attach
-    from observe.hooks.stats import LayerStats, RoutingStats, Window
-    from observe.hooks.worker import WindowSink
     from observe.pipeline import MonitoringSession, session
     from observe.settings import Settings
 
