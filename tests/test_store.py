@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -295,6 +296,35 @@ def test_runs_start_again_and_end_only_once_started(store: Store) -> None:
         store.end_run("never-started", "finished")
     with pytest.raises(ObserveError, match="'finished' or 'failed'"):
         store.end_run("again", "done")
+
+
+def test_sqlite_writers_wait_for_each_other_instead_of_failing(tmp_path: Path) -> None:
+    """A transaction that reads, then writes, while another connection writes in between:
+    the second writer waits for the lock; neither fails with "database is locked"."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    first, second = Store.open(url), Store.open(url)
+    errors: list[BaseException] = []
+
+    def write_in_between() -> None:
+        try:
+            second.start_run("b", "m", {})
+        except BaseException as exc:
+            errors.append(exc)
+
+    with first.engine.begin() as connection:
+        connection.execute(sa.text("SELECT count(*) FROM runs")).scalar_one()
+        writer = threading.Thread(target=write_in_between)
+        writer.start()
+        writer.join(0.3)  # gives it the chance to write first, were it not held off
+        connection.execute(
+            sa.text("INSERT INTO runs (id, model, config, started, status) "
+                    "VALUES ('a', 'm', '{}', '2026-11-29 00:00:00', 'running')")
+        )  # fmt: skip
+    writer.join(30)
+    first.close()
+    second.close()
+    assert not errors, errors
+    assert sorted(r.id for r in list_runs(connect(url))) == ["a", "b"]
 
 
 def test_reading_an_unmigrated_database_asks_for_an_upgrade(tmp_path: Path) -> None:

@@ -68,21 +68,21 @@ def status(
     if as_json:
         console.print_json(json.dumps(rows))
         return
-    table = Table("kind", "layer", "method", "score", "threshold", "over", "steps", "ended")
+    # Whole cells: a layer and method must read as they are written (`--json` has all).
+    table = Table("layer", "method", "score", "threshold", "over", "steps", "ended")
     for column in table.columns:
-        column.no_wrap = column.header in ("method", "score", "threshold")
+        column.no_wrap = True
     for r in rows:
         over = "[bold red]yes[/]" if r["drifted"] else "no"
         threshold = "-" if r["threshold"] is None else f"{r['threshold']:.3f}"
         table.add_row(
-            str(r["kind"]),
-            f"{r['layer']} {r['name'] or ''}".strip(),
+            str(r["layer"]),
             str(r["method"]),
             f"{r['score']:.3f}",
             threshold,
             over if r["threshold"] is not None else "-",
             f"{r['first_step']}-{r['last_step']}",
-            str(r["window_end"])[:19],
+            str(r["window_end"])[11:19],
         )
     console.print(f"run {run}", highlight=False)
     console.print(table)
@@ -176,7 +176,10 @@ def baselines(
     if as_json:
         console.print_json(json.dumps(rows))
         return
-    table = Table("id", "model", "active", "domain", "run", "created", "checkpoint")
+    table = Table("id", "model", "active", "domain", "run", "created")
+    for column in table.columns:
+        # Ids wrap rather than lose characters: they are pasted into --run and --activate.
+        column.overflow = "fold"
     for r in rows:
         table.add_row(
             str(r["id"]),
@@ -185,7 +188,6 @@ def baselines(
             str(r["domain"] or "-"),
             str(r["run"] or "-"),
             str(r["created"])[:19],
-            str(r["checkpoint"] or "-"),
         )
     console.print(table)
 

@@ -151,7 +151,11 @@ def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: object) -> No
 
 
 def _sqlite_begin(connection: Connection) -> None:
-    connection.exec_driver_sql("BEGIN")
+    # IMMEDIATE takes the write lock up front, waiting out the busy timeout. A deferred
+    # transaction that reads and then writes fails at once with "database is locked" when
+    # another connection wrote in between (the session's thread and the delivery thread
+    # both write), since waiting could not give it a consistent snapshot.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _scrub(text: str, password: str | None) -> str:
