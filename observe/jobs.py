@@ -122,8 +122,8 @@ class Serving:
             of_method = [d for d in scores if d.method == method]
             mean = sum(d.score for d in of_method) / len(of_method)
             drifted = sum(d.drifted for d in of_method)
-            if d_threshold := [d for d in of_method if d.threshold is not None]:
-                parts.append(f"{method} {drifted}/{len(d_threshold)} over, mean {mean:.3f}")
+            if judged := [d for d in of_method if d.threshold is not None]:
+                parts.append(f"{method} {drifted}/{len(judged)} over, mean {mean:.3f}")
             else:
                 parts.append(f"{method} mean {mean:.3f}")
         return f"phase {phase.index + 1} ({phase.mix}): {'; '.join(parts) or 'no window scored'}"

@@ -12,7 +12,6 @@ import logging
 import os
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -157,7 +156,7 @@ class MonitoringSession(Closeable):
         sinks: Sequence[WindowSink] = (),
         drift: DriftConfig | None = None,
         baseline: Baseline | None = None,
-        trained_until: datetime | None = None,
+        trained_until: dt.datetime | None = None,
     ) -> Monitor:
         """`observe.attach` whose windows reach this run's Prometheus and store (and
         `sinks`); `config` replaces the settings' `[monitor]` table.
