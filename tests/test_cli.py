@@ -150,6 +150,15 @@ def test_runs_and_query_read_the_store(checkpoint: Path) -> None:
     assert rows and {"layer", "expert", "run", "model"} <= set(rows[0]["labels"])
     code, output = invoke("query", "observe_moe_expert_tokens", "--since", "soon")
     assert code == 2 and "soon" in output
+    code, output = invoke("query", "observe_moe_expert_tokens", "--run", train_run["id"] + "x")
+    assert code == 2 and f"did you mean {train_run['id']}" in output
+
+
+def test_run_ids_are_never_cut_in_a_narrow_terminal(checkpoint: Path) -> None:
+    code, output = invoke("runs", "--json")
+    ids = [r["id"] for r in json.loads(output)]
+    code, table = invoke("runs")  # the test runner's console is 80 columns wide
+    assert code == 0 and all(run in table for run in ids), table
 
 
 def test_db_commands_migrate_a_store(tmp_path: Path) -> None:

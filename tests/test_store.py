@@ -77,13 +77,31 @@ def test_postgres_urls_get_the_psycopg_driver(url: str, resolved: str) -> None:
     assert resolve_url(url) == resolved
 
 
+# Passwords as people write them, escaped or not: none may reach a message.
+HOSTILE_SECRETS = ["s3cr/et", "p@ss@w0rd", "pa:ss", "p%40ss%2Fword", "q?x=1#frag"]
+
+
+@pytest.mark.parametrize("secret", [SECRET, *HOSTILE_SECRETS])
 @pytest.mark.parametrize(
-    "url", [f"postgresql+psycopg2://u:{SECRET}@h/db", f"mysql://u:{SECRET}@h/db", "nonsense"]
+    "template",
+    [
+        "postgresql+psycopg2://u:{}@h/db",
+        "postgresql+pg8000://admin:{}@host/db",
+        "mysql://u:{}@h/db",
+        "postgresql://u:{}@127.0.0.1:notaport/x",
+        "nonsense://u:{}@",
+    ],
 )
-def test_unsupported_urls_are_explained_without_the_password(url: str) -> None:
+def test_unsupported_urls_are_explained_without_the_password(template: str, secret: str) -> None:
     with pytest.raises(ObserveError) as error:
-        resolve_url(url)
-    assert SECRET not in str(error.value)
+        resolve_url(template.format(secret))
+    message = str(error.value)
+    assert secret not in message and "***" in message
+
+
+def test_a_port_that_is_no_number_is_explained() -> None:
+    with pytest.raises(ObserveError, match=r"cannot read the database URL .*notaport"):
+        resolve_url(f"postgresql://u:{SECRET}@127.0.0.1:notaport/x")
 
 
 @pytest.mark.parametrize(
@@ -91,6 +109,7 @@ def test_unsupported_urls_are_explained_without_the_password(url: str) -> None:
     [
         (f"postgresql://u:{SECRET}@h:5/db", "postgresql://u:***@h:5/db"),
         (f"postgresql://u:{SECRET}@x@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://u:s3cr/et@h/db", "postgresql://u:***@h/db"),
         (
             f"postgresql://u@h/db?password={SECRET}&sslmode=require",
             "postgresql://u@h/db?password=***&sslmode=require",

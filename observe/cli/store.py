@@ -77,6 +77,8 @@ def runs(ctx: typer.Context, db_url: DbUrl = None, as_json: JsonFlag = False) ->
         console.print_json(json.dumps(rows))
         return
     table = Table("run", "model", "status", "started", "ended", "samples")
+    # A run id on one line, whole: it is pasted into --run. The other columns give way.
+    table.columns[0].no_wrap = True
     for r in found:
         ended = r.ended.isoformat(timespec="seconds") if r.ended else "-"
         started = r.started.isoformat(timespec="seconds")
@@ -95,11 +97,14 @@ def query(
     as_json: JsonFlag = False,
 ) -> None:
     """Print a metric's stored samples."""
-    from observe.store.queries import parse_since
+    from observe.store.queries import find_run, parse_since
     from observe.store.queries import query as run_query
 
     window = parse_since(since) if since is not None else None
-    rows = run_query(store_engine(ctx, db_url), metric, run=run, since=window)
+    engine = store_engine(ctx, db_url)
+    if run is not None:
+        find_run(engine, run)  # an unknown run is an error naming the nearest ones
+    rows = run_query(engine, metric, run=run, since=window)
     if as_json:
         data = [
             {"time": r.time.isoformat(), "labels": dict(r.labels), "value": r.value} for r in rows

@@ -23,8 +23,9 @@ URL_HINT = "OBSERVE_DB_URL or --db-url"
 CONNECT_TIMEOUT_S = 5
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
-# Greedy up to the last @ before the path: an unescaped @ in a password stays masked.
-_USERINFO = re.compile(r"(?P<head>://[^:/?#@]*):[^/?#]*@")
+# Greedy up to the last @ of the URL: an unescaped @, / or ? in a password stays masked
+# (a path or query holding an @ is masked too, which errs the safe way).
+_USERINFO = re.compile(r"(?P<head>://[^:/?#@]*):.*@", re.DOTALL)
 _QUERY_PASSWORD = re.compile(r"(?P<head>[?&]password=)[^&#]*", re.IGNORECASE)
 
 
@@ -122,9 +123,11 @@ def summarise(url: URL, exc: BaseException) -> str:
 def _parse(url: str | URL) -> URL:
     try:
         return make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError) as exc:
+        # ValueError: a port that is not a number; its message holds no password.
+        reason = f" ({exc})" if isinstance(exc, ValueError) else ""
         raise ObserveError(
-            f"cannot read the database URL {mask_url(str(url))!r}: write it as "
+            f"cannot read the database URL {mask_url(str(url))!r}{reason}: write it as "
             f"postgresql://USER:PASSWORD@HOST:PORT/DB or sqlite:///PATH in {URL_HINT}"
         ) from None
 
