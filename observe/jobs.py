@@ -141,8 +141,10 @@ def train(
     `out_dir`, and its drift baseline becomes the model's active one."""
     model_name = Path(out_dir).name
     run_config = {"fine_tune": _plain(job), "train": _plain(config)}
+    # Built first: bad input (data, model size, resume, steps) fails before a run exists.
+    fine_tune = prepare_fine_tune(config, job, out_dir)
     with MonitoringSession(settings, model=model_name, config=run_config) as session:
-        fine_tune = prepare_fine_tune(config, job, out_dir, meter_provider=session.meter_provider)
+        fine_tune.trainer.use_meter_provider(session.meter_provider)
         monitor = session.attach(fine_tune.model)
         result = fine_tune.run(lambda _: monitor.step(), progress=progress)
         routing = monitor.snapshot()

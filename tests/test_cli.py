@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from cli_runner import TINY, invoke
 
 from observe.workload.checkpoint import load_checkpoint
@@ -67,9 +68,33 @@ def test_infer_replays_traffic_and_reports(checkpoint: Path) -> None:
     ],
 )
 def test_bad_input_is_a_clear_error(args: list[str], message: str, tmp_path: Path) -> None:
+    before = invoke("runs", "--json")[1]
     code, output = invoke(*[str(tmp_path / a) if a == "x" else a for a in args])
     assert code == 2, output
     assert "error:" in output and message in output
+    assert "Traceback" not in output
+    # Checked before anything opened: no run was recorded, failed or otherwise.
+    assert invoke("runs", "--json")[1] == before
+
+
+def test_resuming_with_another_model_size_names_both(checkpoint: Path, tmp_path: Path) -> None:
+    args = [a if a != "tiny" else "small" for a in TINY]
+    code, output = invoke(
+        "train", "--domain", "medical", "--resume", checkpoint, "--out", tmp_path, *args
+    )
+    assert code == 2, output
+    assert "--model-size small does not match" in output and "tiny (2 layers" in output
+
+
+def test_weights_that_do_not_fit_their_config_are_explained(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    payload = torch.load(checkpoint / "checkpoint.pt", weights_only=True)
+    payload["config"]["n_routed_experts"] = 8
+    torch.save(payload, tmp_path / "checkpoint.pt")
+    code, output = invoke("infer", "--checkpoint", tmp_path)
+    assert code == 2, output
+    assert "weights do not fit its own model config (2 layers" in output
     assert "Traceback" not in output
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from observe.errors import ObserveError
-from observe.workload.config import MoEConfig
+from observe.workload.config import MoEConfig, describe_config
 from observe.workload.model import MoETransformer
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -32,7 +32,16 @@ class Checkpoint:
 
     def build_model(self) -> MoETransformer:
         model = MoETransformer(self.config)
-        model.load_state_dict(self.model_state)
+        try:
+            model.load_state_dict(self.model_state)
+        except RuntimeError as exc:
+            # torch lists every mismatched tensor; the first line says what kind.
+            first = str(exc).strip().splitlines()[0]
+            raise ObserveError(
+                f"the checkpoint's weights do not fit its own model config "
+                f"({describe_config(self.config)}): {first}. The file was changed or written by "
+                "another program: train again with `observe train --out DIR`"
+            ) from None
         return model
 
 

@@ -74,7 +74,7 @@ CONFIGS: dict[str, MoEConfig] = {
         expert_hidden=32,
         max_seq_len=64,
     ),
-    # The demo's default.
+    # The demo's and `observe train`'s default.
     "small": MoEConfig(),
     # Large enough that one CPU training step takes a fraction of a second to a second.
     "bench": MoEConfig(
@@ -88,6 +88,19 @@ CONFIGS: dict[str, MoEConfig] = {
         max_seq_len=256,
     ),
 }
+
+
+DEFAULT_MODEL_SIZE = "small"
+
+
+def describe_config(config: MoEConfig) -> str:
+    """The config's shape in a few words, naming the size it is if it is one."""
+    names = [name for name, known in CONFIGS.items() if known == config]
+    shape = (
+        f"{config.n_layers} layers, width {config.d_model}, "
+        f"{config.n_routed_experts} routed experts, top-{config.top_k}"
+    )
+    return f"{names[0]} ({shape})" if names else shape
 
 
 def get_config(name: str, **overrides: Any) -> MoEConfig:

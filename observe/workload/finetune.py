@@ -11,8 +11,9 @@ from pathlib import Path
 import torch
 from opentelemetry.metrics import MeterProvider
 
+from observe.errors import ObserveError
 from observe.workload.checkpoint import load_checkpoint, save_checkpoint
-from observe.workload.config import get_config
+from observe.workload.config import DEFAULT_MODEL_SIZE, describe_config, get_config
 from observe.workload.data import BatchSampler, domain_texts, pack_documents
 from observe.workload.job_config import FineTuneConfig, TrainConfig
 from observe.workload.model import MoETransformer
@@ -67,16 +68,22 @@ def prepare_fine_tune(
     """Builds the model, data and trainer for a built-in domain or a user's file.
 
     With `job.resume`, the checkpoint's weights, optimizer state and step carry on to
-    `train_config.steps` in all; its model config wins over `job.model_size`.
+    `train_config.steps` in all; a `job.model_size` that differs from its model is an error.
     """
     data_file = None if job.data is None else str(job.data)
     texts = domain_texts(job.domain, data_file, job.docs, train_config.seed)
     torch.manual_seed(train_config.seed)
     if job.resume is None:
-        model = MoETransformer(get_config(job.model_size))
+        model = MoETransformer(get_config(job.model_size or DEFAULT_MODEL_SIZE))
         start_step, optimizer_state = 0, None
     else:
         checkpoint = load_checkpoint(job.resume)
+        if job.model_size is not None and get_config(job.model_size) != checkpoint.config:
+            raise ObserveError(
+                f"--model-size {job.model_size} does not match the checkpoint in "
+                f"{job.resume}, whose model is {describe_config(checkpoint.config)}: leave "
+                "--model-size out to resume it, or train a new model without --resume"
+            )
         model = checkpoint.build_model()
         start_step, optimizer_state = checkpoint.step, checkpoint.optimizer_state
     train_config = train_config.for_model(model.config.max_seq_len)

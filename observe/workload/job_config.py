@@ -82,7 +82,9 @@ class TrainConfig:
 class FineTuneConfig:
     """What a fine-tuning job trains and on what."""
 
-    model_size: str = setting("small", "Model size: tiny, small or bench.")
+    model_size: str | None = setting(
+        None, "Model size: tiny, small (the default) or bench; a resumed run keeps its own."
+    )
     domain: str | None = setting(None, "Built-in corpus: medical, finance, legal or general.")
     data: Path | None = setting(
         None, "Your own text: .txt (a document per line) or .jsonl (a 'text' field)."

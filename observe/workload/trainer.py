@@ -72,9 +72,7 @@ class Trainer:
         self.sampler = sampler
         self.config = config
         self.step = start_step
-        meter = instruments.meter(meter_provider, "observe.workload")
-        self._loss = instruments.gauge(meter, catalogue.TRAIN_LOSS)
-        self._tokens_per_s = instruments.gauge(meter, catalogue.TRAIN_TOKENS_PER_SECOND)
+        self.use_meter_provider(meter_provider)
         freeze_below(model, config.freeze_below)
         trainable = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
@@ -120,6 +118,12 @@ class Trainer:
                 if on_step is not None:
                     on_step(result)
         return results
+
+    def use_meter_provider(self, meter_provider: MeterProvider | None) -> None:
+        """Loss and throughput go to `meter_provider` from now on (None: the global one)."""
+        meter = instruments.meter(meter_provider, "observe.workload")
+        self._loss = instruments.gauge(meter, catalogue.TRAIN_LOSS)
+        self._tokens_per_s = instruments.gauge(meter, catalogue.TRAIN_TOKENS_PER_SECOND)
 
     def train_step(self) -> StepResult:
         config = self.config
