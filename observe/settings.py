@@ -11,6 +11,7 @@ drift's (`DriftConfig`) the `[drift]` table and `OBSERVE_DRIFT_*`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 import types
@@ -183,7 +184,9 @@ def parse(value: Any, kind: Any, where: str) -> Any:
             return int(value.strip()) if isinstance(value, str) else _exact(value, int)
         if kind is float and not isinstance(value, bool):
             number = value.strip() if isinstance(value, str) else _exact(value, int | float)
-            return float(number)
+            if math.isfinite(float(number)):
+                return float(number)
+            raise ValueError(number)
         if kind is str or kind is Path:
             return kind(_exact(value, str))
         if typing.get_origin(kind) in (frozenset, tuple):
@@ -203,5 +206,5 @@ def _exact(value: Any, kind: Any) -> Any:
 def _describe(kind: Any) -> str:
     if typing.get_origin(kind) in (frozenset, tuple):
         return "a list of names"
-    names = {int: "a whole number", float: "a number", str: "text", Path: "a path"}
+    names = {int: "a whole number", float: "a finite number", str: "text", Path: "a path"}
     return names.get(kind, str(kind))

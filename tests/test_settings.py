@@ -55,6 +55,8 @@ def test_none_in_the_environment_turns_the_endpoint_off() -> None:
         ("spool_max_bytes = true\n", {}, "spool_max_bytes in .* = True is not valid"),
         ("[monitor]\nflush_every = 2.7\n", {}, "flush_every in \\[monitor\\] .* = 2.7 is not"),
         ("monitor = 3\n", {}, "monitor in .* must be a table"),
+        ("export_interval_s = nan\n", {}, "expected a finite number"),
+        ("", {"OBSERVE_CLOSE_TIMEOUT_S": "inf"}, "expected a finite number"),
         ("flush_every = 3\n", {}, "flush_every belong in the \\[monitor\\] table"),
         ("", {"OBSERVE_FLUSH_EVERY": "3"}, "are OBSERVE_MONITOR_<NAME>"),
         ("[monitor]\ncolour = 1\n", {}, "unknown settings \\['colour'\\] in \\[monitor\\]"),
