@@ -33,9 +33,8 @@ from observe.store.baselines import (
     save_hidden_samples,
     save_window_samples,
 )
-from observe.store.delivery import Delivery
 from observe.store.engine import resolve_url
-from observe.store.spool import SpoolInUse
+from observe.store.spools import open_delivery
 from observe.store.writer import Store
 from observe.telemetry.freshness import register_freshness
 from observe.telemetry.health import register_health
@@ -68,25 +67,6 @@ def new_run_id(model: str) -> str:
     return f"{model}-{stamp}-{uuid.uuid4().hex[:6]}"
 
 
-# Concurrent runs on one machine each take a spool slot under spool_dir; a later run that
-# takes a slot replays whatever an earlier run left in it.
-SPOOL_SLOTS = 16
-
-
-def _open_delivery(url: str, settings: Settings) -> Delivery:
-    for slot in range(SPOOL_SLOTS):
-        try:
-            return Delivery(
-                url, settings.spool_dir / f"slot-{slot}", max_spool_bytes=settings.spool_max_bytes
-            )
-        except SpoolInUse:
-            continue
-    raise ObserveError(
-        f"all {SPOOL_SLOTS} spool slots under {settings.spool_dir} are in use by other "
-        "processes: wait for one to finish, or give this run its own spool_dir"
-    )
-
-
 class MonitoringSession(Closeable):
     """Everything one monitored run needs; the store is checked before anything starts."""
 
@@ -106,7 +86,7 @@ class MonitoringSession(Closeable):
         # Opened here, synchronously: a wrong URL or password fails before training starts.
         self._store = Store.open(url)
         self._store.start_run(self.run_id, model, dict(config or {}))
-        self.delivery = _open_delivery(url, settings)
+        self.delivery = open_delivery(url, settings.spool_dir, settings.spool_max_bytes)
         self.limiter = LabelLimiter(settings.label_limit)
         try:
             self.telemetry = Telemetry(

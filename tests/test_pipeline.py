@@ -233,7 +233,8 @@ def test_concurrent_runs_take_separate_spool_slots(tmp_path: Path) -> None:
         MonitoringSession(options, model="b") as second,
     ):
         assert first.delivery is not second.delivery
-    assert sorted(p.name for p in (tmp_path / "spool").iterdir()) == ["slot-0", "slot-1"]
+    [store_spool] = (tmp_path / "spool").iterdir()  # one store, one directory
+    assert sorted(p.name for p in store_spool.iterdir()) == ["slot-0", "slot-1", "store.json"]
 
 
 @pytest.mark.slow
