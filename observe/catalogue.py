@@ -186,6 +186,11 @@ SEMANTIC_DRIFT_THRESHOLD = Metric(
 # The semantic drift score's alert line, for the default (classifier) method: a ROC AUC of
 # 0.65. Calibration on the baseline may raise a window's threshold above it, never lower it.
 SEMANTIC_DRIFT_ALERT = 0.3
+# Expected ranges, (low, high), defined here once: the alert rules fire outside them and
+# the dashboards shade them. The cache miss rate is misses / (hits + misses) of the
+# inference cache counters; routing entropy is `ROUTING_ENTROPY`, per layer.
+CACHE_MISS_RATE_BAND = (0.1, 0.25)
+ROUTING_ENTROPY_BAND = (0.65, 0.75)
 ROUTING_DRIFT = Metric(
     "observe_drift_routing",
     Kind.GAUGE,
