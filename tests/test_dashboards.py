@@ -13,9 +13,11 @@ import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from itertools import combinations
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from grafana_foundation_sdk.cog.plugins import register_default_plugins
 from grafana_foundation_sdk.cog.runtime import register_dataquery_variant
 from grafana_foundation_sdk.models.dashboard import Dashboard
@@ -32,9 +34,11 @@ from observe.catalogue import (
 )
 from observe.dashboards import DASHBOARDS, prometheus_queries
 from observe.dashboards.layout import render
-from observe.dashboards.panels import PROMETHEUS
+from observe.dashboards.panels import PROMETHEUS, STORE
+from observe.dashboards.provisioning import provisioning_files
 from observe.dashboards.sql import SQLQuery, variant_config
 from observe.dashboards.units import grafana_unit
+from observe.generate import ROOT
 from observe.store.schema import ALERT_EVENTS, DRIFT_RESULTS
 from observe.store.writer import Store
 
@@ -222,6 +226,24 @@ def test_each_dashboard_reads_one_datasource_through_its_variable() -> None:
         for panel in panels(board):
             for target in panel.get("targets", ()):
                 assert target["datasource"] == {"type": variable["query"], "uid": "${datasource}"}
+
+
+def test_provisioning_parses_and_points_at_the_generated_files() -> None:
+    files = {path: yaml.safe_load(render()) for path, render in provisioning_files().items()}
+    (providers,) = (f["providers"] for f in files.values() if "providers" in f)
+    (provider,) = providers
+    # Relative to grafana-server's working directory: the repository root.
+    folder = Path(ROOT / provider["options"]["path"])
+    assert {p.name for p in folder.glob("*.json")} == set(DASHBOARDS)
+    (datasources,) = (f["datasources"] for f in files.values() if "datasources" in f)
+    provisioned = {d["uid"]: d for d in datasources}
+    for source in (PROMETHEUS, STORE):
+        assert provisioned[source.uid]["type"] == source.type
+        assert provisioned[source.uid]["name"] == source.name
+    # Each dashboard's datasource variable starts on a provisioned datasource.
+    for board in boards().values():
+        (variable,) = (v for v in board["templating"]["list"] if v["type"] == "datasource")
+        assert provisioned[variable["current"]["value"]]["type"] == variable["query"]
 
 
 def test_every_catalogue_unit_has_a_grafana_unit() -> None:
