@@ -1,8 +1,8 @@
 """The metric catalogue: every figure observe shows a user, defined once.
 
 The instruments the monitor's sinks and the workload create, the store's queries and the
-generated `docs/metrics.md` all read this module; dashboards and alert rules will too, once
-they are generated (they are not yet). Names follow Prometheus conventions;
+generated `docs/metrics.md` and the generated dashboards (`observe/dashboards/`) all read
+this module; the alert rules will too. Names follow Prometheus conventions;
 `Metric.prometheus_name` is the series name a scrape of the OpenTelemetry Prometheus
 reader shows (unit suffix, `_total` for counters).
 """
@@ -186,6 +186,11 @@ SEMANTIC_DRIFT_THRESHOLD = Metric(
 # The semantic drift score's alert line, for the default (classifier) method: a ROC AUC of
 # 0.65. Calibration on the baseline may raise a window's threshold above it, never lower it.
 SEMANTIC_DRIFT_ALERT = 0.3
+# Expected ranges, (low, high), defined here once: the alert rules fire outside them and
+# the dashboards shade them. The cache miss rate is misses / (hits + misses) of the
+# inference cache counters; routing entropy is `ROUTING_ENTROPY`, per layer.
+CACHE_MISS_RATE_BAND = (0.1, 0.25)
+ROUTING_ENTROPY_BAND = (0.65, 0.75)
 ROUTING_DRIFT = Metric(
     "observe_drift_routing",
     Kind.GAUGE,

@@ -11,12 +11,16 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from observe.dashboards import dashboard_files
+from observe.dashboards.provisioning import provisioning_files
 from observe.docs import render_metrics_doc
 
 ROOT = Path(__file__).resolve().parents[1]
 
 GENERATED: dict[str, Callable[[], str]] = {
     "docs/metrics.md": render_metrics_doc,
+    **dashboard_files(),
+    **provisioning_files(),
 }
 
 

@@ -1,4 +1,5 @@
-"""Commands that need no model, and the drift core, load no torch; lazy attributes resolve."""
+"""Commands that need no model, the drift core and generating files load no torch; lazy
+attributes resolve."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ import observe, observe.catalogue, observe.settings, observe.store.writer, obser
 import observe.hooks.stats, observe.hooks.config, observe.telemetry.routing_instruments
 import observe.drift.projection, observe.drift.score, observe.drift.calibration
 import observe.drift.divergence, observe.drift.report
+import observe.dashboards, observe.generate
+# Rendering every generated file, dashboards and their provisioning included.
+assert all(render() for render in observe.generate.GENERATED.values())
 from observe.cli import app
 runner = CliRunner()
 for args in (["--help"], ["db", "upgrade"], ["runs"], ["runs", "--json"], ["db", "current"],
@@ -30,7 +34,7 @@ print("no torch")
 """
 
 
-def test_the_cli_the_store_and_the_drift_core_load_no_torch(tmp_path: Path) -> None:
+def test_the_cli_the_store_the_drift_core_and_generating_load_no_torch(tmp_path: Path) -> None:
     env = {"OBSERVE_DB_URL": f"sqlite:///{tmp_path / 'observe.db'}", "PATH": ""}
     result = subprocess.run(
         [sys.executable, "-c", NO_TORCH], env=env, capture_output=True, text=True, timeout=120
