@@ -25,10 +25,10 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry, start_http_server
 
+from observe.catalogue import MODEL_LABEL, RANK_LABEL, RESOURCE_LABELS, RUN_LABEL
 from observe.errors import ObserveError
 from observe.instruments import SCOPE
 from observe.settings import Settings
-from observe.telemetry.store_exporter import LABEL_ATTRIBUTES
 
 logger = logging.getLogger("observe")
 
@@ -79,11 +79,11 @@ class Telemetry:
     ) -> None:
         attributes: dict[str, str | int] = {
             "service.name": "observe",
-            "run": run_id,
-            "model": model,
+            RUN_LABEL: run_id,
+            MODEL_LABEL: model,
         }
         if rank is not None:
-            attributes["rank"] = rank
+            attributes[RANK_LABEL] = rank
         readers: list[MetricReader] = []
         self.metrics_port: int | None = None
         self._server: Any = None
@@ -93,7 +93,7 @@ class Telemetry:
             readers.append(
                 PrometheusMetricReader(
                     scope_info_enabled=False,
-                    resource_attribute_filter=LABEL_ATTRIBUTES.__contains__,
+                    resource_attribute_filter=RESOURCE_LABELS.__contains__,
                     registry=registry,
                 )
             )

@@ -1,0 +1,119 @@
+"""What a monitored run's /metrics shows: every series with exactly the labels the catalogue
+declares for it."""
+
+from __future__ import annotations
+
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from prometheus_client.parser import text_string_to_metric_families
+
+import observe
+from observe import catalogue
+from observe.catalogue import Kind, Metric
+from observe.drift.baseline import Baseline
+from observe.hooks import MonitorConfig
+from observe.pipeline import MonitoringSession
+from observe.settings import Settings
+from observe.workload.config import get_config
+from observe.workload.data import BatchSampler
+from observe.workload.inference import InferenceEngine
+from observe.workload.job_config import TrainConfig
+from observe.workload.model import MoETransformer
+from observe.workload.trainer import Trainer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def settings(tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "db_url": f"sqlite:///{tmp_path / 'observe.db'}",
+        "prometheus_port": 0,
+        "spool_dir": tmp_path / "spool",
+        "monitor": MonitorConfig(flush_every=2),
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def scrape(session: MonitoringSession) -> str:
+    url = f"http://127.0.0.1:{session.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return str(response.read().decode())
+
+
+def observe_samples(text: str) -> list[tuple[str, dict[str, str]]]:
+    """(sample name, labels) of every observe_* sample in an exposition."""
+    return [
+        (sample.name, sample.labels)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name.startswith("observe_")
+    ]
+
+
+def declared_labels(metric: Metric) -> dict[str, set[str]]:
+    """The sample names `metric` may show on /metrics, each with the labels it must carry."""
+    labels = set(metric.all_labels)
+    name = metric.prometheus_name
+    if metric.kind is Kind.HISTOGRAM:
+        return {
+            f"{name}_bucket": labels | {"le"},
+            f"{name}_sum": labels,
+            f"{name}_count": labels,
+            f"{name}_created": labels,
+        }
+    if metric.kind is Kind.COUNTER:
+        return {name: labels, f"{name.removesuffix('_total')}_created": labels}
+    return {name: labels}
+
+
+@pytest.mark.slow
+def test_every_series_carries_exactly_its_catalogue_labels(tmp_path: Path) -> None:
+    """Training, serving and drift of a model that drops tokens: every metric shows."""
+    torch.manual_seed(0)
+    model = MoETransformer(get_config("tiny", capacity_factor=0.5))
+    batches = [torch.randint(3, 250, (32, 16)) for _ in range(4)]
+    with observe.attach(model) as reference, torch.no_grad():
+        for ids in batches:
+            model(ids)
+        baseline = Baseline.capture(reference, model="tiny", methods=("classifier",))
+    trained_until = datetime.now(UTC) - timedelta(days=1)
+    with MonitoringSession(settings(tmp_path), model="tiny") as session:
+        monitor = session.attach(model, baseline=baseline, trained_until=trained_until)
+        trainer = Trainer(
+            model,
+            BatchSampler(torch.randint(3, 250, (16, 17)), 2),
+            TrainConfig(steps=4, batch_size=2, seq_len=16),
+            meter_provider=session.meter_provider,
+        )
+        trainer.train(lambda _: monitor.step(), progress=False)
+        with InferenceEngine(model, meter_provider=session.meter_provider) as engine:
+            for prompt in ["Patient", "Revenue", "Patient"]:
+                engine.generate(prompt, 2)
+        with torch.no_grad():  # a serving window large enough for semantic drift
+            for ids in batches[:2]:
+                model(ids)
+                monitor.step()
+        monitor.snapshot()
+        assert session.drift is not None
+        session.drift.join()
+        text = scrape(session)
+    samples = observe_samples(text)
+    declared = {
+        sample: (metric, labels)
+        for metric in catalogue.CATALOGUE
+        for sample, labels in declared_labels(metric).items()
+    }
+    unknown = {name for name, _ in samples} - set(declared)
+    assert not unknown, f"series the catalogue does not declare: {unknown}"
+    for name, labels in samples:
+        assert set(labels) == declared[name][1], (name, labels)
+    shown = {declared[name][0].name for name, _ in samples}
+    assert shown == {m.name for m in catalogue.CATALOGUE}, {
+        m.name for m in catalogue.CATALOGUE
+    } - shown
