@@ -35,6 +35,9 @@ class Settings:
     prometheus_host: str = "127.0.0.1"
     # 0 picks a free port (logged); None serves no /metrics endpoint.
     prometheus_port: int | None = 9464
+    # Seconds a closing run keeps serving /metrics for one scrape of its final values, when
+    # it has been scraped at all; two scrape intervals of collectors/prometheus.yml. 0: none.
+    prometheus_linger_s: float = 10.0
     # OTLP/HTTP endpoint of an OpenTelemetry Collector, e.g. http://127.0.0.1:4318.
     otlp_endpoint: str | None = None
     spool_dir: Path = Path(".observe/spool")
@@ -62,6 +65,11 @@ class Settings:
         for name in ("export_interval_s", "close_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ObserveError(f"{name}={getattr(self, name)} must be positive")
+        if self.prometheus_linger_s < 0:
+            raise ObserveError(
+                f"prometheus_linger_s={self.prometheus_linger_s} is negative: pass 0 to stop "
+                "serving /metrics as soon as the run ends"
+            )
 
 
 MONITOR_FIELDS = frozenset(f.name for f in dataclasses.fields(MonitorConfig))

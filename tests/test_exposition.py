@@ -1,5 +1,5 @@
 """What a monitored run's /metrics shows: every series with exactly the labels the catalogue
-declares for it."""
+declares for it, and the final values of a finished run, which Prometheus reads."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import torch
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_server import StartPrometheus
 
 import observe
 from observe import catalogue
@@ -19,6 +20,7 @@ from observe.drift.baseline import Baseline
 from observe.hooks import MonitorConfig
 from observe.pipeline import MonitoringSession
 from observe.settings import Settings
+from observe.telemetry.provider import FinalScrape
 from observe.workload.config import get_config
 from observe.workload.data import BatchSampler
 from observe.workload.inference import InferenceEngine
@@ -83,7 +85,9 @@ def test_every_series_carries_exactly_its_catalogue_labels(tmp_path: Path) -> No
             model(ids)
         baseline = Baseline.capture(reference, model="tiny", methods=("classifier",))
     trained_until = datetime.now(UTC) - timedelta(days=1)
-    with MonitoringSession(settings(tmp_path), model="tiny") as session:
+    # The test reads /metrics itself before the run ends: no scrape to wait for after.
+    options = settings(tmp_path, prometheus_linger_s=0)
+    with MonitoringSession(options, model="tiny") as session:
         monitor = session.attach(model, baseline=baseline, trained_until=trained_until)
         trainer = Trainer(
             model,
@@ -117,3 +121,51 @@ def test_every_series_carries_exactly_its_catalogue_labels(tmp_path: Path) -> No
     assert shown == {m.name for m in catalogue.CATALOGUE}, {
         m.name for m in catalogue.CATALOGUE
     } - shown
+
+
+def forward_steps(monitor: observe.Monitor, model: MoETransformer, steps: int) -> None:
+    with torch.no_grad():
+        for _ in range(steps):
+            model(torch.randint(3, 250, (2, 8)))
+            monitor.step()
+
+
+@pytest.mark.slow
+def test_prometheus_reads_a_finished_runs_last_window(
+    tmp_path: Path, prometheus: StartPrometheus
+) -> None:
+    torch.manual_seed(0)
+    model = MoETransformer(get_config("tiny"))
+    # No window is flushed before the run ends: only the final flush has the tokens.
+    options = settings(tmp_path, prometheus_linger_s=60, monitor=MonitorConfig(flush_every=100))
+    session = MonitoringSession(options, model="tiny")
+    with prometheus([f"127.0.0.1:{session.metrics_port}"]) as server:
+        assert server.wait_for('up{job="observe"}', 1) == 1  # Prometheus scrapes the run
+        monitor = session.attach(model)
+        forward_steps(monitor, model, 5)
+        session.close()
+        stats = monitor.snapshot()
+        total = sum(layer.tokens * model.config.top_k for layer in stats.layers)
+        assert total == sum(sum(layer.tokens_per_expert) for layer in stats.layers) > 0
+        # The target is gone now: the last sample before it went is the run's final value.
+        promql = (
+            f'sum(last_over_time(observe_moe_expert_tokens_total{{run="{session.run_id}"}}[5m]))'
+        )
+        assert server.wait_for(promql, total) == total
+    assert session.telemetry.final_scrape is FinalScrape.READ
+
+
+@pytest.mark.parametrize(("linger_s", "scraped"), [(0.0, True), (10.0, False)])
+def test_a_run_ends_without_waiting_when_no_scrape_is_due(
+    tmp_path: Path, linger_s: float, scraped: bool
+) -> None:
+    """Lingering off, or a run nobody scraped: close does not wait for a scrape."""
+    model = MoETransformer(get_config("tiny"))
+    session = MonitoringSession(settings(tmp_path, prometheus_linger_s=linger_s), model="tiny")
+    with session:
+        forward_steps(session.attach(model), model, 2)
+        if scraped:
+            scrape(session)
+    assert session.telemetry.final_scrape is FinalScrape.NOT_AWAITED
+    assert session.telemetry.endpoint is not None
+    assert session.telemetry.endpoint.scrapes == int(scraped)
