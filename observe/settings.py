@@ -23,6 +23,7 @@ from typing import Any
 from observe.drift.config import DriftConfig
 from observe.errors import ObserveError
 from observe.hooks.config import MonitorConfig
+from observe.telemetry.limits import MAX_LABEL_LIMIT
 
 DEFAULT_CONFIG_FILE = Path("observe.toml")
 ENV_PREFIX = "OBSERVE_"
@@ -43,7 +44,8 @@ class Settings:
     spool_dir: Path = Path(".observe/spool")
     spool_max_bytes: int = 256 * 1024 * 1024
     # Label combinations kept per metric; more are counted as dropped, not exported.
-    label_limit: int = 2000
+    # None: sized at attach from the model (layers × experts × entropy slots).
+    label_limit: int | None = None
     # Seconds between exports to the store (and the OTLP endpoint).
     export_interval_s: float = 5.0
     # Seconds close() and SIGTERM spend delivering what is left before giving up.
@@ -59,9 +61,13 @@ class Settings:
                 f"prometheus_port={self.prometheus_port} is not a port: use 0 to 65535 "
                 "(0 picks a free one)"
             )
-        for name in ("spool_max_bytes", "label_limit"):
-            if getattr(self, name) < 1:
-                raise ObserveError(f"{name}={getattr(self, name)} must be at least 1")
+        if self.spool_max_bytes < 1:
+            raise ObserveError(f"spool_max_bytes={self.spool_max_bytes} must be at least 1")
+        if self.label_limit is not None and not 1 <= self.label_limit <= MAX_LABEL_LIMIT:
+            raise ObserveError(
+                f"label_limit={self.label_limit} must be between 1 and {MAX_LABEL_LIMIT:,}, "
+                "or unset to size it from the model"
+            )
         for name in ("export_interval_s", "close_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ObserveError(f"{name}={getattr(self, name)} must be positive")

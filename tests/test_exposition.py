@@ -1,5 +1,6 @@
 """What a monitored run's /metrics shows: every series with exactly the labels the catalogue
-declares for it, and the final values of a finished run, which Prometheus reads."""
+declares for it, the final values of a finished run, which Prometheus reads, and every
+series of a model past OpenTelemetry's default cap, or a count of those a limit cuts."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 import torch
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 from prometheus_server import StartPrometheus
 
 import observe
@@ -48,10 +50,10 @@ def scrape(session: MonitoringSession) -> str:
         return str(response.read().decode())
 
 
-def observe_samples(text: str) -> list[tuple[str, dict[str, str]]]:
-    """(sample name, labels) of every observe_* sample in an exposition."""
+def observe_samples(text: str) -> list[Sample]:
+    """Every observe_* sample of an exposition."""
     return [
-        (sample.name, sample.labels)
+        sample
         for family in text_string_to_metric_families(text)
         for sample in family.samples
         if sample.name.startswith("observe_")
@@ -113,11 +115,11 @@ def test_every_series_carries_exactly_its_catalogue_labels(tmp_path: Path) -> No
         for metric in catalogue.CATALOGUE
         for sample, labels in declared_labels(metric).items()
     }
-    unknown = {name for name, _ in samples} - set(declared)
+    unknown = {sample.name for sample in samples} - set(declared)
     assert not unknown, f"series the catalogue does not declare: {unknown}"
-    for name, labels in samples:
-        assert set(labels) == declared[name][1], (name, labels)
-    shown = {declared[name][0].name for name, _ in samples}
+    for sample in samples:
+        assert set(sample.labels) == declared[sample.name][1], sample
+    shown = {declared[sample.name][0].name for sample in samples}
     assert shown == {m.name for m in catalogue.CATALOGUE}, {
         m.name for m in catalogue.CATALOGUE
     } - shown
@@ -169,3 +171,51 @@ def test_a_run_ends_without_waiting_when_no_scrape_is_due(
     assert session.telemetry.final_scrape is FinalScrape.NOT_AWAITED
     assert session.telemetry.endpoint is not None
     assert session.telemetry.endpoint.scrapes == int(scraped)
+
+
+def samples_after_windows(tmp_path: Path, windows: int, **options: Any) -> list[Sample]:
+    """/metrics after `windows` flushes of a tiny model; `options` override its config, or
+    set the label_limit."""
+    limit = options.pop("label_limit", None)
+    model = MoETransformer(get_config("tiny", **options))
+    options = settings(tmp_path, label_limit=limit, prometheus_linger_s=0)
+    with MonitoringSession(options, model="tiny") as session:
+        monitor = session.attach(model)
+        forward_steps(monitor, model, 2 * windows)  # flush_every=2
+        monitor.snapshot()
+        return observe_samples(scrape(session))
+
+
+def of(metric: Metric, samples: list[Sample]) -> list[Sample]:
+    return [s for s in samples if s.name == metric.prometheus_name]
+
+
+def dropped_over_limit(samples: list[Sample]) -> float:
+    [dropped] = [
+        s for s in of(catalogue.DROPPED_SAMPLES, samples) if s.labels["reason"] == "label_limit"
+    ]
+    return dropped.value
+
+
+def test_a_model_past_opentelemetrys_default_cap_shows_every_series(tmp_path: Path) -> None:
+    """2 layers × 64 experts × 16 entropy slots: 2,048 series, over the SDK's 2,000."""
+    samples = samples_after_windows(tmp_path, 1, n_routed_experts=64)
+    heatmap = of(catalogue.EXPERT_ENTROPY_ASSIGNMENTS, samples)
+    assert len(heatmap) == len({tuple(sorted(s.labels.items())) for s in heatmap}) == 2048
+    assert len(of(catalogue.EXPERT_TOKENS, samples)) == 2 * 64
+    assert not [s for s in samples if "otel_metric_overflow" in s.labels]
+    assert dropped_over_limit(samples) == 0
+
+
+def test_a_configured_limit_that_cuts_a_metric_is_counted_and_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """2 layers × 4 experts × 16 slots: 128 heatmap series, 100 kept; 28 cut per window."""
+    samples = samples_after_windows(tmp_path, 3, label_limit=100)
+    assert len(of(catalogue.EXPERT_ENTROPY_ASSIGNMENTS, samples)) == 100
+    assert len(of(catalogue.EXPERT_TOKENS, samples)) == 8  # under the limit: whole
+    assert not [s for s in samples if "otel_metric_overflow" in s.labels]
+    assert dropped_over_limit(samples) == 28 * 3
+    warnings = [r for r in caplog.records if "label_limit" in r.getMessage()]
+    assert len(warnings) == 1
+    assert catalogue.EXPERT_ENTROPY_ASSIGNMENTS.name in warnings[0].getMessage()

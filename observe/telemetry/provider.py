@@ -24,6 +24,7 @@ from opentelemetry.sdk.metrics.export import (
     MetricsData,
     PeriodicExportingMetricReader,
 )
+from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry
 
@@ -32,6 +33,7 @@ from observe.errors import ObserveError
 from observe.instruments import SCOPE
 from observe.settings import Settings
 from observe.telemetry.exposition import MetricsEndpoint
+from observe.telemetry.limits import MAX_LABEL_LIMIT
 
 logger = logging.getLogger("observe")
 
@@ -127,7 +129,12 @@ class Telemetry:
         readers.extend(
             PeriodicExportingMetricReader(e, export_interval_millis=interval_ms) for e in exporters
         )
-        self.provider = MeterProvider(resource=Resource.create(attributes), metric_readers=readers)
+        # observe's LabelLimiter caps its instruments, counting what it cuts: the SDK's own
+        # cap, which would fold series silently, stays above it.
+        uncapped = View(meter_name=SCOPE, aggregation_cardinality_limit=MAX_LABEL_LIMIT)
+        self.provider = MeterProvider(
+            resource=Resource.create(attributes), metric_readers=readers, views=[uncapped]
+        )
 
     def meter(self) -> Meter:
         return self.provider.get_meter(SCOPE)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
@@ -17,6 +18,9 @@ from observe.catalogue import Metric
 from observe.hooks.stats import LayerStats, Window
 from observe.instruments import counter, histogram, observable
 from observe.telemetry.limits import LabelLimiter
+
+if TYPE_CHECKING:
+    from observe.hooks.monitor import Monitor
 
 # A series' label values, in the order its catalogue entry declares the labels.
 Values = tuple[str, ...]
@@ -55,6 +59,12 @@ class RoutingInstruments:
             observable(meter, metric, self._reader(metric, self._gauges[metric.name]))
         self._entropy_windows = histogram(meter, catalogue.ROUTING_ENTROPY_WINDOWS)
         self._steps = counter(meter, catalogue.MONITOR_STEPS)
+
+    def fit(self, monitor: Monitor) -> None:
+        """Sizes the label limit for `monitor`'s model before its first window: the
+        expert × entropy-slot heatmap has the most series, experts × slots per layer."""
+        slots = monitor.config.entropy_slots if "entropy_histogram" in monitor.config.metrics else 1
+        self._limiter.fit(sum(router.n_experts for router in monitor.routers) * slots)
 
     def consume(self, window: Window) -> None:
         with self._lock:
