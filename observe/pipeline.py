@@ -181,7 +181,7 @@ class MonitoringSession(Closeable):
             sinks=(*self._sinks, *sinks),
             drift=drift_sink,
         )
-        # Hooks only record until the first step: no window has reached the instruments.
+        # Only the caller's steps flush windows: the limit fits the model before the first.
         self._routing.fit(monitor)
         self._monitors.append(monitor)
         return monitor
