@@ -19,9 +19,22 @@ class Kind(StrEnum):
     HISTOGRAM = "histogram"
 
 
-# Labels on every series: which run and which model; `rank` is added in distributed runs.
-COMMON_LABELS = ("run", "model")
+# Label names, written only here: emitters take them from `Metric.labels` (`attributes`).
+RUN_LABEL = "run"
+MODEL_LABEL = "model"
 RANK_LABEL = "rank"
+LAYER = "layer"
+EXPERT = "expert"
+SLOT_LE = "slot_le"
+METHOD = "method"
+OUTCOME = "outcome"
+REASON = "reason"
+EXPORTER = "exporter"
+
+# Labels on every series: which run and which model; `rank` is added in distributed runs.
+# They come from the run's OpenTelemetry resource, not from the emitters.
+COMMON_LABELS = (RUN_LABEL, MODEL_LABEL)
+RESOURCE_LABELS = frozenset((*COMMON_LABELS, RANK_LABEL))
 
 # Prometheus unit suffixes for the UCUM units used here ("1" and annotations add none).
 _UNIT_SUFFIXES = {"s": "seconds", "By": "bytes"}
@@ -50,6 +63,10 @@ class Metric:
     def all_labels(self) -> tuple[str, ...]:
         return (*COMMON_LABELS, *self.labels)
 
+    def attributes(self, *values: object) -> dict[str, str]:
+        """This metric's labels with `values`, in the order `labels` declares them."""
+        return dict(zip(self.labels, map(str, values), strict=True))
+
 
 ENTROPY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -60,7 +77,7 @@ EXPERT_TOKENS = Metric(
     Kind.COUNTER,
     "{token}",
     "(token, expert) assignments each expert received; padding excluded.",
-    ("layer", "expert"),
+    (LAYER, EXPERT),
 )
 ROUTING_ENTROPY = Metric(
     "observe_moe_routing_entropy",
@@ -68,14 +85,14 @@ ROUTING_ENTROPY = Metric(
     "1",
     "Mean normalised Shannon entropy of the router's distribution, H / log E, in [0, 1], "
     "over the last window.",
-    ("layer",),
+    (LAYER,),
 )
 ROUTING_ENTROPY_WINDOWS = Metric(
     "observe_moe_routing_entropy_windows",
     Kind.HISTOGRAM,
     "1",
     "Distribution of each window's mean normalised routing entropy.",
-    ("layer",),
+    (LAYER,),
     ENTROPY_BUCKETS,
 )
 EXPERT_ENTROPY_ASSIGNMENTS = Metric(
@@ -84,7 +101,7 @@ EXPERT_ENTROPY_ASSIGNMENTS = Metric(
     "{token}",
     "Assignments per expert and routing-entropy slot (the expert capacity heatmap); "
     "`slot_le` is the slot's upper entropy bound.",
-    ("layer", "expert", "slot_le"),
+    (LAYER, EXPERT, SLOT_LE),
 )
 LOAD_IMBALANCE = Metric(
     "observe_moe_load_imbalance",
@@ -92,42 +109,42 @@ LOAD_IMBALANCE = Metric(
     "1",
     "Most-loaded expert's assignments over the mean per expert in the last window; 1 is "
     "perfect balance.",
-    ("layer",),
+    (LAYER,),
 )
 DEAD_EXPERTS = Metric(
     "observe_moe_dead_experts",
     Kind.GAUGE,
     "{expert}",
     "Experts that received no token in the last window.",
-    ("layer",),
+    (LAYER,),
 )
 TOP1_PROBABILITY = Metric(
     "observe_moe_top1_probability",
     Kind.GAUGE,
     "1",
     "Mean probability of each token's most likely expert in the last window.",
-    ("layer",),
+    (LAYER,),
 )
 AUX_LOSS = Metric(
     "observe_moe_aux_loss",
     Kind.GAUGE,
     "1",
     "Load-balancing loss E·Σ fᵢ·Pᵢ, mean over the last window's router calls; 1 is balanced.",
-    ("layer",),
+    (LAYER,),
 )
 Z_LOSS = Metric(
     "observe_moe_z_loss",
     Kind.GAUGE,
     "1",
     "Router z-loss, mean logsumexp(logits)², over the last window's router calls.",
-    ("layer",),
+    (LAYER,),
 )
 DROPPED_TOKENS = Metric(
     "observe_moe_dropped_tokens",
     Kind.COUNTER,
     "{token}",
     "(token, expert) assignments dropped over an expert's capacity.",
-    ("layer",),
+    (LAYER,),
 )
 MONITOR_STEPS = Metric(
     "observe_monitor_steps",
@@ -173,7 +190,7 @@ SEMANTIC_DRIFT = Metric(
     "1",
     "Drift of the last scored window's pooled hidden states from the reference baseline, "
     "in [0, 1]: for the classifier method max(0, 2·ROC AUC − 1), so 0.3 is AUC 0.65.",
-    ("layer", "method"),
+    (LAYER, METHOD),
 )
 SEMANTIC_DRIFT_THRESHOLD = Metric(
     "observe_drift_semantic_threshold",
@@ -181,7 +198,7 @@ SEMANTIC_DRIFT_THRESHOLD = Metric(
     "1",
     "The score above which the method calls a window drifted, calibrated on "
     "same-distribution windows of the baseline.",
-    ("layer", "method"),
+    (LAYER, METHOD),
 )
 # The semantic drift score's alert line, for the default (classifier) method: a ROC AUC of
 # 0.65. Calibration on the baseline may raise a window's threshold above it, never lower it.
@@ -197,14 +214,14 @@ ROUTING_DRIFT = Metric(
     "1",
     "Jensen–Shannon divergence (base 2, in [0, 1]) of the last window's expert load from "
     "the baseline's expert distribution.",
-    ("layer",),
+    (LAYER,),
 )
 DRIFT_WINDOWS = Metric(
     "observe_drift_windows",
     Kind.COUNTER,
     "{window}",
     "Flush windows drift scored, or skipped because scoring fell behind.",
-    ("outcome",),
+    (OUTCOME,),
 )
 KNOWLEDGE_FRESHNESS = Metric(
     "observe_knowledge_freshness",
@@ -219,14 +236,14 @@ EXPORTS = Metric(
     Kind.COUNTER,
     "{export}",
     "Batches the pipeline tried to deliver, by exporter.",
-    ("exporter",),
+    (EXPORTER,),
 )
 EXPORT_FAILURES = Metric(
     "observe_pipeline_export_failures",
     Kind.COUNTER,
     "{export}",
     "Delivery attempts that failed, by exporter; the batch stays spooled.",
-    ("exporter",),
+    (EXPORTER,),
 )
 SPOOLED_SAMPLES = Metric(
     "observe_pipeline_spooled_samples",
@@ -239,7 +256,7 @@ DROPPED_SAMPLES = Metric(
     Kind.COUNTER,
     "{sample}",
     "Samples dropped because the spool was full or a label set went over the cap.",
-    ("reason",),
+    (REASON,),
 )
 
 CATALOGUE: tuple[Metric, ...] = (

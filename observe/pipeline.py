@@ -104,10 +104,8 @@ class MonitoringSession(Closeable):
             raise
         self._meter = self.telemetry.meter()
         register_health(self._meter, self.delivery, self.limiter, self.telemetry.otlp)
-        self._sinks = (
-            RoutingInstruments(self._meter, self.limiter),
-            ExpertLoadSink(self.delivery, self.run_id),
-        )
+        self._routing = RoutingInstruments(self._meter, self.limiter)
+        self._sinks = (self._routing, ExpertLoadSink(self.delivery, self.run_id))
         self._monitors: list[Monitor] = []
         self._drift: list[DriftSink] = []
         self._freshness = False
@@ -162,6 +160,8 @@ class MonitoringSession(Closeable):
             sinks=(*self._sinks, *sinks),
             drift=drift_sink,
         )
+        # Only the caller's steps flush windows: the limit fits the model before the first.
+        self._routing.fit(monitor)
         self._monitors.append(monitor)
         return monitor
 

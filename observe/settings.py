@@ -24,6 +24,7 @@ from typing import Any
 from observe.drift.config import DriftConfig
 from observe.errors import ObserveError
 from observe.hooks.config import MonitorConfig
+from observe.telemetry.limits import MAX_LABEL_LIMIT
 
 DEFAULT_CONFIG_FILE = Path("observe.toml")
 ENV_PREFIX = "OBSERVE_"
@@ -36,12 +37,16 @@ class Settings:
     prometheus_host: str = "127.0.0.1"
     # 0 picks a free port (logged); None serves no /metrics endpoint.
     prometheus_port: int | None = 9464
+    # Seconds a closing run keeps serving /metrics for one scrape of its final values, when
+    # it has been scraped at all; two scrape intervals of collectors/prometheus.yml. 0: none.
+    prometheus_linger_s: float = 10.0
     # OTLP/HTTP endpoint of an OpenTelemetry Collector, e.g. http://127.0.0.1:4318.
     otlp_endpoint: str | None = None
     spool_dir: Path = Path(".observe/spool")
     spool_max_bytes: int = 256 * 1024 * 1024
     # Label combinations kept per metric; more are counted as dropped, not exported.
-    label_limit: int = 2000
+    # None: sized at attach from the model (layers × experts × entropy slots).
+    label_limit: int | None = None
     # Seconds between exports to the store (and the OTLP endpoint).
     export_interval_s: float = 5.0
     # Seconds close() and SIGTERM spend delivering what is left before giving up.
@@ -57,12 +62,21 @@ class Settings:
                 f"prometheus_port={self.prometheus_port} is not a port: use 0 to 65535 "
                 "(0 picks a free one)"
             )
-        for name in ("spool_max_bytes", "label_limit"):
-            if getattr(self, name) < 1:
-                raise ObserveError(f"{name}={getattr(self, name)} must be at least 1")
+        if self.spool_max_bytes < 1:
+            raise ObserveError(f"spool_max_bytes={self.spool_max_bytes} must be at least 1")
+        if self.label_limit is not None and not 1 <= self.label_limit <= MAX_LABEL_LIMIT:
+            raise ObserveError(
+                f"label_limit={self.label_limit} must be between 1 and {MAX_LABEL_LIMIT:,}, "
+                "or unset to size it from the model"
+            )
         for name in ("export_interval_s", "close_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ObserveError(f"{name}={getattr(self, name)} must be positive")
+        if self.prometheus_linger_s < 0:
+            raise ObserveError(
+                f"prometheus_linger_s={self.prometheus_linger_s} is negative: pass 0 to stop "
+                "serving /metrics as soon as the run ends"
+            )
 
 
 MONITOR_FIELDS = frozenset(f.name for f in dataclasses.fields(MonitorConfig))

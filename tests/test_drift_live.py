@@ -121,6 +121,8 @@ def test_a_session_publishes_and_stores_drift(tiny: Any, tmp_path: Path) -> None
         db_url=f"sqlite:///{tmp_path / 'observe.db'}",
         prometheus_port=0,
         spool_dir=tmp_path / "spool",
+        # The test reads /metrics itself before the run ends: no scrape to wait for after.
+        prometheus_linger_s=0,
     )
     with MonitoringSession(settings, model="tiny") as session:
         saved_id = tiny_baseline(tiny).save(session.store).id

@@ -156,10 +156,12 @@ class ScrapeBeforeClose(transformers.TrainerCallback):
 def test_the_callback_streams_to_metrics_and_the_store_by_default(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Settings as the CLI reads them: observe.toml in the working directory."""
+    """Settings as the CLI reads them: observe.toml in the working directory. The scraper
+    reads /metrics itself before the run ends, so the run need not wait for another."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "observe.toml").write_text(
         f'db_url = "sqlite:///{tmp_path / "observe.db"}"\nprometheus_port = 0\n'
+        "prometheus_linger_s = 0\n"
         f'spool_dir = "{tmp_path / "spool"}"\n[monitor]\nflush_every = 1\n'
     )
     model = tiny_mixtral()

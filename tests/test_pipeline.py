@@ -14,6 +14,9 @@ import pytest
 import sqlalchemy as sa
 import torch
 from conftest import PgCluster, libpq_url
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
 from prometheus_server import StartPrometheus, free_port
 
 from observe import catalogue
@@ -62,7 +65,9 @@ def total_tokens(snapshot: RoutingStats) -> int:
 
 @pytest.mark.slow
 def test_prometheus_scrapes_a_running_workload(tmp_path: Path, prometheus: StartPrometheus) -> None:
-    with MonitoringSession(settings(tmp_path), model="tiny-test") as session:
+    # Prometheus stops before the session closes: no scrape to wait for.
+    options = settings(tmp_path, prometheus_linger_s=0)
+    with MonitoringSession(options, model="tiny-test") as session:
         snapshot = run_workload(session, tmp_path / "run")
         run = session.run_id
         assert session.metrics_port is not None
@@ -168,15 +173,27 @@ def test_otlp_export_reaches_a_collector_endpoint(tmp_path: Path) -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     endpoint = f"http://127.0.0.1:{server.server_port}"
     try:
-        with MonitoringSession(
-            settings(tmp_path, otlp_endpoint=endpoint, prometheus_port=None), model="tiny-test"
-        ) as session:
-            run_workload(session, tmp_path / "run", steps=2)
+        # No periodic export comes due during the run: what arrives, closing sent.
+        options = settings(
+            tmp_path, otlp_endpoint=endpoint, prometheus_port=None, export_interval_s=600.0
+        )
+        with MonitoringSession(options, model="tiny-test") as session:
+            snapshot = run_workload(session, tmp_path / "run", steps=2)
             assert session.telemetry.otlp is not None
     finally:
         server.shutdown()
     assert OtlpReceiver.bodies
-    assert any(catalogue.EXPERT_TOKENS.name.encode() in body for body in OtlpReceiver.bodies)
+    # A short job's final state reaches the collector.
+    last = ExportMetricsServiceRequest.FromString(OtlpReceiver.bodies[-1])
+    tokens = [
+        point.as_int
+        for resource in last.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == catalogue.EXPERT_TOKENS.name
+        for point in metric.sum.data_points
+    ]
+    assert sum(tokens) == total_tokens(snapshot)
     assert session.telemetry.otlp.failed == 0
 
 
@@ -245,7 +262,9 @@ def test_distributed_runs_label_every_series_with_the_rank(
 ) -> None:
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
-    with MonitoringSession(settings(tmp_path), model="tiny-test") as session:
+    # Prometheus stops before the session closes: no scrape to wait for.
+    options = settings(tmp_path, prometheus_linger_s=0)
+    with MonitoringSession(options, model="tiny-test") as session:
         run_workload(session, tmp_path / "run", steps=2)
         with prometheus([f"127.0.0.1:{session.metrics_port}"]) as server:
             promql = f'count(observe_moe_expert_tokens_total{{run="{session.run_id}"}})'

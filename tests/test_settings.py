@@ -61,6 +61,7 @@ def test_none_in_the_environment_turns_the_endpoint_off() -> None:
         ("", {"OBSERVE_FLUSH_EVERY": "3"}, "are OBSERVE_MONITOR_<NAME>"),
         ("[monitor]\ncolour = 1\n", {}, "unknown settings \\['colour'\\] in \\[monitor\\]"),
         ("[monitor]\nmetrics = ['routing', 'x']\n", {}, "unknown metrics \\['x'\\]"),
+        ("", {"OBSERVE_PROMETHEUS_LINGER_S": "-1"}, "prometheus_linger_s=-1.0 is negative"),
     ],
 )
 def test_bad_settings_are_clear_errors(

@@ -100,3 +100,13 @@ def test_label_combinations_over_the_cap_are_counted_not_kept(
     assert limiter.admit("other", 99)
     assert limiter.dropped_samples == 2
     assert sum("more than 3 label combinations" in r.message for r in caplog.records) == 1
+
+
+def test_an_unset_limit_is_sized_to_the_models_a_configured_one_is_kept() -> None:
+    sized, configured = LabelLimiter(), LabelLimiter(3)
+    for limiter in (sized, configured):
+        limiter.fit(8)
+        limiter.fit(5)  # a smaller model attached later keeps the room the larger needs
+    assert (sized.limit, configured.limit) == (8, 3)
+    assert all(sized.admit("m", i) for i in range(8))
+    assert not sized.admit("m", 8)

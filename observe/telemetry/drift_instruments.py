@@ -12,10 +12,12 @@ from collections.abc import Callable, Iterable
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from observe import catalogue
+from observe.catalogue import Metric
 from observe.drift.live import DriftSink, WindowDrift
 from observe.instruments import observable
 
-Values = dict[tuple[tuple[str, str], ...], float]
+# The last value of each series, by its label values in the catalogue's order.
+Values = dict[tuple[str, ...], float]
 
 
 class DriftInstruments:
@@ -26,30 +28,31 @@ class DriftInstruments:
         self._semantic: Values = {}
         self._thresholds: Values = {}
         self._routing: Values = {}
-        observable(meter, catalogue.SEMANTIC_DRIFT, self._reader(lambda: self._semantic))
-        observable(
-            meter, catalogue.SEMANTIC_DRIFT_THRESHOLD, self._reader(lambda: self._thresholds)
-        )
-        observable(meter, catalogue.ROUTING_DRIFT, self._reader(lambda: self._routing))
+        for metric, values in (
+            (catalogue.SEMANTIC_DRIFT, self._semantic),
+            (catalogue.SEMANTIC_DRIFT_THRESHOLD, self._thresholds),
+            (catalogue.ROUTING_DRIFT, self._routing),
+        ):
+            observable(meter, metric, self._reader(metric, values))
 
     def consume_drift(self, drift: WindowDrift) -> None:
         with self._lock:
             for score in drift.scores:
-                layer = ("layer", str(score.layer))
+                layer = str(score.layer)
                 if score.kind == "routing":
                     self._routing[(layer,)] = score.score
                 else:
-                    labels = (layer, ("method", score.method))
-                    self._semantic[labels] = score.score
+                    key = (layer, score.method)
+                    self._semantic[key] = score.score
                     if score.threshold is not None:
-                        self._thresholds[labels] = score.threshold
+                        self._thresholds[key] = score.threshold
 
     def _reader(
-        self, values: Callable[[], Values]
+        self, metric: Metric, values: Values
     ) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def read(options: CallbackOptions) -> Iterable[Observation]:
             with self._lock:
-                return [Observation(v, dict(labels)) for labels, v in values().items()]
+                return [Observation(v, metric.attributes(*key)) for key, v in values.items()]
 
         return read
 
@@ -59,8 +62,8 @@ def register_drift_windows(meter: Meter, sink: DriftSink) -> None:
 
     def read(options: CallbackOptions) -> Iterable[Observation]:
         return [
-            Observation(sink.scored, {"outcome": "scored"}),
-            Observation(sink.skipped, {"outcome": "skipped"}),
+            Observation(sink.scored, catalogue.DRIFT_WINDOWS.attributes("scored")),
+            Observation(sink.skipped, catalogue.DRIFT_WINDOWS.attributes("skipped")),
         ]
 
     observable(meter, catalogue.DRIFT_WINDOWS, read)

@@ -22,21 +22,21 @@ def register_health(
     otlp: CountingExporter | None = None,
 ) -> None:
     def exports() -> Iterable[tuple[float, dict[str, str]]]:
-        yield delivery.stats().exports_attempted, {"exporter": "store"}
+        yield delivery.stats().exports_attempted, catalogue.EXPORTS.attributes("store")
         if otlp is not None:
-            yield otlp.attempted, {"exporter": "otlp"}
+            yield otlp.attempted, catalogue.EXPORTS.attributes("otlp")
 
     def failures() -> Iterable[tuple[float, dict[str, str]]]:
-        yield delivery.stats().exports_failed, {"exporter": "store"}
+        yield delivery.stats().exports_failed, catalogue.EXPORT_FAILURES.attributes("store")
         if otlp is not None:
-            yield otlp.failed, {"exporter": "otlp"}
+            yield otlp.failed, catalogue.EXPORT_FAILURES.attributes("otlp")
 
     def spooled() -> Iterable[tuple[float, dict[str, str]]]:
         yield delivery.stats().spooled_samples, {}
 
     def dropped() -> Iterable[tuple[float, dict[str, str]]]:
-        yield delivery.stats().dropped_samples, {"reason": "spool_full"}
-        yield limiter.dropped_samples, {"reason": "label_limit"}
+        yield delivery.stats().dropped_samples, catalogue.DROPPED_SAMPLES.attributes("spool_full")
+        yield limiter.dropped_samples, catalogue.DROPPED_SAMPLES.attributes("label_limit")
 
     observable(meter, catalogue.EXPORTS, _observe(exports))
     observable(meter, catalogue.EXPORT_FAILURES, _observe(failures))

@@ -1,4 +1,10 @@
-"""A cap on label combinations per metric: OpenTelemetry Python keeps every one it sees."""
+"""A cap on label combinations per metric, sized to the model unless one is configured.
+
+OpenTelemetry's SDK has a cap of its own (2,000 attribute sets per instrument by default)
+past which it folds series, silently, into one `otel_metric_overflow` series. observe's
+instruments are capped here instead, where every refusal is counted and logged, and the
+SDK's cap on them is raised to `MAX_LABEL_LIMIT`, which this one never exceeds.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +14,28 @@ from collections.abc import Hashable
 
 logger = logging.getLogger("observe")
 
+# Far past what one Prometheus target should carry: only a guard against runaway labels.
+MAX_LABEL_LIMIT = 1_000_000
+
 
 class LabelLimiter:
-    """Admits the first `limit` label combinations of each metric; counts what it refuses."""
+    """Admits the first `limit` label combinations of each metric; counts what it refuses.
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
+    With `configured` None, the limit is sized to the models attached (`fit`)."""
+
+    def __init__(self, configured: int | None = None) -> None:
+        self.configured = configured
+        self.limit = configured or 0
         self.dropped_samples = 0
         self._seen: dict[str, set[Hashable]] = {}
+        self._warned: set[str] = set()
         self._lock = threading.Lock()
+
+    def fit(self, combinations: int) -> None:
+        """Makes room for a model's `combinations` per metric, unless a limit was configured."""
+        if self.configured is None:
+            with self._lock:
+                self.limit = min(max(self.limit, combinations), MAX_LABEL_LIMIT)
 
     def admit(self, metric: str, labels: Hashable) -> bool:
         with self._lock:
@@ -26,11 +45,13 @@ class LabelLimiter:
             if len(seen) < self.limit:
                 seen.add(labels)
                 return True
-            if not self.dropped_samples:
+            if metric not in self._warned:
+                self._warned.add(metric)
                 logger.warning(
-                    "observe: %s has more than %d label combinations; further ones are "
-                    "dropped and counted in observe_pipeline_dropped_samples_total"
-                    '{reason="label_limit"} (raise label_limit to keep them)',
+                    "observe: %s has more than %d label combinations (label_limit); further "
+                    "ones are dropped and counted in observe_pipeline_dropped_samples_total"
+                    '{reason="label_limit"}: raise label_limit, or leave it unset to size it '
+                    "from the model",
                     metric,
                     self.limit,
                 )

@@ -1,8 +1,9 @@
 """The process's OpenTelemetry SDK: a Prometheus `/metrics` endpoint, the store, OTLP.
 
 One `MeterProvider` per monitored run. The Prometheus reader serves scrapes from its own
-registry over `prometheus_client`'s HTTP server (127.0.0.1 by default); a periodic reader
-feeds the store exporter; another, when configured, an OpenTelemetry Collector over OTLP.
+registry on the run's `MetricsEndpoint` (127.0.0.1 by default); a periodic reader feeds the
+store exporter; another, when configured, an OpenTelemetry Collector over OTLP. Each
+periodic reader exports a last time when the provider shuts down.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from enum import StrEnum
 from typing import Any
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
@@ -22,13 +24,16 @@ from opentelemetry.sdk.metrics.export import (
     MetricsData,
     PeriodicExportingMetricReader,
 )
+from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.resources import Resource
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
+from observe.catalogue import MODEL_LABEL, RANK_LABEL, RESOURCE_LABELS, RUN_LABEL
 from observe.errors import ObserveError
 from observe.instruments import SCOPE
 from observe.settings import Settings
-from observe.telemetry.store_exporter import LABEL_ATTRIBUTES
+from observe.telemetry.exposition import MetricsEndpoint
+from observe.telemetry.limits import MAX_LABEL_LIMIT
 
 logger = logging.getLogger("observe")
 
@@ -65,6 +70,14 @@ class CountingExporter(MetricExporter):
         self.inner.shutdown(timeout_millis=timeout_millis, **kwargs)
 
 
+class FinalScrape(StrEnum):
+    """Whether Prometheus read a closing run's final values."""
+
+    READ = "read"  # a scrape begun after the final flush was answered
+    MISSED = "missed"  # prometheus_linger_s ran out first
+    NOT_AWAITED = "not awaited"  # no linger, no /metrics, or nobody scraped the run
+
+
 class Telemetry:
     """The SDK side: readers, exporters and the `/metrics` server of one run."""
 
@@ -79,26 +92,30 @@ class Telemetry:
     ) -> None:
         attributes: dict[str, str | int] = {
             "service.name": "observe",
-            "run": run_id,
-            "model": model,
+            RUN_LABEL: run_id,
+            MODEL_LABEL: model,
         }
         if rank is not None:
-            attributes["rank"] = rank
+            attributes[RANK_LABEL] = rank
         readers: list[MetricReader] = []
         self.metrics_port: int | None = None
-        self._server: Any = None
+        self.endpoint: MetricsEndpoint | None = None
+        self._linger_s = settings.prometheus_linger_s
+        self.final_scrape = FinalScrape.NOT_AWAITED
         if settings.prometheus_port is not None:
             # A registry of its own: two runs in one process must not share series.
             registry = CollectorRegistry(auto_describe=True)
             readers.append(
                 PrometheusMetricReader(
                     scope_info_enabled=False,
-                    resource_attribute_filter=LABEL_ATTRIBUTES.__contains__,
+                    resource_attribute_filter=RESOURCE_LABELS.__contains__,
                     registry=registry,
                 )
             )
-            self._server = _serve(registry, settings.prometheus_host, settings.prometheus_port)
-            self.metrics_port = self._server.server_port
+            self.endpoint = MetricsEndpoint(
+                registry, settings.prometheus_host, settings.prometheus_port
+            )
+            self.metrics_port = self.endpoint.port
             logger.info(
                 "observe: serving metrics at http://%s:%d/metrics",
                 settings.prometheus_host,
@@ -112,28 +129,38 @@ class Telemetry:
         readers.extend(
             PeriodicExportingMetricReader(e, export_interval_millis=interval_ms) for e in exporters
         )
-        self.provider = MeterProvider(resource=Resource.create(attributes), metric_readers=readers)
+        # observe's LabelLimiter caps its instruments, counting what it cuts: the SDK's own
+        # cap, which would fold series silently, stays above it.
+        uncapped = View(meter_name=SCOPE, aggregation_cardinality_limit=MAX_LABEL_LIMIT)
+        self.provider = MeterProvider(
+            resource=Resource.create(attributes), metric_readers=readers, views=[uncapped]
+        )
 
     def meter(self) -> Meter:
         return self.provider.get_meter(SCOPE)
 
     def shutdown(self, timeout_s: float) -> None:
-        """Exports a last time through every reader, then stops the `/metrics` server."""
+        """Once the run's final values are in: serves them until a scrape has read them
+        (`_linger`), exports a last time through every reader, then stops `/metrics`."""
+        self.final_scrape = self._linger()
         self.provider.shutdown(timeout_millis=timeout_s * 1000)
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        if self.endpoint is not None:
+            self.endpoint.close()
 
-
-def _serve(registry: CollectorRegistry, host: str, port: int) -> Any:
-    try:
-        server, _ = start_http_server(port, addr=host, registry=registry)
-    except OSError as exc:
-        raise ObserveError(
-            f"cannot serve /metrics on {host}:{port} ({exc.strerror}): pass another "
-            "--prometheus-port, or 0 to pick a free one"
-        ) from exc
-    return server
+    def _linger(self) -> FinalScrape:
+        """Prometheus pulls: without a scrape after the final flush, it never sees the run's
+        last window. A run nobody scraped is not kept waiting for a first scrape."""
+        if self.endpoint is None or not self._linger_s or not self.endpoint.scrapes:
+            return FinalScrape.NOT_AWAITED
+        if self.endpoint.wait_for_next_scrape(self._linger_s):
+            return FinalScrape.READ
+        logger.warning(
+            "observe: Prometheus did not scrape /metrics within %g s of the run's end, so it "
+            "lacks the last window (the store has it): raise prometheus_linger_s to two "
+            "scrape intervals",
+            self._linger_s,
+        )
+        return FinalScrape.MISSED
 
 
 def _otlp_exporter(endpoint: str) -> MetricExporter:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
@@ -18,7 +19,11 @@ from observe.hooks.stats import LayerStats, Window
 from observe.instruments import counter, histogram, observable
 from observe.telemetry.limits import LabelLimiter
 
-Labels = tuple[tuple[str, str], ...]
+if TYPE_CHECKING:
+    from observe.hooks.monitor import Monitor
+
+# A series' label values, in the order its catalogue entry declares the labels.
+Values = tuple[str, ...]
 
 # Gauges of the last window, one value per layer.
 _LAYER_GAUGES: tuple[tuple[Metric, Callable[[LayerStats], float]], ...] = (
@@ -37,8 +42,8 @@ class RoutingInstruments:
     def __init__(self, meter: Meter, limiter: LabelLimiter) -> None:
         self._limiter = limiter
         self._lock = threading.Lock()
-        # Cumulative counts per label set, and the last window's gauge values.
-        self._totals: dict[str, dict[Labels, int]] = {
+        # Cumulative counts per series, and the last window's gauge values.
+        self._totals: dict[str, dict[Values, int]] = {
             m.name: {}
             for m in (
                 catalogue.EXPERT_TOKENS,
@@ -46,13 +51,20 @@ class RoutingInstruments:
                 catalogue.DROPPED_TOKENS,
             )
         }
-        self._gauges: dict[str, dict[Labels, float]] = {m.name: {} for m, _ in _LAYER_GAUGES}
+        self._gauges: dict[str, dict[Values, float]] = {m.name: {} for m, _ in _LAYER_GAUGES}
         for name in self._totals:
-            observable(meter, catalogue.BY_NAME[name], self._reader(self._totals, name))
+            metric = catalogue.BY_NAME[name]
+            observable(meter, metric, self._reader(metric, self._totals[name]))
         for metric, _ in _LAYER_GAUGES:
-            observable(meter, metric, self._reader(self._gauges, metric.name))
+            observable(meter, metric, self._reader(metric, self._gauges[metric.name]))
         self._entropy_windows = histogram(meter, catalogue.ROUTING_ENTROPY_WINDOWS)
         self._steps = counter(meter, catalogue.MONITOR_STEPS)
+
+    def fit(self, monitor: Monitor) -> None:
+        """Sizes the label limit for `monitor`'s model before its first window: the
+        expert × entropy-slot heatmap has the most series, experts × slots per layer."""
+        slots = monitor.config.entropy_slots if "entropy_histogram" in monitor.config.metrics else 1
+        self._limiter.fit(sum(router.n_experts for router in monitor.routers) * slots)
 
     def consume(self, window: Window) -> None:
         with self._lock:
@@ -60,20 +72,19 @@ class RoutingInstruments:
                 self._add_layer(stats)
         for stats in window.routing.layers:
             if stats.tokens:
-                layer = {"layer": str(stats.layer)}
+                layer = catalogue.ROUTING_ENTROPY_WINDOWS.attributes(stats.layer)
                 self._entropy_windows.record(stats.routing_entropy, layer)
         self._steps.add(window.last_step - window.first_step + 1)
 
     def _add_layer(self, stats: LayerStats) -> None:
-        layer = ("layer", str(stats.layer))
+        layer = str(stats.layer)
         for expert, tokens in enumerate(stats.tokens_per_expert):
-            self._add(catalogue.EXPERT_TOKENS, (layer, ("expert", str(expert))), tokens)
+            self._add(catalogue.EXPERT_TOKENS, (layer, str(expert)), tokens)
         slots = len(stats.entropy_histogram[0]) if stats.entropy_histogram else 0
         for expert, row in enumerate(stats.entropy_histogram):
             for slot, n in enumerate(row):
                 bound = f"{(slot + 1) / slots:g}"
-                labels = (layer, ("expert", str(expert)), ("slot_le", bound))
-                self._add(catalogue.EXPERT_ENTROPY_ASSIGNMENTS, labels, n)
+                self._add(catalogue.EXPERT_ENTROPY_ASSIGNMENTS, (layer, str(expert), bound), n)
         if stats.dropped_tokens is not None:
             self._add(catalogue.DROPPED_TOKENS, (layer,), stats.dropped_tokens)
         if stats.tokens:
@@ -81,16 +92,16 @@ class RoutingInstruments:
                 if self._limiter.admit(metric.name, (layer,)):
                     self._gauges[metric.name][(layer,)] = float(value(stats))
 
-    def _add(self, metric: Metric, labels: Labels, n: int) -> None:
+    def _add(self, metric: Metric, values: Values, n: int) -> None:
         totals = self._totals[metric.name]
-        if labels in totals or self._limiter.admit(metric.name, labels):
-            totals[labels] = totals.get(labels, 0) + n
+        if values in totals or self._limiter.admit(metric.name, values):
+            totals[values] = totals.get(values, 0) + n
 
     def _reader(
-        self, values: dict[str, dict[Labels, int]] | dict[str, dict[Labels, float]], name: str
+        self, metric: Metric, series: dict[Values, int] | dict[Values, float]
     ) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def read(options: CallbackOptions) -> Iterable[Observation]:
             with self._lock:
-                return [Observation(v, dict(labels)) for labels, v in values[name].items()]
+                return [Observation(v, metric.attributes(*key)) for key, v in series.items()]
 
         return read

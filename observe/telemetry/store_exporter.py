@@ -19,13 +19,11 @@ from opentelemetry.sdk.metrics.export import (
     NumberDataPoint,
 )
 
+from observe.catalogue import RESOURCE_LABELS
 from observe.drift.live import WindowDrift
 from observe.hooks.stats import Window
 from observe.store.delivery import Delivery
 from observe.store.records import Batch, DriftResult, ExpertLoad, HistogramSample, Sample
-
-# Resource attributes copied onto every stored series, as the Prometheus reader does.
-LABEL_ATTRIBUTES = frozenset({"run", "model", "rank"})
 
 
 def _time(unix_nano: int) -> dt.datetime:
@@ -53,10 +51,11 @@ class StoreExporter(MetricExporter):
         samples: list[Sample] = []
         histograms: list[HistogramSample] = []
         for resource_metrics in metrics_data.resource_metrics:
+            # Copied onto every stored series, as the Prometheus reader does.
             resource = {
                 k: v
                 for k, v in resource_metrics.resource.attributes.items()
-                if k in LABEL_ATTRIBUTES
+                if k in RESOURCE_LABELS
             }
             for scope_metrics in resource_metrics.scope_metrics:
                 for metric in scope_metrics.metrics:
