@@ -38,10 +38,14 @@ from observe.dashboards.sql import POSTGRES_TYPE, SQL, SQLFormat
 # empty at a short dashboard interval.
 RATE_INTERVAL = "$__rate_interval"
 
-# The label names as the catalogue declares them.
-RUN, MODEL = catalogue.COMMON_LABELS
-LAYER, EXPERT, SLOT = catalogue.EXPERT_ENTROPY_ASSIGNMENTS.labels
-_, METHOD = catalogue.SEMANTIC_DRIFT.labels
+# The label names, as the catalogue defines them.
+RUN, MODEL = catalogue.RUN_LABEL, catalogue.MODEL_LABEL
+LAYER, EXPERT, SLOT, METHOD = (
+    catalogue.LAYER,
+    catalogue.EXPERT,
+    catalogue.SLOT_LE,
+    catalogue.METHOD,
+)
 # Labels whose values are bare numbers: a legend names them ("layer 3").
 _NUMBERED = (LAYER, EXPERT)
 
