@@ -1,10 +1,9 @@
 """The metric catalogue: every figure observe shows a user, defined once.
 
-The instruments the monitor's sinks and the workload create, the store's queries and the
-generated `docs/metrics.md` all read this module; dashboards and alert rules will too, once
-they are generated (they are not yet). Names follow Prometheus conventions;
-`Metric.prometheus_name` is the series name a scrape of the OpenTelemetry Prometheus
-reader shows (unit suffix, `_total` for counters).
+The instruments the monitor's sinks and the workload create, the store's queries, the
+generated `docs/metrics.md` and the alert rules (`observe/alerts/`) all read this module.
+Names follow Prometheus conventions; `Metric.prometheus_name` is the series name a scrape
+of the OpenTelemetry Prometheus reader shows (unit suffix, `_total` for counters).
 """
 
 from __future__ import annotations
