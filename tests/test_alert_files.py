@@ -1,5 +1,6 @@
 """The generated alert files: deterministic, accepted by the real promtool, their tests pass
-and fail when a rule or an expectation is broken; the Grafana file is well formed."""
+and fail when a rule or an expectation is broken; the Grafana file is well formed; and
+`observe alerts list|test|write` show and use the rules as configured."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cli_runner import invoke
 
 from observe.alerts.config import AlertsConfig, RuleOverride
 from observe.alerts.defaults import DEFAULT_RULES
@@ -150,3 +152,75 @@ def test_short_for_still_makes_tests_that_pass(tmp_path: Path, for_: str) -> Non
     write_alert_files(config, tmp_path)
     passed, output = check_and_test(tmp_path)
     assert passed, output
+
+
+# -- the CLI -------------------------------------------------------------------------------
+
+
+def _toml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "observe.toml"
+    path.write_text(text)
+    return path
+
+
+def test_alerts_list_json_shows_every_rule_as_configured(tmp_path: Path) -> None:
+    config = _toml(
+        tmp_path, '[alerts]\nrun = ["prod"]\n[alerts.rules.ObserveRoutingEntropy]\nlow = 0.6\n'
+    )
+    code, output = invoke("--config", config, "alerts", "list", "--json")
+    assert code == 0, output
+    listed = {r["name"]: r for r in json.loads(output)}
+    assert list(listed) == [rule.name for rule in DEFAULT_RULES]
+    entropy = listed["ObserveRoutingEntropy"]
+    assert (entropy["kind"], entropy["low"], entropy["high"]) == ("range", 0.6, 0.75)
+    series = 'observe_moe_routing_entropy{run="prod"}'
+    assert entropy["expr"] == f"{series} < 0.6 or {series} > 0.75"
+    drift = listed["ObserveSemanticDrift"]
+    assert (drift["kind"], drift["op"], drift["value"], drift["severity"], drift["for"]) == (
+        "threshold", ">", 0.3, "critical", "5m"
+    )  # fmt: skip
+    assert drift["metrics"] == ["observe_drift_semantic_score"]
+    code, table = invoke("--config", config, "alerts", "list")
+    words = " ".join(table.split())  # lines wrap at the terminal's width
+    assert code == 0 and "ObserveRoutingEntropy warning, for 10m:" in words
+    assert "observe_moe_routing_entropy outside 0.6–0.75" in words
+
+
+def test_overrides_change_the_written_expression_and_for(tmp_path: Path) -> None:
+    config = _toml(
+        tmp_path,
+        '[alerts]\nmodel = ["mixtral"]\n'
+        '[alerts.rules.ObserveSemanticDrift]\nvalue = 0.45\nfor = "2m"\n',
+    )
+    code, output = invoke("--config", config, "alerts", "write", tmp_path / "out")
+    assert code == 0, output
+    written = yaml.safe_load((tmp_path / "out" / RULES_FILE).read_text())
+    drift = next(r for r in written["groups"][0]["rules"] if r["alert"] == "ObserveSemanticDrift")
+    assert drift["expr"] == 'observe_drift_semantic_score{model="mixtral"} > 0.45'
+    assert drift["for"] == "2m"
+    passed, promtool_output = check_and_test(tmp_path / "out")
+    assert passed, promtool_output
+
+
+def test_alerts_test_runs_promtool_on_the_configured_rules(tmp_path: Path) -> None:
+    config = _toml(tmp_path, '[alerts.rules.ObserveDeadExperts]\nfor = "90s"\n')
+    code, output = invoke("--config", config, "alerts", "test")
+    assert code == 0, output
+    assert "ObserveDeadExperts.yml" in output
+    assert f"{len(DEFAULT_RULES)} rules checked and tested" in output
+
+
+def test_alerts_test_without_promtool_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "")
+    code, output = invoke("alerts", "test")
+    assert code == 2
+    assert "promtool is not on PATH" in output and "apt-get install prometheus" in output
+    assert "Traceback" not in output
+
+
+def test_a_bad_override_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    config = _toml(tmp_path, "[alerts.rules.ObserveCacheMissRate]\nlow = 0.3\n")
+    code, output = invoke("--config", config, "alerts", "list")
+    assert code == 2
+    assert "ObserveCacheMissRate: low = 0.3 must be below high = 0.25" in output
+    assert "Traceback" not in output

@@ -1,6 +1,6 @@
 """The `observe` command line."""
 
-from observe.cli import drift, store, workload
+from observe.cli import alerts, drift, store, workload
 from observe.cli.app import app, main
 
-__all__ = ["app", "drift", "main", "store", "workload"]
+__all__ = ["alerts", "app", "drift", "main", "store", "workload"]
