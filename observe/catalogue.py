@@ -1,8 +1,8 @@
 """The metric catalogue: every figure observe shows a user, defined once.
 
-The instruments the monitor's sinks and the workload create, the store's queries and the
-generated `docs/metrics.md` and the generated dashboards (`observe/dashboards/`) all read
-this module; the alert rules will too. Names follow Prometheus conventions;
+The instruments the monitor's sinks and the workload create, the store's queries, the
+generated `docs/metrics.md`, the dashboards (`observe/dashboards/`) and the alert rules
+(`observe/alerts/`) all read this module. Names follow Prometheus conventions;
 `Metric.prometheus_name` is the series name a scrape of the OpenTelemetry Prometheus
 reader shows (unit suffix, `_total` for counters).
 """

@@ -7,20 +7,32 @@ python -m observe.generate --check  # exit 1 listing the files that are out of d
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from observe.alerts.config import AlertsConfig
+from observe.alerts.files import GRAFANA_FILE, alert_files
 from observe.dashboards import dashboard_files
 from observe.dashboards.provisioning import provisioning_files
 from observe.docs import render_metrics_doc
 
 ROOT = Path(__file__).resolve().parents[1]
 
+
+def _alert_file(path: str) -> str:
+    # The committed alert files are the defaults', whatever observe.toml lies around.
+    return alert_files(AlertsConfig())[path]
+
+
 GENERATED: dict[str, Callable[[], str]] = {
     "docs/metrics.md": render_metrics_doc,
     **dashboard_files(),
     **provisioning_files(),
+    **{f"alerts/{p}": functools.partial(_alert_file, p) for p in alert_files(AlertsConfig())},
+    # Where a stock Grafana pointed at dashboards/provisioning/ finds the alert rules.
+    "dashboards/provisioning/alerting/observe.yml": functools.partial(_alert_file, GRAFANA_FILE),
 }
 
 

@@ -5,12 +5,15 @@ environment variables override it; command-line flags override both. With none o
 everything runs on the embedded defaults: SQLite under `.observe/` and a `/metrics`
 endpoint on 127.0.0.1. The monitor's own settings (`MonitorConfig`: flush interval,
 sampling) are the `[monitor]` table of the file and `OBSERVE_MONITOR_*` variables; live
-drift's (`DriftConfig`) the `[drift]` table and `OBSERVE_DRIFT_*`.
+drift's (`DriftConfig`) the `[drift]` table and `OBSERVE_DRIFT_*`; alert rules'
+(`AlertsConfig`) the `[alerts]` table, `OBSERVE_ALERTS_*`, and per rule a table
+`[alerts.rules.NAME]` (file only).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import keyword
 import math
 import os
 import tomllib
@@ -21,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from observe.alerts.config import AlertsConfig
 from observe.drift.config import DriftConfig
 from observe.errors import ObserveError
 from observe.hooks.config import MonitorConfig
@@ -55,6 +59,8 @@ class Settings:
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     # What live drift scores, where a command or a session turns it on.
     drift: DriftConfig = field(default_factory=DriftConfig)
+    # Which series the alert rules watch, and each rule's overrides.
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
 
     def __post_init__(self) -> None:
         if self.prometheus_port is not None and not 0 <= self.prometheus_port <= 65535:
@@ -115,17 +121,33 @@ def _build(cls: type[Any], values: Mapping[str, Any]) -> Any:
         raise ObserveError(f"unknown settings {unknown}: {_known(cls, unknown)}")
     kwargs = {}
     for name, value in values.items():
+        entry = _table_of_tables(hints[name])
         if isinstance(value, Mapping) and dataclasses.is_dataclass(hints[name]):
             value = _build(hints[name], value)
+        elif isinstance(value, Mapping) and entry is not None:
+            value = {k: _build(entry, v) if isinstance(v, Mapping) else v for k, v in value.items()}
         kwargs[name] = value
     return cls(**kwargs)
+
+
+def _table_of_tables(kind: Any) -> Any:
+    """The dataclass D of a `Mapping[str, D]` setting (a table per name), else None."""
+    if typing.get_origin(kind) is Mapping:
+        entry = typing.get_args(kind)[1]
+        return entry if dataclasses.is_dataclass(entry) else None
+    return None
+
+
+def _key(name: str) -> str:
+    """The file's key for a field: a Python keyword is a field with `_` after it (`for_`)."""
+    return name[:-1] if keyword.iskeyword(name[:-1]) else name
 
 
 def _known(cls: type[Any], unknown: list[str]) -> str:
     monitor = [name for name in unknown if name in MONITOR_FIELDS]
     if cls is Settings and monitor:
         return f"{', '.join(monitor)} belong in the [monitor] table (monitor settings)"
-    return f"known are {', '.join(typing.get_type_hints(cls))}"
+    return f"known are {', '.join(_key(n) for n in typing.get_type_hints(cls))}"
 
 
 def _from_environ(cls: type[Any], prefix: str, environ: Mapping[str, str]) -> dict[str, Any]:
@@ -146,7 +168,7 @@ def _from_environ(cls: type[Any], prefix: str, environ: Mapping[str, str]) -> di
             nested = _from_environ(kind, variable + "_", environ)  # type: ignore[arg-type]
             if nested:
                 values[name] = nested
-        elif variable in environ:
+        elif variable in environ and _table_of_tables(kind) is None:
             values[name] = parse(environ[variable], kind, f"${variable}")
     return values
 
@@ -161,24 +183,46 @@ def _from_file(config_file: str | os.PathLike[str] | None) -> dict[str, Any]:
         table = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ObserveError(f"config file {path} is not valid TOML ({exc}): fix its syntax") from exc
-    return _from_table(Settings, table, f"in {path}")
+    return _from_table(Settings, table, f"in {path}", ())
 
 
-def _from_table(cls: type[Any], table: Mapping[str, Any], where: str) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
+def _from_table(
+    cls: type[Any], table: Mapping[str, Any], file: str, path: tuple[str, ...]
+) -> dict[str, Any]:
+    """`table` (at `path` in the file) as field values of `cls`, each parsed to its type."""
+    where = _where(path, file)
+    hints = {_key(name): (name, kind) for name, kind in typing.get_type_hints(cls).items()}
     unknown = sorted(set(table) - set(hints))
     if unknown:
         raise ObserveError(f"unknown settings {unknown} {where}: {_known(cls, unknown)}")
     values: dict[str, Any] = {}
-    for name, value in table.items():
-        kind = hints[name]
+    for key, value in table.items():
+        name, kind = hints[key]
+        inner = (*path, key)
         if dataclasses.is_dataclass(kind):
-            if not isinstance(value, Mapping):
-                raise ObserveError(f"{name} {where} must be a table: write [{name}] above it")
-            values[name] = _from_table(kind, value, f"in [{name}] {where}")  # type: ignore[arg-type]
+            values[name] = _from_table(kind, _table(value, inner, file), file, inner)  # type: ignore[arg-type]
+        elif (entry := _table_of_tables(kind)) is not None:
+            values[name] = {
+                item: _from_table(entry, _table(fields, (*inner, item), file), file, (*inner, item))
+                for item, fields in _table(value, inner, file).items()
+            }
         else:
-            values[name] = parse(value, kind, f"{name} {where}")
+            values[name] = parse(value, kind, f"{key} {where}")
     return values
+
+
+def _where(path: tuple[str, ...], file: str) -> str:
+    return f"in [{'.'.join(path)}] {file}" if path else file
+
+
+def _table(value: Any, path: tuple[str, ...], file: str) -> Mapping[str, Any]:
+    """`value`, the table at `path`, or an error saying how to write it as one."""
+    if not isinstance(value, Mapping):
+        raise ObserveError(
+            f"{path[-1]} {_where(path[:-1], file)} must be a table: write [{'.'.join(path)}] "
+            "above its settings"
+        )
+    return value
 
 
 def parse(value: Any, kind: Any, where: str) -> Any:

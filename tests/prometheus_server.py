@@ -12,7 +12,7 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,13 @@ class Prometheus:
         result = self.query(promql)
         return float(result[0]["value"][1]) if result else None
 
+    def get(self, path: str) -> Any:
+        """The `data` of an API answer, e.g. `get("/api/v1/rules")`."""
+        with urllib.request.urlopen(f"{self.url}{path}", timeout=10) as r:
+            body = json.load(r)
+        assert body["status"] == "success", body
+        return body["data"]
+
     def wait_for(self, promql: str, expected: float, timeout_s: float = 60) -> float | None:
         """Polls until `promql` returns `expected` (scrapes come every second)."""
         deadline = time.monotonic() + timeout_s
@@ -51,18 +58,23 @@ class Prometheus:
         return value
 
 
-# What the `prometheus` fixture hands a test: `with prometheus(targets) as server: ...`
-StartPrometheus = Callable[[list[str]], AbstractContextManager[Prometheus]]
+# What the `prometheus` fixture hands a test: `with prometheus(targets) as server: ...`, or
+# `prometheus(targets, rule_files=[path])` to load alert rules too.
+StartPrometheus = Callable[..., AbstractContextManager[Prometheus]]
 
 
 @contextmanager
-def run_prometheus(targets: list[str], workdir: Path) -> Iterator[Prometheus]:
+def run_prometheus(
+    targets: list[str], workdir: Path, rule_files: Sequence[Path] = ()
+) -> Iterator[Prometheus]:
     binary = shutil.which("prometheus")
     assert binary, "prometheus is not installed: run `make test`, which installs it"
     port = free_port()
     config = workdir / "prometheus.yml"
+    # Rules are evaluated every second, as often as targets are scraped.
     config.write_text(
-        "global:\n  scrape_interval: 1s\n"
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+        f"rule_files: {json.dumps([str(p) for p in rule_files])}\n"
         "scrape_configs:\n  - job_name: observe\n"
         f"    static_configs:\n      - targets: {json.dumps(targets)}\n"
     )

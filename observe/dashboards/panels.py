@@ -33,6 +33,7 @@ from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 from observe import catalogue
 from observe.catalogue import Metric
 from observe.dashboards.sql import POSTGRES_TYPE, SQL, SQLFormat
+from observe.grafana_ids import PROMETHEUS_UID, STORE_UID
 
 # Grafana widens it to cover at least four scrape intervals, so a rate never comes out
 # empty at a short dashboard interval.
@@ -66,8 +67,8 @@ class Datasource:
         return DataSourceRef(type_val=self.type, uid="${datasource}")
 
 
-PROMETHEUS = Datasource("prometheus", "observe-prometheus", "Prometheus (observe)")
-STORE = Datasource(POSTGRES_TYPE, "observe-store", "observe store (PostgreSQL)")
+PROMETHEUS = Datasource("prometheus", PROMETHEUS_UID, "Prometheus (observe)")
+STORE = Datasource(POSTGRES_TYPE, STORE_UID, "observe store (PostgreSQL)")
 
 
 def datasource_variable(source: Datasource) -> db.DatasourceVariable:
