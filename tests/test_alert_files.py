@@ -25,6 +25,7 @@ from observe.alerts.files import (
 )
 from observe.alerts.promtool import check_and_test
 from observe.generate import GENERATED, ROOT
+from observe.grafana_ids import PROMETHEUS_UID
 
 ALERTS = ROOT / "alerts"
 RENDER = (
@@ -123,7 +124,7 @@ def test_the_grafana_file_provisions_each_rule_on_its_bounds() -> None:
         assert provisioned["annotations"]["runbook_url"] == rule.runbook_url
         query, reduce, condition = provisioned["data"]
         assert provisioned["condition"] == condition["refId"] == "C"
-        assert query["datasourceUid"] == "prometheus"
+        assert query["datasourceUid"] == PROMETHEUS_UID
         assert query["model"]["expr"] == rule.signal.promql(rule.selector)
         assert reduce["model"] == {
             "expression": "A",
