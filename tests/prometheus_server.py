@@ -17,6 +17,8 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -65,19 +67,27 @@ StartPrometheus = Callable[..., AbstractContextManager[Prometheus]]
 
 @contextmanager
 def run_prometheus(
-    targets: list[str], workdir: Path, rule_files: Sequence[Path] = ()
+    targets: list[str],
+    workdir: Path,
+    rule_files: Sequence[Path] = (),
+    base_config: Path | None = None,
 ) -> Iterator[Prometheus]:
+    """`base_config` (e.g. collectors/prometheus.yml) is used as it is, but for the targets
+    of its `observe` job, the rule files and intervals of a second."""
     binary = shutil.which("prometheus")
     assert binary, "prometheus is not installed: run `make test`, which installs it"
     port = free_port()
     config = workdir / "prometheus.yml"
+    settings: dict[str, Any] = {"scrape_configs": [{"job_name": "observe"}]}
+    if base_config is not None:
+        settings = yaml.safe_load(base_config.read_text())
     # Rules are evaluated every second, as often as targets are scraped.
-    config.write_text(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-        f"rule_files: {json.dumps([str(p) for p in rule_files])}\n"
-        "scrape_configs:\n  - job_name: observe\n"
-        f"    static_configs:\n      - targets: {json.dumps(targets)}\n"
-    )
+    settings["global"] = {**settings.get("global", {}), "scrape_interval": "1s",
+                          "evaluation_interval": "1s"}  # fmt: skip
+    settings["rule_files"] = [str(p) for p in rule_files]
+    [job] = [j for j in settings["scrape_configs"] if j["job_name"] == "observe"]
+    job["static_configs"] = [{"targets": targets}]
+    config.write_text(yaml.safe_dump(settings))
     process = subprocess.Popen(
         [
             binary,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 from collections.abc import Callable
@@ -74,11 +75,20 @@ def prepare_fine_tune(
     texts = domain_texts(job.domain, data_file, job.docs, train_config.seed)
     torch.manual_seed(train_config.seed)
     if job.resume is None:
-        model = MoETransformer(get_config(job.model_size or DEFAULT_MODEL_SIZE))
+        model = MoETransformer(
+            get_config(job.model_size or DEFAULT_MODEL_SIZE, capacity_factor=job.capacity_factor)
+        )
         start_step, optimizer_state = 0, None
     else:
         checkpoint = load_checkpoint(job.resume)
-        if job.model_size is not None and get_config(job.model_size) != checkpoint.config:
+        # The capacity is no part of a model's size: a resumed run may set another.
+        if job.capacity_factor is not None:
+            checkpoint = dataclasses.replace(
+                checkpoint,
+                config=dataclasses.replace(checkpoint.config, capacity_factor=job.capacity_factor),
+            )
+        shape = dataclasses.replace(checkpoint.config, capacity_factor=None)
+        if job.model_size is not None and get_config(job.model_size) != shape:
             raise ObserveError(
                 f"--model-size {job.model_size} does not match the checkpoint in "
                 f"{job.resume}, whose model is {describe_config(checkpoint.config)}: leave "

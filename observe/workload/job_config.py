@@ -90,12 +90,19 @@ class FineTuneConfig:
         None, "Your own text: .txt (a document per line) or .jsonl (a 'text' field)."
     )
     docs: int = setting(2000, "Documents generated for a built-in domain.")
+    capacity_factor: float | None = setting(
+        None, "Expert capacity as a multiple of a fair share; assignments past it are dropped."
+    )
     resume: Path | None = setting(
         None, "Checkpoint directory to continue from; its model size wins."
     )
 
     def __post_init__(self) -> None:
         _at_least_one(self, "docs")
+        if self.capacity_factor is not None and not self.capacity_factor > 0:
+            raise ObserveError(
+                f"capacity_factor={self.capacity_factor} must be positive, or unset for no limit"
+            )
 
     @property
     def source(self) -> str:
