@@ -14,6 +14,7 @@ from pathlib import Path
 
 from observe.alerts.config import AlertsConfig
 from observe.alerts.files import GRAFANA_FILE, alert_files
+from observe.collectors import render_prometheus_config
 from observe.dashboards import dashboard_files
 from observe.dashboards.provisioning import provisioning_files
 from observe.docs import render_metrics_doc
@@ -28,12 +29,29 @@ def _alert_file(path: str) -> str:
 
 GENERATED: dict[str, Callable[[], str]] = {
     "docs/metrics.md": render_metrics_doc,
+    "collectors/prometheus.yml": render_prometheus_config,
     **dashboard_files(),
     **provisioning_files(),
     **{f"alerts/{p}": functools.partial(_alert_file, p) for p in alert_files(AlertsConfig())},
     # Where a stock Grafana pointed at dashboards/provisioning/ finds the alert rules.
     "dashboards/provisioning/alerting/observe.yml": functools.partial(_alert_file, GRAFANA_FILE),
 }
+
+
+def write_monitoring(directory: Path, alerts: AlertsConfig) -> Path:
+    """Prometheus's configuration, the alert rules (for `alerts`) and the dashboards with
+    their Grafana provisioning, in `directory`, laid out as in the repository; returns the
+    Prometheus configuration's path. Start Grafana from `directory`."""
+    files: dict[str, str] = {
+        "prometheus.yml": render_prometheus_config("alerts"),
+        **{f"alerts/{path}": text for path, text in alert_files(alerts).items()},
+        **{path: render() for path, render in GENERATED.items() if path.startswith("dashboards/")},
+    }
+    for path, text in files.items():
+        target = directory / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+    return directory / "prometheus.yml"
 
 
 def stale(root: Path = ROOT) -> list[str]:

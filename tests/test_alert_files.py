@@ -225,3 +225,18 @@ def test_a_bad_override_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert code == 2
     assert "ObserveCacheMissRate: low = 0.3 must be below high = 0.25" in output
     assert "Traceback" not in output
+
+
+def test_prometheus_configurations_load_their_rules(tmp_path: Path) -> None:
+    """The committed collectors/prometheus.yml and the copy the demo writes both pass
+    `promtool check config`, which loads the rule files they name."""
+    from observe.alerts.promtool import promtool
+    from observe.generate import ROOT, write_monitoring
+
+    written = write_monitoring(tmp_path / "monitoring", AlertsConfig())
+    for config in (ROOT / "collectors" / "prometheus.yml", written):
+        result = subprocess.run(
+            [promtool(), "check", "config", str(config)], capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert f"SUCCESS: {len(AlertsConfig().alert_rules())} rules found" in result.stdout

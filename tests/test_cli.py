@@ -126,6 +126,10 @@ def test_demo_trains_serves_and_summarises(tmp_path: Path) -> None:
     assert "trained to step 2 on medical" in demo
     assert "routing while training:" in demo and "routing while serving:" in demo
     assert "miss rate" in demo
+    monitoring = tmp_path / "demo" / "monitoring"
+    assert f"--config.file={monitoring.resolve()}/prometheus.yml" in demo
+    assert (monitoring / "alerts" / "observe.rules.yml").exists()
+    assert (monitoring / "dashboards" / "provisioning" / "alerting" / "observe.yml").exists()
     demo_runs = re.findall(r"run: (\S+)", demo)
     assert len(demo_runs) == 2, demo
     code, output = invoke("runs", "--json")

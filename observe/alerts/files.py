@@ -11,7 +11,7 @@ from observe.alerts.prometheus import render_rule_file
 from observe.alerts.promtool_tests import render_test_file
 from observe.alerts.runbook import render_runbook
 
-# `collectors/prometheus.yml` loads `alerts/*.rules.yml`.
+# `collectors/prometheus.yml` (observe/collectors.py) loads it.
 RULES_FILE = "observe.rules.yml"
 TESTS_DIR = "tests"
 GRAFANA_FILE = "grafana-alerting.yml"

@@ -11,8 +11,7 @@ from observe.alerts.rules import Rule
 FILES = """\
 | file | what it is |
 |---|---|
-| `{rules}` | Prometheus alerting rules (`collectors/prometheus.yml` loads \
-`alerts/*.rules.yml`) |
+| `{rules}` | Prometheus alerting rules (`collectors/prometheus.yml` loads it) |
 | `{tests}/<alert>.yml` | promtool unit tests: per alert, series that fire it and series \
 that do not |
 | `{grafana}` | the same rules as Grafana alert rules (a provisioning file), querying the \
