@@ -1,0 +1,72 @@
+"""The figures PromQL computes, from one series' stored points: a counter's increase with
+resets, and `histogram_quantile` over buckets' increases.
+
+Points are (unix seconds, value) pairs, oldest first. The increase over a window starts
+from the last point at or before the window's start, so a window that a series fully
+covers counts all of it; a series that begins inside the window counts from its first
+point, as Prometheus does (it never sees what a counter held before its first scrape).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+Point = tuple[float, float]
+
+
+def window_points(points: Sequence[Point], start: float, end: float) -> list[Point]:
+    """The points in (start, end], after the last one at or before `start` if any."""
+    before = [p for p in points if p[0] <= start]
+    inside = [p for p in points if start < p[0] <= end]
+    return ([before[-1]] if before else []) + inside
+
+
+def increase(values: Sequence[float]) -> float | None:
+    """How much a counter rose across `values`; a drop is a reset (the counter restarted
+    from 0), so the value after it counts in full. None with fewer than two values."""
+    if len(values) < 2:
+        return None
+    total = 0.0
+    for previous, current in zip(values, values[1:], strict=False):
+        total += current - previous if current >= previous else current
+    return total
+
+
+def bucket_increase(counts: Sequence[Sequence[float]]) -> list[float] | None:
+    """Per bucket, how much an OpenTelemetry histogram's counts rose across `counts` (each a
+    cumulative-temporality sample's per-bucket counts); a fall in the total is a reset, as
+    is a change in the number of buckets. None with fewer than two samples."""
+    if len(counts) < 2:
+        return None
+    total = [0.0] * len(counts[-1])
+    for previous, current in zip(counts, counts[1:], strict=False):
+        reset = len(previous) != len(current) or sum(current) < sum(previous)
+        if reset:
+            total = [0.0] * len(current)
+        for i, count in enumerate(current):
+            total[i] += count if reset else count - previous[i]
+    return total
+
+
+def histogram_quantile(q: float, bounds: Sequence[float], per_bucket: Sequence[float]) -> float:
+    """PromQL's `histogram_quantile(q, ...)` for buckets with upper `bounds` (+Inf after the
+    last) holding `per_bucket` observations each: linear inside the bucket the rank falls
+    in, the largest finite bound past it, NaN with no observations."""
+    cumulative, running = [], 0.0
+    for count in per_bucket:
+        running += count
+        cumulative.append(running)
+    total = cumulative[-1] if cumulative else 0.0
+    if total <= 0:
+        return math.nan
+    rank = q * total
+    b = next(i for i, c in enumerate(cumulative) if c >= rank)
+    if b >= len(bounds):  # the +Inf bucket
+        return float(bounds[-1])
+    end = float(bounds[b])
+    if b == 0 and end <= 0:
+        return end
+    start = float(bounds[b - 1]) if b > 0 else 0.0
+    below = cumulative[b - 1] if b > 0 else 0.0
+    return start + (end - start) * (rank - below) / (cumulative[b] - below)
