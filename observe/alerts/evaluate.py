@@ -69,8 +69,13 @@ def figures(rule: Rule, engine: Engine, run_id: str, at: datetime) -> list[Figur
     (too few points, 0/0) are left out, as PromQL leaves them out."""
     signal = rule.signal
     end = at.timestamp()
-    window = LOOKBACK_S if isinstance(signal, Value) else parse_duration(signal.window) or 0
-    since = at - timedelta(seconds=window + (0 if isinstance(signal, Value) else LOOKBACK_S))
+    if isinstance(signal, Rate | Share | Quantile):
+        # Points from before the window too: the increase starts from the last one of them.
+        window = parse_duration(signal.window) or 0.0
+        since = at - timedelta(seconds=window + LOOKBACK_S)
+    else:
+        window = LOOKBACK_S
+        since = at - timedelta(seconds=window)
     if isinstance(signal, Quantile):
         series = alerting.histograms(engine, run_id, signal.metric, since, at)
     else:
@@ -155,8 +160,8 @@ class Evaluator:
         for rule in self.rules:
             found = figures(rule, self.engine, self.run_id, at)
             violated = {labels_key(f.labels): f for f in found if rule.violated(f.value)}
-            for key in [k for k in self._active if k[0] == rule.name and k[1] not in violated]:
-                gone = self._active.pop(key)
+            for gone_key in [k for k in self._active if k[0] == rule.name and k[1] not in violated]:
+                gone = self._active.pop(gone_key)
                 if gone.firing:
                     events.append(self._event(rule, "resolved", at, gone.labels, None))
             active_rows = []

@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from itertools import pairwise
+from typing import TypeVar
 
-Point = tuple[float, float]
+# A value, or a histogram's per-bucket counts.
+V = TypeVar("V")
 
 
-def window_points(points: Sequence[Point], start: float, end: float) -> list[Point]:
+def window_points(
+    points: Sequence[tuple[float, V]], start: float, end: float
+) -> list[tuple[float, V]]:
     """The points in (start, end], after the last one at or before `start` if any."""
     before = [p for p in points if p[0] <= start]
     inside = [p for p in points if start < p[0] <= end]
@@ -28,21 +33,22 @@ def increase(values: Sequence[float]) -> float | None:
     if len(values) < 2:
         return None
     total = 0.0
-    for previous, current in zip(values, values[1:], strict=False):
+    for previous, current in pairwise(values):
         total += current - previous if current >= previous else current
     return total
 
 
 def bucket_increase(counts: Sequence[Sequence[float]]) -> list[float] | None:
     """Per bucket, how much an OpenTelemetry histogram's counts rose across `counts` (each a
-    cumulative-temporality sample's per-bucket counts); a fall in the total is a reset, as
-    is a change in the number of buckets. None with fewer than two samples."""
+    cumulative-temporality sample's per-bucket counts); a fall in the total is a reset, after
+    which the counts add in full. New buckets start the sum again from the sample that has
+    them. None with fewer than two samples."""
     if len(counts) < 2:
         return None
-    total = [0.0] * len(counts[-1])
-    for previous, current in zip(counts, counts[1:], strict=False):
+    total = [0.0] * len(counts[0])
+    for previous, current in pairwise(counts):
         reset = len(previous) != len(current) or sum(current) < sum(previous)
-        if reset:
+        if len(previous) != len(current):
             total = [0.0] * len(current)
         for i, count in enumerate(current):
             total[i] += count if reset else count - previous[i]
