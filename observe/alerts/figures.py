@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from itertools import pairwise
+from itertools import accumulate, pairwise
 from typing import TypeVar
 
 # A value, or a histogram's per-bucket counts.
@@ -39,30 +39,23 @@ def increase(values: Sequence[float]) -> float | None:
 
 
 def bucket_increase(counts: Sequence[Sequence[float]]) -> list[float] | None:
-    """Per bucket, how much an OpenTelemetry histogram's counts rose across `counts` (each a
-    cumulative-temporality sample's per-bucket counts); a fall in the total is a reset, after
-    which the counts add in full. New buckets start the sum again from the sample that has
-    them. None with fewer than two samples."""
-    if len(counts) < 2:
+    """Per bucket bound (+Inf last), how many observations up to it an OpenTelemetry
+    histogram gained across `counts` (each a cumulative-temporality sample's per-bucket
+    counts): Prometheus's `increase` of each `_bucket{le}` series, resets found per series.
+    None with fewer than two samples; only samples with the newest number of buckets count."""
+    width = len(counts[-1]) if counts else 0
+    up_to = [list(accumulate(c)) for c in counts if len(c) == width]
+    if len(up_to) < 2:
         return None
-    total = [0.0] * len(counts[0])
-    for previous, current in pairwise(counts):
-        reset = len(previous) != len(current) or sum(current) < sum(previous)
-        if len(previous) != len(current):
-            total = [0.0] * len(current)
-        for i, count in enumerate(current):
-            total[i] += count if reset else count - previous[i]
-    return total
+    return [increase([c[i] for c in up_to]) or 0.0 for i in range(width)]
 
 
-def histogram_quantile(q: float, bounds: Sequence[float], per_bucket: Sequence[float]) -> float:
+def histogram_quantile(q: float, bounds: Sequence[float], up_to: Sequence[float]) -> float:
     """PromQL's `histogram_quantile(q, ...)` for buckets with upper `bounds` (+Inf after the
-    last) holding `per_bucket` observations each: linear inside the bucket the rank falls
+    last) holding `up_to` observations up to each: linear inside the bucket the rank falls
     in, the largest finite bound past it, NaN with no observations."""
-    cumulative, running = [], 0.0
-    for count in per_bucket:
-        running += count
-        cumulative.append(running)
+    # As Prometheus does: counts that fall with the bound (resets seen per series) are lifted.
+    cumulative = list(accumulate(up_to, max))
     total = cumulative[-1] if cumulative else 0.0
     if total <= 0:
         return math.nan
