@@ -133,7 +133,9 @@ def _wait_for_state(url: str, rule: str, state: str) -> dict[str, Any]:
         time.sleep(0.5)
 
 
-def test_status_and_check_read_a_real_prometheus(prometheus: StartPrometheus, tmp_path: Path) -> None:
+def test_status_and_check_read_a_real_prometheus(
+    prometheus: StartPrometheus, tmp_path: Path
+) -> None:
     immediate = AlertsConfig(rules={SEMANTIC_DRIFT_RULE.name: RuleOverride(for_="0s")})
     write_alert_files(immediate, tmp_path / "rules")
     registry = CollectorRegistry()
