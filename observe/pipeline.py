@@ -20,6 +20,7 @@ import torch
 from opentelemetry.metrics import MeterProvider
 from torch import nn
 
+from observe.alerts.background import BackgroundEvaluator
 from observe.errors import ObserveError
 from observe.hooks.adapters import RouterAdapter
 from observe.hooks.config import MonitorConfig
@@ -110,6 +111,12 @@ class MonitoringSession(Closeable):
         self._drift: list[DriftSink] = []
         self._freshness = False
         self._closed = False
+        interval_s = settings.alerts.evaluation_interval_s
+        self._alerts = (
+            BackgroundEvaluator(settings.alerts.alert_rules(), url, self.run_id, interval_s)
+            if interval_s > 0
+            else None
+        )
 
     @property
     def store(self) -> Store:
@@ -196,6 +203,9 @@ class MonitoringSession(Closeable):
         self._keep_hidden_samples()
         self.telemetry.shutdown(timeout_s)
         self.delivery.close(timeout_s)
+        if self._alerts is not None:
+            # After delivery: the last evaluation sees every sample of the run.
+            self._alerts.shutdown(timeout_s)
         try:
             self._store.end_run(self.run_id, status)
         except ObserveError as exc:

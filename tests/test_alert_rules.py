@@ -230,6 +230,12 @@ def test_selectors_retarget_every_expression(tmp_path: Path) -> None:
     assert Selector().promql() == ""
 
 
+def test_the_evaluation_interval_comes_from_the_environment_and_0_turns_it_off() -> None:
+    assert load_settings(environ={}).alerts.evaluation_interval_s == 15.0
+    settings = load_settings(environ={"OBSERVE_ALERTS_EVALUATION_INTERVAL_S": "0"})
+    assert settings.alerts.evaluation_interval_s == 0.0
+
+
 def test_selectors_come_from_the_environment_too() -> None:
     settings = load_settings(environ={"OBSERVE_ALERTS_RUN": "a,b"})
     assert settings.alerts.run == ("a", "b")
@@ -262,6 +268,10 @@ def test_selectors_come_from_the_environment_too() -> None:
         (
             "[alerts.rules.ObserveRoutingEntropy]\nhigh = 0.6\n",
             "ObserveRoutingEntropy: low = 0.65 must be below high = 0.6",
+        ),
+        (
+            "[alerts]\nevaluation_interval_s = -1\n",
+            "evaluation_interval_s = -1.0 is negative: .* or 0 to evaluate no rules",
         ),
         (
             "[alerts.rules.ObserveDeadExperts]\nseverity = 'page'\n",

@@ -20,13 +20,16 @@ import observe.hooks.stats, observe.hooks.config, observe.telemetry.routing_inst
 import observe.drift.projection, observe.drift.score, observe.drift.calibration
 import observe.drift.divergence, observe.drift.report
 import observe.alerts.files, observe.alerts.promtool, observe.dashboards, observe.generate
+import observe.alerts.evaluate, observe.alerts.prometheus_api, observe.store.alerting
 # Rendering every generated file: dashboards, provisioning and alert files included.
 assert all(render() for render in observe.generate.GENERATED.values())
 from observe.cli import app
 runner = CliRunner()
 for args in (["--help"], ["db", "upgrade"], ["runs"], ["runs", "--json"], ["db", "current"],
              ["train", "--help"], ["query", "observe_moe_expert_tokens"], ["alerts", "list"],
-             ["alerts", "list", "--json"], ["alerts", "write", sys.argv[1]]):
+             ["alerts", "list", "--json"], ["alerts", "write", sys.argv[1]],
+             ["alerts", "status"], ["alerts", "status", "--json"], ["alerts", "history"],
+             ["alerts", "check"]):
     result = runner.invoke(app, args)
     assert result.exit_code == 0, (args, result.output)
 # PATH is empty: no promtool, so `alerts test` explains how to get it.

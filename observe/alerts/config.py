@@ -4,6 +4,7 @@
 [alerts]
 job = ["observe"]            # selectors: accepted values of job, run and model; [] = any
 model = ["mixtral-8x7b"]
+evaluation_interval_s = 15    # how often a monitored run evaluates the rules; 0: never
 
 [alerts.rules.ObserveSemanticDrift]
 value = 0.4                   # Threshold rules: value; Range rules: low and high
@@ -53,10 +54,18 @@ class AlertsConfig:
     runbook_url: str = RUNBOOK
     # Uid of the Grafana Prometheus data source the Grafana alert rules query.
     grafana_datasource_uid: str = PROMETHEUS_UID
+    # Seconds between evaluations of the rules on a monitored run's stored series, which
+    # record alert events in the store; 0 evaluates none.
+    evaluation_interval_s: float = 15.0
     # Per rule name, the fields to change.
     rules: Mapping[str, RuleOverride] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.evaluation_interval_s < 0:
+            raise ObserveError(
+                f"alerts evaluation_interval_s = {self.evaluation_interval_s} is negative: "
+                "use a number of seconds, or 0 to evaluate no rules during runs"
+            )
         unknown = sorted(set(self.rules) - set(RULES_BY_NAME))
         if unknown:
             raise ObserveError(
