@@ -2,8 +2,9 @@
 
 Two monitored runs, one for training and one for serving, each with its store records and
 `/metrics` endpoint, run exactly as `observe train` and `observe infer` run them. It ends
-by writing the monitoring files (Prometheus's configuration, the alert rules, the Grafana
-dashboards and their provisioning) beside its checkpoint, and says how to start them.
+with the serving run's alert states, evaluated on the store, and writes the monitoring
+files (Prometheus's configuration, the alert rules, the Grafana dashboards and their
+provisioning) beside its checkpoint, saying how to start them.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from observe import jobs
+from observe.alerts.evaluate import AlertRow, status_rows
 from observe.generate import write_monitoring
 from observe.settings import Settings
+from observe.store.engine import connect, resolve_url
 from observe.workload.job_config import DemoConfig
 
 
@@ -22,15 +25,18 @@ from observe.workload.job_config import DemoConfig
 class DemoResult:
     training: jobs.Training
     serving: jobs.Serving
+    # Every alert rule's state on the serving run, as the store has it.
+    alerts: list[AlertRow]
     # The directory holding prometheus.yml, alerts/ and dashboards/.
     monitoring: Path
 
     def format(self) -> str:
+        return f"{self.training.format()}\n{self.serving.format()}"
+
+    def next_steps(self) -> str:
         where = self.monitoring.resolve()
         return "\n".join(
             [
-                self.training.format(),
-                self.serving.format(),
                 f"monitoring files in {where}: prometheus.yml, alerts/, dashboards/",
                 "watch the next run with Prometheus and Grafana (serving metrics on the default "
                 "port):",
@@ -58,5 +64,10 @@ def run_demo(
         drift=settings.drift,
         trained_until=training.result.trained_until,
     )
+    engine = connect(resolve_url(settings.db_url))
+    try:
+        alerts = status_rows(engine, settings.alerts.alert_rules(), run_id=serving.run_id)
+    finally:
+        engine.dispose()
     monitoring = write_monitoring(Path(out_dir) / "monitoring", settings.alerts)
-    return DemoResult(training, serving, monitoring.parent)
+    return DemoResult(training, serving, alerts, monitoring.parent)

@@ -126,6 +126,7 @@ def test_demo_trains_serves_and_summarises(tmp_path: Path) -> None:
     assert "trained to step 2 on medical" in demo
     assert "routing while training:" in demo and "routing while serving:" in demo
     assert "miss rate" in demo
+    assert "alerts on the serving run:" in demo and "ObserveSemanticDrift" in demo
     monitoring = tmp_path / "demo" / "monitoring"
     assert f"--config.file={monitoring.resolve()}/prometheus.yml" in demo
     assert (monitoring / "alerts" / "observe.rules.yml").exists()

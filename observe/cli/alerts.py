@@ -126,7 +126,8 @@ def _labels(labels: Mapping[str, str]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
-def _table(rows: Sequence[AlertRow]) -> Table:
+def alert_table(rows: Sequence[AlertRow]) -> Table:
+    """Alert states as a table, coloured by severity and state."""
     table = Table("rule", "severity", "state", "value", "since", "series")
     table.columns[0].no_wrap = True
     for row in rows:
@@ -156,7 +157,7 @@ def status(
     if as_json:
         console.print_json(json.dumps([row.as_dict() for row in rows]))
         return
-    console.print(_table(rows))
+    console.print(alert_table(rows))
 
 
 @alerts.command("history")

@@ -136,6 +136,7 @@ def demo(
     otlp_endpoint: OtlpEndpoint = None,
 ) -> None:
     """Fine-tune on one domain, then serve traffic that shifts domain, and summarise."""
+    from observe.cli.alerts import alert_table
     from observe.demo import run_demo
 
     options = settings(
@@ -144,3 +145,6 @@ def demo(
     config = dataclasses.replace(DEMO, fine_tune=fine_tune, train=train_config, serve=serve)
     result = run_demo(config, out, options, progress=progress)
     console.print(result.format(), highlight=False, soft_wrap=True)
+    console.print("alerts on the serving run:", highlight=False)
+    console.print(alert_table(result.alerts))
+    console.print(result.next_steps(), highlight=False, soft_wrap=True)
