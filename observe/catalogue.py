@@ -208,6 +208,14 @@ SEMANTIC_DRIFT_ALERT = 0.3
 # inference cache counters; routing entropy is `ROUTING_ENTROPY`, per layer.
 CACHE_MISS_RATE_BAND = (0.1, 0.25)
 ROUTING_ENTROPY_BAND = (0.65, 0.75)
+# The other default alert lines, here for the same reason. Routing drift: a tenth of the way
+# from the same expert load to loads that share no expert. Latency: a bucket bound of the
+# latency histogram, so the p95 is read without interpolation error at the line.
+ROUTING_DRIFT_ALERT = 0.1
+LATENCY_P95_ALERT_S = 1.0
+LOAD_IMBALANCE_ALERT = 2.0
+DEAD_EXPERTS_ALERT = 0
+KNOWLEDGE_STALE_AFTER_S = 30 * 86400
 ROUTING_DRIFT = Metric(
     "observe_drift_routing",
     Kind.GAUGE,

@@ -28,6 +28,8 @@ from sqlalchemy import insert
 from observe.catalogue import (
     CACHE_MISS_RATE_BAND,
     CATALOGUE,
+    LATENCY_P95_ALERT_S,
+    ROUTING_DRIFT_ALERT,
     ROUTING_ENTROPY_BAND,
     SEMANTIC_DRIFT_ALERT,
     Kind,
@@ -212,7 +214,8 @@ def test_thresholds_and_bands_come_from_the_catalogue() -> None:
         return [s["value"] for s in panel["fieldConfig"]["defaults"]["thresholds"]["steps"]]
 
     assert steps("oncall.json", "Semantic drift") == [None, SEMANTIC_DRIFT_ALERT]
-    assert steps("oncall.json", "Routing drift") == [None, SEMANTIC_DRIFT_ALERT]
+    assert steps("oncall.json", "Routing drift") == [None, ROUTING_DRIFT_ALERT]
+    assert steps("oncall.json", "Inference latency") == [None, LATENCY_P95_ALERT_S]
     assert steps("history.json", "Drift scores") == [None, SEMANTIC_DRIFT_ALERT]
     assert steps("oncall.json", "Cache miss rate") == [None, *CACHE_MISS_RATE_BAND]
     assert steps("oncall.json", "Routing entropy") == [None, *ROUTING_ENTROPY_BAND]

@@ -11,26 +11,25 @@ from observe.alerts.rules import Range, Rule, Runbook, Severity, Threshold
 from observe.alerts.signals import Quantile, Rate, Share, Value
 from observe.catalogue import (
     CACHE_HITS,
+    CACHE_MISS_RATE_BAND,
     CACHE_MISSES,
     DEAD_EXPERTS,
+    DEAD_EXPERTS_ALERT,
     DROPPED_SAMPLES,
     EXPORT_FAILURES,
     INFERENCE_LATENCY,
     KNOWLEDGE_FRESHNESS,
+    KNOWLEDGE_STALE_AFTER_S,
+    LATENCY_P95_ALERT_S,
     LOAD_IMBALANCE,
+    LOAD_IMBALANCE_ALERT,
     ROUTING_DRIFT,
+    ROUTING_DRIFT_ALERT,
     ROUTING_ENTROPY,
+    ROUTING_ENTROPY_BAND,
     SEMANTIC_DRIFT,
     SEMANTIC_DRIFT_ALERT,
 )
-
-DAY_S = 86400
-# Jensen–Shannon divergence (base 2) of a window's expert load from the baseline's: a tenth
-# of the way from the same load to loads that share no expert.
-ROUTING_DRIFT_ALERT = 0.1
-# p95 inference latency, seconds: a bucket bound of the latency histogram, so the p95 is
-# read without interpolation error at the line.
-LATENCY_P95_ALERT_S = 1.0
 
 _DRIFT_CHECKS = (
     "`observe drift status --run RUN` shows the latest score per layer and method, with the "
@@ -104,8 +103,7 @@ ROUTING_DRIFT_RULE = Threshold(
 
 CACHE_MISS_RULE = Range(
     Share(CACHE_MISSES.name, CACHE_HITS.name, "5m"),
-    0.1,
-    0.25,
+    *CACHE_MISS_RATE_BAND,
     name="ObserveCacheMissRate",
     for_="10m",
     severity=Severity.WARNING,
@@ -136,8 +134,7 @@ CACHE_MISS_RULE = Range(
 
 ROUTING_ENTROPY_RULE = Range(
     Value(ROUTING_ENTROPY.name),
-    0.65,
-    0.75,
+    *ROUTING_ENTROPY_BAND,
     name="ObserveRoutingEntropy",
     for_="10m",
     severity=Severity.WARNING,
@@ -168,7 +165,7 @@ ROUTING_ENTROPY_RULE = Range(
 DEAD_EXPERTS_RULE = Threshold(
     Value(DEAD_EXPERTS.name),
     ">",
-    0,
+    DEAD_EXPERTS_ALERT,
     name="ObserveDeadExperts",
     for_="10m",
     severity=Severity.WARNING,
@@ -195,7 +192,7 @@ DEAD_EXPERTS_RULE = Threshold(
 LOAD_IMBALANCE_RULE = Threshold(
     Value(LOAD_IMBALANCE.name),
     ">",
-    2,
+    LOAD_IMBALANCE_ALERT,
     name="ObserveLoadImbalance",
     for_="10m",
     severity=Severity.WARNING,
@@ -251,7 +248,7 @@ LATENCY_RULE = Threshold(
 FRESHNESS_RULE = Threshold(
     Value(KNOWLEDGE_FRESHNESS.name),
     ">",
-    30 * DAY_S,
+    KNOWLEDGE_STALE_AFTER_S,
     name="ObserveKnowledgeStale",
     for_="15m",
     severity=Severity.INFO,

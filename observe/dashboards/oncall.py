@@ -99,25 +99,27 @@ def _routing_drift() -> PanelBuilder:
     metric = c.ROUTING_DRIFT
     panel = timeseries_panel(
         "Routing drift",
-        f"{metric.description} Dashed red: the drift alert line, {c.SEMANTIC_DRIFT_ALERT:g}.",
+        f"{metric.description} Dashed red: the alert line, {c.ROUTING_DRIFT_ALERT:g}.",
         [promql(selector(metric), legend(RUN, LAYER))],
         unit=grafana_unit(metric.unit),
     )
-    return line(panel, c.SEMANTIC_DRIFT_ALERT).span(12)
+    return line(panel, c.ROUTING_DRIFT_ALERT).span(12)
 
 
 def _latency() -> PanelBuilder:
     metric = c.INFERENCE_LATENCY
     buckets = f"sum by (le, {MODEL}) ({rate(metric, '_bucket')})"
-    return timeseries_panel(
+    panel = timeseries_panel(
         "Inference latency",
-        f"{metric.description} Quantiles of the latency histogram over the rate interval.",
+        f"{metric.description} Quantiles of the latency histogram over the rate interval. "
+        f"Dashed red: the p95 alert line, {c.LATENCY_P95_ALERT_S:g} s.",
         [
             promql(f"histogram_quantile({q:g}, {buckets})", legend(MODEL, prefix=f"p{q * 100:g}"))
             for q in LATENCY_QUANTILES
         ],
         unit=grafana_unit(metric.unit),
-    ).span(12)
+    )
+    return line(panel, c.LATENCY_P95_ALERT_S).span(12)
 
 
 def _cache_miss_rate() -> PanelBuilder:
