@@ -19,6 +19,7 @@ from observe.alerts.config import AlertsConfig, RuleOverride
 from observe.alerts.defaults import SEMANTIC_DRIFT_RULE
 from observe.alerts.files import RULES_FILE, write_alert_files
 from observe.catalogue import SEMANTIC_DRIFT
+from observe.hooks.config import MonitorConfig
 from observe.pipeline import MonitoringSession
 from observe.settings import load_settings
 
@@ -162,3 +163,42 @@ def test_status_and_check_read_a_real_prometheus(
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+def test_the_background_evaluator_records_while_the_run_goes_on(tmp_path: Path) -> None:
+    """Evaluated every 0.2 s: the firing event is in the store before the run ends."""
+    import torch
+
+    from observe.store.alerting import alert_events
+    from observe.store.engine import connect
+    from observe.workload.config import get_config
+    from observe.workload.model import MoETransformer
+
+    config = tmp_path / "observe.toml"
+    config.write_text(CONFIG.replace("evaluation_interval_s = 3600", "evaluation_interval_s = 0.2"))
+    url = f"sqlite:///{tmp_path / 'observe.db'}"
+    settings = load_settings(
+        config,
+        environ={},
+        overrides={
+            "db_url": url,
+            "spool_dir": tmp_path / "spool",
+            "prometheus_port": None,
+            "export_interval_s": 0.2,
+        },
+    )
+    torch.manual_seed(0)
+    model = MoETransformer(get_config("tiny"))
+    with MonitoringSession(settings, model="tiny") as session, torch.no_grad():
+        monitor = session.attach(model, MonitorConfig(flush_every=1))
+        model(torch.randint(3, 250, (8, 16)))
+        monitor.step()
+        engine = connect(url)
+        deadline = time.monotonic() + 60
+        try:
+            while not [e for e in alert_events(engine, run_id=session.run_id)
+                       if e.alert == "ObserveLoadImbalance" and e.state == "firing"]:  # fmt: skip
+                assert time.monotonic() < deadline, "the evaluator recorded nothing in a minute"
+                time.sleep(0.2)
+        finally:
+            engine.dispose()
