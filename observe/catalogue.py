@@ -146,6 +146,14 @@ DROPPED_TOKENS = Metric(
     "(token, expert) assignments dropped over an expert's capacity.",
     (LAYER,),
 )
+ROUTER_NONFINITE_TOKENS = Metric(
+    "observe_moe_router_nonfinite_tokens",
+    Kind.COUNTER,
+    "{token}",
+    "Tokens whose router logits held NaN or an infinity; every other routing figure leaves "
+    "them out.",
+    (LAYER,),
+)
 MONITOR_STEPS = Metric(
     "observe_monitor_steps",
     Kind.COUNTER,
@@ -278,6 +286,7 @@ CATALOGUE: tuple[Metric, ...] = (
     AUX_LOSS,
     Z_LOSS,
     DROPPED_TOKENS,
+    ROUTER_NONFINITE_TOKENS,
     MONITOR_STEPS,
     TRAIN_LOSS,
     TRAIN_TOKENS_PER_SECOND,

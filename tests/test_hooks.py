@@ -425,3 +425,40 @@ def test_inference_mode_and_normal_forwards_mix(
             monitor.flush()
         assert monitor.snapshot().layers[0].tokens == 7 * 8
         assert monitor.hidden_states()["layers.0.attention"].shape[0] == 7 * 2
+
+
+def test_non_finite_router_logits_are_counted_and_left_out(model: MoETransformer) -> None:
+    """NaN and +Inf logits in some tokens: counted per layer, and every figure stays finite
+    and equal to what the finite tokens alone give, in that window and after it."""
+    router = model.layers[0].moe.router
+    poisoned = {"on": True}
+
+    def poison(module: nn.Module, args: Any, output: Any) -> Any:
+        logits, weights, indices = output
+        if not poisoned["on"]:
+            return output
+        logits = logits.clone()
+        logits.view(-1, logits.shape[-1])[0, 0] = float("nan")
+        logits.view(-1, logits.shape[-1])[1, :] = float("inf")
+        return logits, weights, indices
+
+    handle = router.register_forward_hook(poison)  # before observe's: observe sees its output
+    try:
+        with observe.attach(model, observe.MonitorConfig(flush_every=1)) as monitor:
+            with torch.no_grad():
+                model(torch.randint(0, 256, (3, 12)))
+                monitor.step()
+                first = monitor.snapshot().layers
+                poisoned["on"] = False
+                model(torch.randint(0, 256, (3, 12)))
+                monitor.step()
+            total = monitor.snapshot().layers
+    finally:
+        handle.remove()
+    assert first[0].nonfinite_tokens == 2 and first[0].tokens == 3 * 12 - 2
+    assert sum(first[0].tokens_per_expert) == first[0].tokens * model.config.top_k
+    assert first[1].nonfinite_tokens == 0 and first[1].tokens == 3 * 12
+    for stats in (*first, *total):
+        figures = (stats.routing_entropy, stats.top1_probability, stats.aux_loss, stats.z_loss)
+        assert all(np.isfinite(figures)), stats
+    assert total[0].nonfinite_tokens == 2 and total[0].tokens == 2 * 3 * 12 - 2

@@ -88,9 +88,11 @@ def test_every_panel_rule_and_alert_works_on_a_real_run(
             Settings(prometheus_port=serve_port, **common),
             training.result.model,
             "medical",
+            # Long enough for several scrapes even on a loaded machine: a rate needs two
+            # points of each series.
             ServeConfig(
                 traffic="medical;finance",
-                requests=600,
+                requests=3000,
                 repeat_share=0.3,
                 concurrency=32,
                 max_batch_size=32,

@@ -23,6 +23,7 @@ from observe.catalogue import (
     LATENCY_P95_ALERT_S,
     LOAD_IMBALANCE,
     LOAD_IMBALANCE_ALERT,
+    ROUTER_NONFINITE_TOKENS,
     ROUTING_DRIFT,
     ROUTING_DRIFT_ALERT,
     ROUTING_ENTROPY,
@@ -189,6 +190,34 @@ DEAD_EXPERTS_RULE = Threshold(
     ),
 )
 
+NONFINITE_LOGITS_RULE = Threshold(
+    Rate(ROUTER_NONFINITE_TOKENS.name, "5m"),
+    ">",
+    0,
+    name="ObserveRouterNonFinite",
+    for_="0s",
+    severity=Severity.WARNING,
+    summary="A router produces NaN or infinite logits.",
+    description="$where's router gave non-finite logits for $value tokens per second; those "
+    "tokens are left out of every routing figure.",
+    runbook=Runbook(
+        meaning="Some tokens' router logits hold NaN or an infinity. observe counts them and "
+        "leaves them out of entropy, load, top-1 and the router losses, so those stay "
+        "finite; but the model itself routes these tokens on garbage.",
+        causes=(
+            "Training diverging (a learning rate too high, an exploding gradient).",
+            "Low-precision overflow in the router (fp16 logits past 65,504).",
+            "Corrupted weights after a bad checkpoint load or merge.",
+        ),
+        checks=(
+            "The training dashboard: loss and the router's z-loss climbing before this.",
+            "Which layer: the `layer` label; a single layer points at its weights.",
+        ),
+        fix="Lower the learning rate or raise the z-loss weight and resume from an earlier "
+        "checkpoint; keep the router in float32 under mixed precision.",
+    ),
+)
+
 LOAD_IMBALANCE_RULE = Threshold(
     Value(LOAD_IMBALANCE.name),
     ">",
@@ -327,6 +356,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     CACHE_MISS_RULE,
     ROUTING_ENTROPY_RULE,
     DEAD_EXPERTS_RULE,
+    NONFINITE_LOGITS_RULE,
     LOAD_IMBALANCE_RULE,
     LATENCY_RULE,
     FRESHNESS_RULE,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from observe.hooks.stats import AUX, DROPPED, SCALARS, Z
+from observe.hooks.stats import AUX, DROPPED, NONFINITE, SCALARS, Z
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,13 @@ class RoutingBuffers:
                     for c, n in zip(calls, sizes, strict=True)
                 ]
             )
+        # A token whose logits hold NaN or an infinity is counted apart and left out of
+        # every figure: one such token would otherwise turn the layer's sums into NaN for
+        # good. Its logits are zeroed so that no NaN reaches the sums even at weight 0.
+        finite_N = torch.isfinite(logits_NE).all(dim=-1)
+        nonfinite_N = weight_N * (~finite_N).float()
+        weight_N = weight_N * finite_N.float()
+        logits_NE = torch.where(finite_N[:, None], logits_NE, torch.zeros_like(logits_NE))
         layers = [c.layer for c in calls]
         call_N = _to_device(torch.arange(R).repeat_interleave(torch.tensor(sizes)), device)
         layer_N = _to_device(torch.tensor(layers).repeat_interleave(torch.tensor(sizes)), device)
@@ -120,6 +127,7 @@ class RoutingBuffers:
         top1_N = probs_NE.max(dim=-1).values
         per_token = torch.stack([weight_N, entropy_N * weight_N, top1_N * weight_N], dim=1)
         self.scalars_LC[:, :3].index_add_(0, layer_N, per_token.double())
+        self.scalars_LC[:, NONFINITE].index_add_(0, layer_N, nonfinite_N.double())
 
         cell_A = layer_N.repeat_interleave(K) * self.tokens_per_expert_LE.shape[1] + expert_A
         self.tokens_per_expert_LE.view(-1).index_add_(0, cell_A, mask_A)

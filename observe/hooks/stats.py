@@ -15,8 +15,16 @@ if TYPE_CHECKING:
     from observe.hooks.buffers import WindowSums
 
 # Per-layer scalar sums of the device buffers, in column order.
-SCALARS = ("tokens", "entropy", "top1_probability", "aux_loss", "z_loss", "dropped_tokens")
-TOKENS, ENTROPY, TOP1, AUX, Z, DROPPED = range(len(SCALARS))
+SCALARS = (
+    "tokens",
+    "entropy",
+    "top1_probability",
+    "aux_loss",
+    "z_loss",
+    "dropped_tokens",
+    "nonfinite_tokens",
+)
+TOKENS, ENTROPY, TOP1, AUX, Z, DROPPED, NONFINITE = range(len(SCALARS))
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,8 @@ class LayerStats:
     # experts × entropy slots: how many assignments each expert took at each entropy level;
     # empty when the histogram is off.
     entropy_histogram: tuple[tuple[int, ...], ...]
+    # Tokens whose router logits held NaN or an infinity: left out of every figure above.
+    nonfinite_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -95,7 +105,7 @@ class RoutingTotals:
         """`entropy_slots` 0: the entropy histogram is off."""
         L, E = len(n_experts_L), max(n_experts_L)
         self.n_experts_L = n_experts_L
-        self.scalars_LC = np.zeros((L, 6), dtype=np.float64)
+        self.scalars_LC = np.zeros((L, len(SCALARS)), dtype=np.float64)
         self.tokens_per_expert_LE = np.zeros((L, E), dtype=np.int64)
         self.entropy_slots = entropy_slots
         self.entropy_histogram_LES = np.zeros((L, E, entropy_slots), dtype=np.int64)
@@ -131,6 +141,7 @@ class RoutingTotals:
                     z_loss=float(scalars[Z] / calls),
                     dropped_tokens=round(scalars[DROPPED]) if drops_L[layer] else None,
                     entropy_histogram=self._histogram(layer, E),
+                    nonfinite_tokens=round(scalars[NONFINITE]),
                 )
             )
         return tuple(layers)

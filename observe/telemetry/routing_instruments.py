@@ -49,6 +49,7 @@ class RoutingInstruments:
                 catalogue.EXPERT_TOKENS,
                 catalogue.EXPERT_ENTROPY_ASSIGNMENTS,
                 catalogue.DROPPED_TOKENS,
+                catalogue.ROUTER_NONFINITE_TOKENS,
             )
         }
         self._gauges: dict[str, dict[Values, float]] = {m.name: {} for m, _ in _LAYER_GAUGES}
@@ -87,6 +88,7 @@ class RoutingInstruments:
                 self._add(catalogue.EXPERT_ENTROPY_ASSIGNMENTS, (layer, str(expert), bound), n)
         if stats.dropped_tokens is not None:
             self._add(catalogue.DROPPED_TOKENS, (layer,), stats.dropped_tokens)
+        self._add(catalogue.ROUTER_NONFINITE_TOKENS, (layer,), stats.nonfinite_tokens)
         if stats.tokens:
             for metric, value in _LAYER_GAUGES:
                 if self._limiter.admit(metric.name, (layer,)):
