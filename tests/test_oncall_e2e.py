@@ -80,7 +80,8 @@ def test_every_panel_rule_and_alert_works_on_a_real_run(
             Settings(prometheus_port=train_port, **common),
             # A capacity limit, so that the dropped-tokens panel has series too.
             FineTuneConfig(model_size="tiny", domain="medical", docs=300, capacity_factor=1.0),
-            TrainConfig(steps=16, batch_size=8, seed=0),
+            # Long enough for several scrapes of the training run on a loaded machine.
+            TrainConfig(steps=60, batch_size=8, seed=0),
             tmp_path / "medical",
             progress=False,
         )
