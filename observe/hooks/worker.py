@@ -46,6 +46,7 @@ class WindowWorker:
         self._windows: queue.Queue[_Flushed | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._failed_sinks: set[int] = set()
+        self._failed = False
 
     def put(
         self, sums: WindowSums, hidden: list[torch.Tensor], first_step: int, last_step: int
@@ -83,6 +84,12 @@ class WindowWorker:
                     }
                     routing = RoutingStats(first_step, last_step, stats)
                     self._hand_to_sinks(Window(routing, samples))
+            except Exception:
+                # The thread lives on: were it to die, every later window would wait in the
+                # queue for ever, and snapshot() and close() with them.
+                if not self._failed:
+                    self._failed = True
+                    logger.exception("observe: a flushed window could not be processed")
             finally:
                 self._windows.task_done()
         self._windows.task_done()
