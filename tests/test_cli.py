@@ -220,3 +220,12 @@ def test_a_config_file_sets_the_store(tmp_path: Path, monkeypatch: pytest.Monkey
     code, output = invoke("--config", config, "db", "upgrade")
     assert code == 0, output
     assert (tmp_path / "from-file.db").exists()
+
+
+def test_error_messages_keep_their_brackets(tmp_path: Path) -> None:
+    """A message naming a settings table, e.g. [monitor], prints it, not drops it as markup."""
+    config = tmp_path / "observe.toml"
+    config.write_text("flush_every = 3\n")
+    code, output = invoke("--config", config, "runs")
+    assert code == 2, output
+    assert "belong in the [monitor] table" in output
