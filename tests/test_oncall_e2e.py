@@ -67,6 +67,9 @@ def test_every_panel_rule_and_alert_works_on_a_real_run(
         rule_files=[tmp_path / "alerts" / RULES_FILE],
         base_config=ROOT / "collectors" / "prometheus.yml",
     ) as server:
+        # Ready is not yet scraping: Prometheus applies its targets some seconds after start,
+        # and a training run over by then would never be scraped.
+        wait_until(lambda: server.query("up"), "Prometheus to start scraping")
         started = time.time()
         common: dict[str, Any] = {
             "db_url": f"sqlite:///{tmp_path / 'observe.db'}",
