@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
+from observe import signals
 from observe.alerts.evaluate import Evaluator
 from observe.alerts.rules import Rule
 from observe.store import alerting
@@ -31,7 +32,7 @@ class BackgroundEvaluator:
         self._stop = threading.Event()
         self._failing = False
         self._thread = threading.Thread(target=self._loop, name="observe-alerts", daemon=True)
-        self._thread.start()
+        signals.start(self._thread)
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval_s):

@@ -30,8 +30,9 @@ if TYPE_CHECKING:
 
 # Share of each layer's sample that fits the projection and is never compared with.
 PROJECTION_SHARE = 0.25
-# Fewer rows than this per layer cannot give a projection and a reference to compare with.
-MIN_ROWS = 64
+# Fewer rows than this per layer cannot give a projection (from half of these at least) and a
+# reference from which calibration can draw two windows of the methods' fewest rows.
+MIN_ROWS = 128
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
+from observe import signals
 from observe.drift.baseline import Baseline, HiddenStateBaseline
 from observe.drift.calibration import calibrate
 from observe.drift.config import DriftConfig
@@ -93,7 +94,7 @@ class DriftSink:
         self._windows: queue.Queue[Window | None] = queue.Queue(self.config.queue_size)
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="observe-drift", daemon=True)
-        self._thread.start()
+        signals.start(self._thread)
 
     def consume(self, window: Window) -> None:
         try:

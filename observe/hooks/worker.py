@@ -8,6 +8,7 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
+from observe import signals
 from observe.hooks.stats import LayerStats, RoutingStats, RoutingTotals, Window
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ class WindowWorker:
         self._windows.put((sums, hidden, first_step, last_step))
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="observe-flush", daemon=True)
-            self._thread.start()
+            signals.start(self._thread)
 
     def total_stats(self) -> tuple[LayerStats, ...]:
         """Statistics of every window put so far; waits until they are processed."""

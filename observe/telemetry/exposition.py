@@ -17,6 +17,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
+from observe import signals
 from observe.errors import ObserveError
 
 Headers = list[tuple[str, str]]
@@ -52,9 +53,9 @@ class MetricsEndpoint:
                 "--prometheus-port, or 0 to pick a free one"
             ) from exc
         self.port: int = self._server.server_port
-        threading.Thread(
-            target=self._server.serve_forever, name="observe-metrics", daemon=True
-        ).start()
+        signals.start(
+            threading.Thread(target=self._server.serve_forever, name="observe-metrics", daemon=True)
+        )
 
     def wait_for_next_scrape(self, timeout_s: float) -> bool:
         """Whether a scrape that begins after this call is answered within `timeout_s`."""

@@ -28,6 +28,7 @@ from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry
 
+from observe import signals
 from observe.catalogue import MODEL_LABEL, RANK_LABEL, RESOURCE_LABELS, RUN_LABEL
 from observe.errors import ObserveError
 from observe.instruments import SCOPE
@@ -126,9 +127,11 @@ class Telemetry:
             self.otlp = CountingExporter(_otlp_exporter(settings.otlp_endpoint))
             exporters = (*exporters, self.otlp)
         interval_ms = settings.export_interval_s * 1000
-        readers.extend(
-            PeriodicExportingMetricReader(e, export_interval_millis=interval_ms) for e in exporters
-        )
+        with signals.blocked():  # each reader starts its export thread here
+            readers.extend(
+                PeriodicExportingMetricReader(e, export_interval_millis=interval_ms)
+                for e in exporters
+            )
         # observe's LabelLimiter caps its instruments, counting what it cuts: the SDK's own
         # cap, which would fold series silently, stays above it.
         uncapped = View(meter_name=SCOPE, aggregation_cardinality_limit=MAX_LABEL_LIMIT)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 
 from opentelemetry.metrics import MeterProvider
 
-from observe import catalogue, instruments
+from observe import catalogue, instruments, signals
 from observe.errors import ObserveError
 from observe.lifetime import Closeable
 from observe.workload.generation import (
@@ -178,7 +178,7 @@ class InferenceEngine(Closeable):
                     self._worker = threading.Thread(
                         target=self._serve, name="observe-inference", daemon=True
                     )
-                    self._worker.start()
+                    signals.start(self._worker)
                 self._queue.put(_Request(prompt, settings, future, submitted_at))
                 self._cache_misses.add(1)
                 return future
