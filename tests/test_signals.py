@@ -1,6 +1,6 @@
 """Every thread a monitored run starts blocks SIGINT and SIGTERM, so they reach the main
 thread: one that lands on another thread would not wake a main thread that sleeps or waits,
-and Ctrl-C or SIGTERM would seem ignored (SIGTERM tests hung that way now and then)."""
+and Ctrl-C or SIGTERM would seem ignored until the wait ends."""
 
 from __future__ import annotations
 
