@@ -172,6 +172,8 @@ def test_windows_reach_sinks_every_flush_interval(model: MoETransformer) -> None
     threads: set[str] = set()
 
     class Sink:
+        wants_hidden_states = True
+
         def consume(self, window: Window) -> None:
             threads.add(threading.current_thread().name)
             windows.append(window.routing)

@@ -75,6 +75,9 @@ class DriftOutput(Protocol):
 class DriftSink:
     """A monitor sink scoring each window against `baseline` (see the module docstring)."""
 
+    # The monitor samples pooled hidden states per window for this sink.
+    wants_hidden_states = True
+
     def __init__(
         self,
         baseline: Baseline,

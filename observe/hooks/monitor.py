@@ -127,8 +127,14 @@ class Monitor(Closeable):
         self._reservoir = HiddenStateReservoir(
             len(attention), config.reservoir_size, device, seed=config.seed
         )
-        self._window_sample = HiddenStateReservoir(
-            len(attention), config.window_sample_size, device, seed=config.seed + 1
+        # Sampled per window only for sinks that read the samples (drift): elsewhere the
+        # extra draws would cost every prefill for nothing.
+        self._window_sample = (
+            HiddenStateReservoir(
+                len(attention), config.window_sample_size, device, seed=config.seed + 1
+            )
+            if drift is not None or any(getattr(s, "wants_hidden_states", False) for s in sinks)
+            else None
         )
         self._random = random.Random(config.seed)
         self._mask: torch.Tensor | None = None
@@ -320,7 +326,8 @@ class Monitor(Closeable):
             pooled_BD = (hidden_BSD * weight_BS[..., None]).sum(1)
             pooled_BD = pooled_BD / weight_BS.sum(1, keepdim=True).clamp_min(1.0)
             self._reservoir.add(layer, pooled_BD)
-            self._window_sample.add(layer, pooled_BD)
+            if self._window_sample is not None:
+                self._window_sample.add(layer, pooled_BD)
 
     # -- steps and flushes -------------------------------------------------------------
 
@@ -339,7 +346,7 @@ class Monitor(Closeable):
         if self.step_count < self._window_first_step and not any(self._buffers.calls_L):
             return  # nothing new since the last flush
         # Drained first: the routing sums' ready event then covers these copies too.
-        hidden = self._window_sample.drain()
+        hidden = self._window_sample.drain() if self._window_sample is not None else []
         sums = self._buffers.drain()
         self._worker.put(sums, hidden, self._window_first_step, self.step_count)
         self._window_first_step = self.step_count + 1

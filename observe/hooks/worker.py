@@ -22,7 +22,11 @@ logger = logging.getLogger("observe")
 
 
 class WindowSink(Protocol):
-    """Receives the statistics of each flushed window, on the monitor's worker thread."""
+    """Receives the statistics of each flushed window, on the monitor's worker thread.
+
+    A sink with a true `wants_hidden_states` attribute also gets each window's sample of
+    pooled hidden states; for the others the monitor does not take one.
+    """
 
     def consume(self, window: Window) -> None: ...
 
@@ -80,8 +84,9 @@ class WindowWorker:
                     one.add(sums)
                     stats = one.layer_stats(self.names, self.drops_L)
                     samples = {
+                        # Empty when no sink wants the samples: the monitor took none.
                         name: rows.numpy()
-                        for name, rows in zip(self.attention_names, hidden, strict=True)
+                        for name, rows in zip(self.attention_names, hidden, strict=False)
                     }
                     routing = RoutingStats(first_step, last_step, stats)
                     self._hand_to_sinks(Window(routing, samples))
