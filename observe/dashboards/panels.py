@@ -102,28 +102,21 @@ def _label_values(
 ) -> db.QueryVariable:
     # `All` is `.*` rather than a list of every value: queries stay short however many
     # runs Prometheus holds.
-    return (
-        db.QueryVariable(label)
-        .label(label.capitalize())
-        .datasource(PROMETHEUS.ref)
-        .query(query)
-        .definition(query)
-        .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
-        .sort(sort)
-        .multi(True)
-        .include_all(True)
-        .all_value(".*")
-        .current(model.VariableOption(selected=True, text="All", value="$__all"))
-    )
+    return _multi_value(label, PROMETHEUS, query).sort(sort).all_value(".*")
 
 
 def sql_variable(name: str, query: str) -> db.QueryVariable:
     """A variable listing what `query` returns; SQL panels use it as `IN ($name)`."""
     # Multi-value: Grafana then quotes every value it substitutes into SQL.
+    return _multi_value(name, STORE, query)
+
+
+def _multi_value(name: str, source: Datasource, query: str) -> db.QueryVariable:
+    """A variable of `source`'s values for `query`, several at once, all by default."""
     return (
         db.QueryVariable(name)
         .label(name.capitalize())
-        .datasource(STORE.ref)
+        .datasource(source.ref)
         .query(query)
         .definition(query)
         .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
