@@ -109,7 +109,7 @@ class Signal(ABC):
 
     def check(self, rule: str) -> None:
         """Raises an ObserveError naming `rule` when a metric is unknown or of a kind this
-        signal cannot read."""
+        signal cannot read, or the signal's `window` (where it has one) is no duration."""
         for name in self.metrics:
             metric = BY_NAME.get(name)
             if metric is None:
@@ -122,6 +122,9 @@ class Signal(ABC):
                     f"alert rule {rule}: metric {name!r} is a {metric.kind}, and "
                     f"{type(self).__name__} reads a {self._kind}"
                 )
+        window = getattr(self, "window", None)
+        if window is not None:
+            _window_problem(rule, window)
 
     @property
     @abstractmethod
@@ -199,10 +202,6 @@ class Rate(Signal):
     def _kind(self) -> Kind:
         return Kind.COUNTER
 
-    def check(self, rule: str) -> None:
-        super().check(rule)
-        _window_problem(rule, self.window)
-
 
 @dataclass(frozen=True)
 class Share(Signal):
@@ -245,7 +244,6 @@ class Share(Signal):
 
     def check(self, rule: str) -> None:
         super().check(rule)
-        _window_problem(rule, self.window)
         if self._metric(self.part).labels != self._metric(self.other).labels:
             raise ObserveError(
                 f"alert rule {rule}: {self.part} and {self.other} carry different labels, so "
@@ -293,6 +291,5 @@ class Quantile(Signal):
 
     def check(self, rule: str) -> None:
         super().check(rule)
-        _window_problem(rule, self.window)
         if not 0 < self.q < 1:
             raise ObserveError(f"alert rule {rule}: quantile q = {self.q} must be in (0, 1)")
