@@ -7,7 +7,9 @@ endpoint on 127.0.0.1. The monitor's own settings (`MonitorConfig`: flush interv
 sampling) are the `[monitor]` table of the file and `OBSERVE_MONITOR_*` variables; live
 drift's (`DriftConfig`) the `[drift]` table and `OBSERVE_DRIFT_*`; alert rules'
 (`AlertsConfig`) the `[alerts]` table, `OBSERVE_ALERTS_*`, and per rule a table
-`[alerts.rules.NAME]` (file only).
+`[alerts.rules.NAME]` (file only); the `/metrics` endpoint's TLS and basic auth
+(`MetricsEndpointConfig`) the `[metrics]` table and `OBSERVE_METRICS_*`. A secret (the
+basic auth password) comes from the environment or a file it names, never this file.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from observe.alerts.config import AlertsConfig
 from observe.drift.config import DriftConfig
 from observe.errors import ObserveError
 from observe.hooks.config import MonitorConfig
+from observe.telemetry.endpoint_config import MetricsEndpointConfig
 from observe.telemetry.limits import MAX_LABEL_LIMIT
 
 DEFAULT_CONFIG_FILE = Path("observe.toml")
@@ -44,6 +47,8 @@ class Settings:
     # Seconds a closing run keeps serving /metrics for one scrape of its final values, when
     # it has been scraped at all; two scrape intervals of collectors/prometheus.yml. 0: none.
     prometheus_linger_s: float = 10.0
+    # Who may read /metrics, and over what: TLS and basic auth; off by default.
+    metrics: MetricsEndpointConfig = field(default_factory=MetricsEndpointConfig)
     # OTLP/HTTP endpoint of an OpenTelemetry Collector, e.g. http://127.0.0.1:4318.
     otlp_endpoint: str | None = None
     spool_dir: Path = Path(".observe/spool")
@@ -195,9 +200,18 @@ def _from_table(
     unknown = sorted(set(table) - set(hints))
     if unknown:
         raise ObserveError(f"unknown settings {unknown} {where}: {_known(cls, unknown)}")
+    secrets = {
+        f.name: f.metadata["secret"] for f in dataclasses.fields(cls) if "secret" in f.metadata
+    }
     values: dict[str, Any] = {}
     for key, value in table.items():
         name, kind = hints[key]
+        if name in secrets:
+            variable = ENV_PREFIX + "_".join((*path, name)).upper()
+            raise ObserveError(
+                f"{key} {where} is a secret, which a settings file shows to whoever reads it: "
+                f"set ${variable} instead, or {secrets[name]} to a file that holds it"
+            )
         inner = (*path, key)
         if dataclasses.is_dataclass(kind):
             values[name] = _from_table(kind, _table(value, inner, file), file, inner)  # type: ignore[arg-type]

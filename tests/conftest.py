@@ -25,6 +25,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import torch
+from certificates import TlsFiles, make_tls_files
 from prometheus_server import StartPrometheus, free_port, run_prometheus
 from sqlalchemy.engine import make_url
 
@@ -189,6 +190,12 @@ def one_thread() -> Iterator[None]:
 def prometheus(tmp_path: Path) -> StartPrometheus:
     """Starts a real Prometheus scraping the given targets, its files under tmp_path."""
     return functools.partial(run_prometheus, workdir=tmp_path)
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    """A CA, the server and client certificates it signed, and their keys."""
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture(params=ENGINES)

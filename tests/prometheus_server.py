@@ -12,7 +12,7 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -61,7 +61,9 @@ class Prometheus:
 
 
 # What the `prometheus` fixture hands a test: `with prometheus(targets) as server: ...`, or
-# `prometheus(targets, rule_files=[path])` to load alert rules too.
+# `prometheus(targets, rule_files=[path])` to load alert rules too, or
+# `prometheus(targets, scrape={"scheme": "https", "tls_config": {...}, "basic_auth": {...}})`
+# to scrape them over TLS with basic auth.
 StartPrometheus = Callable[..., AbstractContextManager[Prometheus]]
 
 
@@ -71,9 +73,12 @@ def run_prometheus(
     workdir: Path,
     rule_files: Sequence[Path] = (),
     base_config: Path | None = None,
+    scrape: Mapping[str, Any] | None = None,
+    other_jobs: Sequence[Mapping[str, Any]] = (),
 ) -> Iterator[Prometheus]:
     """`base_config` (e.g. collectors/prometheus.yml) is used as it is, but for the targets
-    of its `observe` job, the rule files and intervals of a second."""
+    of its `observe` job, the rule files and intervals of a second. `scrape` adds to the
+    `observe` job (`scheme`, `tls_config`, `basic_auth`); `other_jobs` are whole jobs."""
     binary = shutil.which("prometheus")
     assert binary, "prometheus is not installed: run `make test`, which installs it"
     port = free_port()
@@ -86,7 +91,8 @@ def run_prometheus(
                           "evaluation_interval": "1s"}  # fmt: skip
     settings["rule_files"] = [str(p) for p in rule_files]
     [job] = [j for j in settings["scrape_configs"] if j["job_name"] == "observe"]
-    job["static_configs"] = [{"targets": targets}]
+    job.update({**(scrape or {}), "static_configs": [{"targets": targets}]})
+    settings["scrape_configs"].extend(dict(j) for j in other_jobs)
     config.write_text(yaml.safe_dump(settings))
     process = subprocess.Popen(
         [

@@ -4,37 +4,88 @@ prometheus_client's WSGI app serves the run's registry from a thread of its own.
 scrape collects the registry after it begins, so a scrape begun after the run's final
 flush reads the final values: `wait_for_next_scrape` is how a closing run knows that
 Prometheus has them.
+
+With TLS, each connection's handshake runs in that connection's own thread, within
+`CONNECTION_TIMEOUT_S`: prometheus_client's own server shakes hands in its accepting
+thread, where one client that connects and sends nothing stops every scrape after it.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
+import ssl
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from observe import signals
 from observe.errors import ObserveError
+from observe.telemetry.basic_auth import BasicAuth, Credentials
 
 Headers = list[tuple[str, str]]
-StartResponse = Callable[..., Any]
+
+logger = logging.getLogger("observe")
+
+# Seconds a connection may wait on its client at each read or write, the TLS handshake
+# included: a client gone quiet frees its thread instead of holding it for good. Prometheus
+# sends its request at once and reads the answer as it comes.
+CONNECTION_TIMEOUT_S = 30.0
 
 
 class _QuietHandler(WSGIRequestHandler):
     """Logs no request line: Prometheus scrapes every few seconds."""
 
+    timeout = CONNECTION_TIMEOUT_S
+
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
-class MetricsEndpoint:
-    """Serves `registry` on `host:port` (0 picks a free port) until `close`."""
+class _MetricsServer(ThreadingWSGIServer):
+    """Serves over `tls` when set, shaking hands in each connection's own thread."""
 
-    def __init__(self, registry: CollectorRegistry, host: str, port: int) -> None:
+    tls: ssl.SSLContext | None = None
+
+    def server_activate(self) -> None:
+        super().server_activate()
+        if self.tls is not None:
+            # Accepting only wraps each connection; `finish_request` shakes hands.
+            self.socket = self.tls.wrap_socket(
+                self.socket, server_side=True, do_handshake_on_connect=False
+            )
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if isinstance(request, ssl.SSLSocket):
+            request.settimeout(CONNECTION_TIMEOUT_S)
+            try:
+                request.do_handshake()
+            except OSError as exc:
+                # Plain HTTP, an untrusted client certificate, a client that went quiet:
+                # the client sees its own error; a server log would only echo scanners.
+                logger.debug("observe: /metrics TLS handshake failed (%s)", exc)
+                return
+        super().finish_request(request, client_address)
+
+
+class MetricsEndpoint:
+    """Serves `registry` on `host:port` (0 picks a free port) until `close`: over `tls` when
+    given, and to clients that send `credentials` (HTTP basic auth) when given."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        host: str,
+        port: int,
+        *,
+        tls: ssl.SSLContext | None = None,
+        credentials: Credentials | None = None,
+    ) -> None:
         self._metrics = make_wsgi_app(registry)
         self._changed = threading.Condition()
         # Scrapes begun, and the newest of them whose response has been written.
@@ -45,13 +96,20 @@ class MetricsEndpoint:
         try:
             # The host's own address family: "::1" needs IPv6.
             family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-            server = type("MetricsServer", (ThreadingWSGIServer,), {"address_family": family})
-            self._server = make_server(host, port, self._app, server, _QuietHandler)
+            server = type(
+                "MetricsServer", (_MetricsServer,), {"address_family": family, "tls": tls}
+            )
+            app: WSGIApplication = self._app
+            if credentials is not None:
+                # In front of the counting: a refused request is no scrape.
+                app = BasicAuth(app, credentials)
+            self._server = make_server(host, port, app, server, _QuietHandler)
         except OSError as exc:
             raise ObserveError(
                 f"cannot serve /metrics on {host}:{port} ({exc.strerror}): pass another "
                 "--prometheus-port, or 0 to pick a free one"
             ) from exc
+        self.scheme = "http" if tls is None else "https"
         self.port: int = self._server.server_port
         signals.start(
             threading.Thread(target=self._server.serve_forever, name="observe-metrics", daemon=True)
@@ -67,7 +125,7 @@ class MetricsEndpoint:
         self._server.shutdown()
         self._server.server_close()
 
-    def _app(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    def _app(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if environ["REQUEST_METHOD"] != "GET" or environ["PATH_INFO"] == "/favicon.ico":
             return self._metrics(environ, start_response)
         with self._changed:

@@ -1,9 +1,10 @@
 """The process's OpenTelemetry SDK: a Prometheus `/metrics` endpoint, the store, OTLP.
 
 One `MeterProvider` per monitored run. The Prometheus reader serves scrapes from its own
-registry on the run's `MetricsEndpoint` (127.0.0.1 by default); a periodic reader feeds the
-store exporter; another, when configured, an OpenTelemetry Collector over OTLP. Each
-periodic reader exports a last time when the provider shuts down.
+registry on the run's `MetricsEndpoint` (127.0.0.1 by default, with the TLS and basic auth
+of `[metrics]`); a periodic reader feeds the store exporter; another, when configured, an
+OpenTelemetry Collector over OTLP. Each periodic reader exports a last time when the
+provider shuts down.
 """
 
 from __future__ import annotations
@@ -113,14 +114,21 @@ class Telemetry:
                     registry=registry,
                 )
             )
+            credentials = settings.metrics.credentials()
             self.endpoint = MetricsEndpoint(
-                registry, settings.prometheus_host, settings.prometheus_port
+                registry,
+                settings.prometheus_host,
+                settings.prometheus_port,
+                tls=settings.metrics.server_context(),
+                credentials=credentials,
             )
             self.metrics_port = self.endpoint.port
             logger.info(
-                "observe: serving metrics at http://%s:%d/metrics",
+                "observe: serving metrics at %s://%s:%d/metrics%s",
+                self.endpoint.scheme,
                 settings.prometheus_host,
                 self.metrics_port,
+                "" if credentials is None else " (basic auth)",
             )
         self.otlp: CountingExporter | None = None
         if settings.otlp_endpoint:
