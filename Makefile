@@ -27,8 +27,9 @@ demo: $(VENV)/.installed
 	$(BIN)/observe demo
 
 # Prometheus and promtool come from Debian, and so does the headless Chromium that opens
-# drift reports; tests start their own Prometheus on a free port.
-SYSTEM_TOOLS := prometheus:prometheus promtool:prometheus chromium:chromium
+# drift reports; tests start their own Prometheus on a free port, and make throwaway TLS
+# certificates for /metrics with openssl.
+SYSTEM_TOOLS := prometheus:prometheus promtool:prometheus chromium:chromium openssl:openssl
 system-packages:
 	@missing=$$(for pair in $(SYSTEM_TOOLS); do \
 		command -v $${pair%%:*} >/dev/null || echo $${pair#*:}; done | sort -u); \

@@ -4,12 +4,31 @@ files are one text."""
 
 from __future__ import annotations
 
+import textwrap
+from typing import Any
+
+import yaml
+
 from observe.alerts.files import RULES_FILE
 
 # Where `observe train|infer|demo` serve /metrics unless told otherwise.
 METRICS_TARGET = "127.0.0.1:9464"
 # Where an OpenTelemetry Collector started with otel-collector.yaml re-exports.
 COLLECTOR_TARGET = "127.0.0.1:8889"
+
+
+def secured_scrape(
+    ca_file: str = "/etc/prometheus/observe-ca.pem",
+    password_file: str = "/etc/prometheus/observe-metrics.password",
+) -> dict[str, Any]:
+    """What the `observe` job adds to scrape a run whose `[metrics]` settings turn on TLS
+    and basic auth: the CA that signed its cert_file, a name that certificate holds (the
+    loopback target's here), and its username with a file holding the password."""
+    return {
+        "scheme": "https",
+        "tls_config": {"ca_file": ca_file, "server_name": "localhost"},
+        "basic_auth": {"username": "prometheus", "password_file": password_file},
+    }
 
 
 def render_prometheus_config(alerts_dir: str = "../alerts") -> str:
@@ -30,9 +49,17 @@ scrape_configs:
   - job_name: observe
     static_configs:
       - targets: ["{METRICS_TARGET}"]
+    # A run whose observe.toml has TLS and basic auth in [metrics] needs these too: the CA
+    # that signed its cert_file, a name that certificate holds, and its username with a
+    # file holding the password.
+{_commented(secured_scrape(), "    # ")}
   # An OpenTelemetry Collector started with otel-collector.yaml re-exports what it
   # receives over OTLP here.
   - job_name: otel-collector
     static_configs:
       - targets: ["{COLLECTOR_TARGET}"]
 """
+
+
+def _commented(job: dict[str, Any], prefix: str) -> str:
+    return textwrap.indent(yaml.safe_dump(job, sort_keys=False), prefix).rstrip("\n")

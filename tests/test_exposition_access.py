@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import logging
 import socket
 import ssl
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from certificates import SERVER_NAME, TlsFiles
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_server import StartPrometheus
 
+from observe.collectors import secured_scrape
 from observe.hooks import MonitorConfig
 from observe.pipeline import MonitoringSession
 from observe.settings import Settings
@@ -153,12 +155,21 @@ def test_a_client_ca_admits_only_clients_with_its_certificates(tls_files: TlsFil
 
 @pytest.mark.slow
 def test_prometheus_scrapes_a_run_over_tls_with_basic_auth(
-    tmp_path: Path, tls_files: TlsFiles, prometheus: StartPrometheus
+    tmp_path: Path,
+    tls_files: TlsFiles,
+    prometheus: StartPrometheus,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The scrape configuration README.md gives: the run's last window arrives, and a job
-    with a wrong password is down with a 401."""
+    """The scrape configuration collectors/prometheus.yml shows, with Prometheus's client
+    certificate too: the run's last window arrives, and a job with a wrong password is down
+    with a 401."""
     password_file = tmp_path / "metrics.password"
     password_file.write_text(PASSWORD + "\n")  # as an editor leaves it: both sides strip it
+    scrape = secured_scrape(ca_file=str(tls_files.ca), password_file=str(password_file))
+    assert scrape["tls_config"]["server_name"] == SERVER_NAME  # a name the certificate holds
+    scrape["tls_config"].update(
+        cert_file=str(tls_files.client_cert), key_file=str(tls_files.client_key)
+    )
     settings = Settings(
         db_url=f"sqlite:///{tmp_path / 'observe.db'}",
         prometheus_port=0,
@@ -169,24 +180,21 @@ def test_prometheus_scrapes_a_run_over_tls_with_basic_auth(
         metrics=MetricsEndpointConfig(
             cert_file=tls_files.cert,
             key_file=tls_files.key,
-            username=USERNAME,
+            client_ca_file=tls_files.ca,
+            username=scrape["basic_auth"]["username"],
             password_file=password_file,
         ),
     )
-    tls_config = {"ca_file": str(tls_files.ca), "server_name": SERVER_NAME}
-    scrape = {
-        "scheme": "https",
-        "tls_config": tls_config,
-        "basic_auth": {"username": USERNAME, "password_file": str(password_file)},
-    }
     torch.manual_seed(0)
     model = MoETransformer(get_config("tiny"))
+    caplog.set_level(logging.INFO, logger="observe")
     session = MonitoringSession(settings, model="tiny")
     target = f"127.0.0.1:{session.metrics_port}"
+    assert f"https://{target}/metrics (basic auth)" in caplog.text
     intruder = {
         **scrape,
         "job_name": "wrong-password",
-        "basic_auth": {"username": USERNAME, "password": "wrong"},
+        "basic_auth": {"username": scrape["basic_auth"]["username"], "password": "wrong"},
         "static_configs": [{"targets": [target]}],
     }
     with prometheus([target], scrape=scrape, other_jobs=[intruder]) as server:
@@ -212,3 +220,4 @@ def test_prometheus_scrapes_a_run_over_tls_with_basic_auth(
         assert total > 0
         assert server.wait_for(promql, total) == total
     assert session.telemetry.final_scrape is FinalScrape.READ
+    assert PASSWORD not in caplog.text

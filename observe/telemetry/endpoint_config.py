@@ -59,8 +59,8 @@ class MetricsEndpointConfig:
                 )
             return None
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        _readable(self.cert_file, "cert_file")
-        _readable(self.key_file, "key_file")
+        _pem(self.cert_file, "cert_file", "CERTIFICATE-----", "certificate")
+        _pem(self.key_file, "key_file", "PRIVATE KEY-----", "private key")
         try:
             context.load_cert_chain(self.cert_file, self.key_file, password=self._encrypted_key)
         except ssl.SSLError as exc:
@@ -70,17 +70,17 @@ class MetricsEndpointConfig:
                     f"{self.cert_file}: pass the key the certificate was issued for"
                 ) from exc
             raise ObserveError(
-                f"[metrics] cert_file {self.cert_file} or key_file {self.key_file} is not "
-                f"PEM ({exc.reason or exc}): pass a PEM certificate and its PEM private key"
+                f"[metrics] cert_file {self.cert_file} and key_file {self.key_file} do not "
+                f"load ({exc.reason or exc}): pass a PEM certificate and its PEM private key"
             ) from exc
         if self.client_ca_file is not None:
-            _readable(self.client_ca_file, "client_ca_file")
+            _pem(self.client_ca_file, "client_ca_file", "CERTIFICATE-----", "certificate")
             try:
                 context.load_verify_locations(self.client_ca_file)
             except ssl.SSLError as exc:
                 raise ObserveError(
-                    f"[metrics] client_ca_file {self.client_ca_file} holds no PEM certificate "
-                    f"({exc.reason or exc}): pass the CA certificate that signs the clients'"
+                    f"[metrics] client_ca_file {self.client_ca_file} does not load "
+                    f"({exc.reason or exc}): pass the PEM certificate of the clients' CA"
                 ) from exc
             context.verify_mode = ssl.CERT_REQUIRED
         return context
@@ -95,6 +95,11 @@ class MetricsEndpointConfig:
         password = self.password
         if self.password_file is not None:
             password = _readable(self.password_file, "password_file").strip()
+            if not password:
+                raise ObserveError(
+                    f"[metrics] password_file {self.password_file} is empty: write the "
+                    "password in it"
+                )
         if self.username is None:
             if password is not None:
                 raise ObserveError(
@@ -107,6 +112,14 @@ class MetricsEndpointConfig:
                 "[metrics] username is set without a password: set OBSERVE_METRICS_PASSWORD or "
                 "password_file, a file only the run's user can read"
             )
+        # HTTP basic auth ends the username at its first colon (RFC 7617).
+        if not self.username or ":" in self.username:
+            raise ObserveError(
+                "[metrics] username is empty or holds a ':', which HTTP basic auth cannot "
+                "send: choose one without"
+            )
+        if not password:
+            raise ObserveError("[metrics] the password is empty: set a non-empty one")
         return Credentials(self.username, password)
 
     def _encrypted_key(self) -> bytes:
@@ -115,6 +128,14 @@ class MetricsEndpointConfig:
             f"[metrics] key_file {self.key_file} is encrypted: observe reads an unencrypted "
             "key; decrypt it (openssl pkey -in KEY -out KEY.plain) and make it readable by "
             "the run's user only"
+        )
+
+
+def _pem(path: Path, name: str, marker: str, holds: str) -> None:
+    if marker not in _readable(path, name):
+        raise ObserveError(
+            f"[metrics] {name} {path} holds no PEM {holds}: pass the {holds} in PEM form, a "
+            f"block that begins -----BEGIN ...{marker}"
         )
 
 
