@@ -72,11 +72,18 @@ ENTROPY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 # -- routing, from the hooks ---------------------------------------------------------------
+# Said of every count the hooks take: with `router_sample_rate` below 1 only a share of
+# forwards is measured, and counts are scaled up to estimates rather than left raw.
+SAMPLED_COUNT = (
+    "Under router sampling, an estimate of every forward's: the measured forwards' count "
+    "divided by observe_moe_router_sample_rate."
+)
 EXPERT_TOKENS = Metric(
     "observe_moe_expert_tokens",
     Kind.COUNTER,
     "{token}",
-    "(token, expert) assignments each expert received; padding excluded.",
+    "(token, expert) assignments each expert received, before any capacity drop; padding "
+    f"excluded. {SAMPLED_COUNT}",
     (LAYER, EXPERT),
 )
 ROUTING_ENTROPY = Metric(
@@ -100,7 +107,7 @@ EXPERT_ENTROPY_ASSIGNMENTS = Metric(
     Kind.COUNTER,
     "{token}",
     "Assignments per expert and routing-entropy slot (the expert capacity heatmap); "
-    "`slot_le` is the slot's upper entropy bound.",
+    f"`slot_le` is the slot's upper entropy bound. {SAMPLED_COUNT}",
     (LAYER, EXPERT, SLOT_LE),
 )
 LOAD_IMBALANCE = Metric(
@@ -115,7 +122,8 @@ DEAD_EXPERTS = Metric(
     "observe_moe_dead_experts",
     Kind.GAUGE,
     "{expert}",
-    "Experts that received no token in the last window.",
+    "Experts that received no token in the last window. Under router sampling, none in the "
+    "window's measured forwards: an expert may have had tokens in the others.",
     (LAYER,),
 )
 TOP1_PROBABILITY = Metric(
@@ -143,7 +151,8 @@ DROPPED_TOKENS = Metric(
     "observe_moe_dropped_tokens",
     Kind.COUNTER,
     "{token}",
-    "(token, expert) assignments dropped over an expert's capacity.",
+    "Real tokens' (token, expert) assignments dropped over an expert's capacity; padding "
+    f"takes no capacity and is never counted. {SAMPLED_COUNT}",
     (LAYER,),
 )
 ROUTER_NONFINITE_TOKENS = Metric(
@@ -151,8 +160,16 @@ ROUTER_NONFINITE_TOKENS = Metric(
     Kind.COUNTER,
     "{token}",
     "Tokens whose router logits held NaN or an infinity; every other routing figure leaves "
-    "them out.",
+    f"them out. {SAMPLED_COUNT}",
     (LAYER,),
+)
+ROUTER_SAMPLE_RATE = Metric(
+    "observe_moe_router_sample_rate",
+    Kind.GAUGE,
+    "1",
+    "Share of forward passes whose routing the monitor measures (router_sample_rate). "
+    "Below 1, routing counts are estimates scaled up from the measured forwards; means, "
+    "ratios and losses are over the measured forwards.",
 )
 MONITOR_STEPS = Metric(
     "observe_monitor_steps",
@@ -287,6 +304,7 @@ CATALOGUE: tuple[Metric, ...] = (
     Z_LOSS,
     DROPPED_TOKENS,
     ROUTER_NONFINITE_TOKENS,
+    ROUTER_SAMPLE_RATE,
     MONITOR_STEPS,
     TRAIN_LOSS,
     TRAIN_TOKENS_PER_SECOND,

@@ -7,6 +7,7 @@ monitors through it, and close it, which flushes everything with a time limit.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -86,7 +87,11 @@ class MonitoringSession(Closeable):
         url = resolve_url(settings.db_url)
         # Opened here, synchronously: a wrong URL or password fails before training starts.
         self._store = Store.open(url)
-        self._store.start_run(self.run_id, model, dict(config or {}))
+        # Kept with the run: whether its routing counts are estimates (router sampling).
+        self._monitor_config = settings.monitor
+        self._store.start_run(
+            self.run_id, model, {**(config or {}), "monitor": _monitor_record(settings.monitor)}
+        )
         self.delivery = open_delivery(url, settings.spool_dir, settings.spool_max_bytes)
         self.limiter = LabelLimiter(settings.label_limit)
         try:
@@ -167,10 +172,25 @@ class MonitoringSession(Closeable):
             sinks=(*self._sinks, *sinks),
             drift=drift_sink,
         )
+        self._record_monitor_config(monitor.config)
         # Only the caller's steps flush windows: the limit fits the model before the first.
         self._routing.fit(monitor)
         self._monitors.append(monitor)
         return monitor
+
+    def _record_monitor_config(self, config: MonitorConfig) -> None:
+        if config == self._monitor_config:
+            return
+        try:
+            self._store.update_run_config(self.run_id, {"monitor": _monitor_record(config)})
+        except ObserveError as exc:
+            # The figures are still right; only the run's record of how they were taken is
+            # behind. Monitoring goes on.
+            logger.warning(
+                "observe: could not record run %s's monitor config: %s", self.run_id, exc
+            )
+        else:
+            self._monitor_config = config
 
     def _drift_sink(self, baseline: Baseline, config: DriftConfig | None) -> DriftSink:
         from observe.drift.live import DriftSink
@@ -245,6 +265,11 @@ class MonitoringSession(Closeable):
         traceback: TracebackType | None,
     ) -> None:
         self.close("finished" if exc_type is None else "failed")
+
+
+def _monitor_record(config: MonitorConfig) -> dict[str, Any]:
+    """A monitor config as JSON values, for the run's record in the store."""
+    return {**dataclasses.asdict(config), "metrics": sorted(config.metrics)}
 
 
 def session(

@@ -133,17 +133,26 @@ def test_training_counts_and_statistics_match_numpy(
         assert stats.dead_experts == dead
 
 
-def test_padding_tokens_are_not_counted(model: MoETransformer, recorder: RouterRecorder) -> None:
+def test_padding_is_neither_counted_nor_dropped(
+    model: MoETransformer, recorder: RouterRecorder
+) -> None:
     input_ids, mask = ByteTokenizer().encode_batch(["a long prompt here", "short", "mid one"])
     with observe.attach(model) as monitor, torch.no_grad():
         model(input_ids, attention_mask=mask)
         monitor.step()
         snapshot = monitor.snapshot()
-    assert int(mask.sum()) < mask.numel()
+    real_T = mask.reshape(-1).numpy().astype(bool)
+    assert real_T.sum() < real_T.size
     for layer, stats in enumerate(snapshot.layers):
-        expected = expected_layer(recorder.calls[layer], [mask.reshape(-1).numpy()], 4)
-        assert expected["tokens"] == int(mask.sum())
+        expected = expected_layer(recorder.calls[layer], [real_T], 4)
+        assert expected["tokens"] == real_T.sum()
         assert_layer_matches(stats, expected)
+        # Only real tokens' assignments take an expert's capacity, and only theirs drop.
+        [(_, chosen_TK)] = recorder.calls[layer]
+        assigned_E = np.bincount(chosen_TK.numpy()[real_T].ravel(), minlength=4)
+        capacity = model.layers[layer].moe.capacity(int(real_T.sum()))
+        assert capacity is not None
+        assert stats.dropped_tokens == np.maximum(assigned_E - capacity, 0).sum() > 0
 
 
 def test_entropy_histogram_places_each_assignment_in_its_slot(
@@ -301,7 +310,8 @@ def test_router_sampling_measures_a_share_of_forwards(model: MoETransformer) -> 
     with observe.attach(model, config) as monitor, torch.no_grad():
         for _ in range(200):
             model(torch.randint(0, 256, (1, 4)))
-        measured = monitor.snapshot().layers[0].tokens / 4
+        # Reported scaled up to every forward's: this many forwards were measured.
+        measured = monitor.snapshot().layers[0].tokens * 0.25 / 4
     assert 30 < measured < 70
 
 

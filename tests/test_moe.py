@@ -95,6 +95,35 @@ def test_capacity_drops_assignments_past_each_experts_capacity(moe: MoEFeedForwa
     torch.testing.assert_close(got[capacity:], shared_only[capacity:], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_padding_takes_no_capacity_and_is_never_dropped(moe: MoEFeedForward, side: str) -> None:
+    moe.capacity_factor = 0.5
+    d = moe.router.gate.in_features
+    with torch.no_grad():  # every token, padding too, prefers experts 0 then 1
+        moe.router.gate.weight.zero_()
+        moe.router.gate.weight[0, 0] = 10.0
+        moe.router.gate.weight[1, 0] = 5.0
+    x = torch.randn(2, 6, d)
+    x[..., 0] = x[..., 0].abs() + 1.0
+    mask = torch.ones(2, 6, dtype=torch.long)
+    real = slice(0, 2) if side == "right" else slice(4, 6)
+    mask[1] = 0
+    mask[1, real] = 1
+    # Right padding sits past every expert's capacity; left padding comes first and would
+    # take the capacity of the real tokens after it.
+    out = moe(x, mask)
+
+    n_real = 8
+    capacity = moe.capacity(n_real)
+    assert capacity == 2
+    assert int(out.dropped_tokens) == 2 * (n_real - capacity)
+    # The real tokens fare as they would with no padding at all.
+    alone = moe(torch.cat([x[0], x[1, real]])[None])
+    assert int(alone.dropped_tokens) == int(out.dropped_tokens)
+    got = torch.cat([out.hidden_BSD[0], out.hidden_BSD[1, real]])
+    torch.testing.assert_close(got, alone.hidden_BSD[0], atol=1e-5, rtol=1e-5)
+
+
 def test_no_capacity_limit_drops_nothing() -> None:
     config = get_config("tiny")
     assert config.capacity_factor is None

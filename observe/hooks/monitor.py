@@ -152,7 +152,9 @@ class Monitor(Closeable):
         self._attention_handles: list[torch.utils.hooks.RemovableHandle] = []
         self._register(routers, attention)
         self._worker = WindowWorker(
-            RoutingTotals(n_experts_L, config.entropy_slots if histogram else 0),
+            RoutingTotals(
+                n_experts_L, config.entropy_slots if histogram else 0, config.router_sample_rate
+            ),
             [r.name for r in self.routers],
             self._drops_L,
             self.attention_names,
@@ -357,7 +359,8 @@ class Monitor(Closeable):
     def snapshot(self) -> RoutingStats:
         """Statistics since attach, every step so far included; waits for the device."""
         self.flush()
-        return RoutingStats(1, self.step_count, self._worker.total_stats())
+        layers = self._worker.total_stats()
+        return RoutingStats(1, self.step_count, layers, self.config.router_sample_rate)
 
     def hidden_states(self) -> dict[str, torch.Tensor]:
         """The reservoir sample of pooled sequence states per attention layer, on the host."""

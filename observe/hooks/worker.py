@@ -78,17 +78,15 @@ class WindowWorker:
             sums, hidden, first_step, last_step = item
             try:
                 sums.wait()
-                self.totals.add(sums)
+                one = self.totals.add(sums)
                 if self.sinks:
-                    one = RoutingTotals(self.totals.n_experts_L, self.totals.entropy_slots)
-                    one.add(sums)
                     stats = one.layer_stats(self.names, self.drops_L)
                     samples = {
                         # Empty when no sink wants the samples: the monitor took none.
                         name: rows.numpy()
                         for name, rows in zip(self.attention_names, hidden, strict=False)
                     }
-                    routing = RoutingStats(first_step, last_step, stats)
+                    routing = RoutingStats(first_step, last_step, stats, self.totals.sample_rate)
                     self._hand_to_sinks(Window(routing, samples))
             except Exception:
                 # The thread lives on: were it to die, every later window would wait in the

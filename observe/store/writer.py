@@ -72,6 +72,18 @@ class Store:
             )
         self._runs.add(run_id)
 
+    def update_run_config(self, run_id: str, entries: Mapping[str, Any]) -> None:
+        """Sets `entries` in a started run's config, beside what it holds already."""
+        with _unavailable_on_failure(self.engine), self.engine.begin() as connection:
+            config = connection.execute(
+                select(RUNS.c.config).where(RUNS.c.id == run_id).with_for_update()
+            ).scalar()
+            if config is None:
+                raise ObserveError(f"no run {run_id!r} in the store: call start_run first")
+            connection.execute(
+                update(RUNS).where(RUNS.c.id == run_id).values(config={**config, **entries})
+            )
+
     def end_run(self, run_id: str, status: str) -> None:
         if status not in ("finished", "failed"):
             raise ObserveError(f"a run ends 'finished' or 'failed', not {status!r}")

@@ -16,7 +16,7 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from observe import catalogue
 from observe.catalogue import Metric
 from observe.hooks.stats import LayerStats, Window
-from observe.instruments import counter, histogram, observable
+from observe.instruments import counter, gauge, histogram, observable
 from observe.telemetry.limits import LabelLimiter
 
 if TYPE_CHECKING:
@@ -60,10 +60,14 @@ class RoutingInstruments:
             observable(meter, metric, self._reader(metric, self._gauges[metric.name]))
         self._entropy_windows = histogram(meter, catalogue.ROUTING_ENTROPY_WINDOWS)
         self._steps = counter(meter, catalogue.MONITOR_STEPS)
+        self._sample_rate = gauge(meter, catalogue.ROUTER_SAMPLE_RATE)
 
     def fit(self, monitor: Monitor) -> None:
-        """Sizes the label limit for `monitor`'s model before its first window: the
-        expert × entropy-slot heatmap has the most series, experts × slots per layer."""
+        """Readies the figures for `monitor` before its first window: its router sample
+        rate, which says whether the counts are estimates, and the label limit sized to
+        its model (the expert × entropy-slot heatmap has the most series, experts × slots
+        per layer). The session's newest monitor gives the rate."""
+        self._sample_rate.set(monitor.config.router_sample_rate)
         slots = monitor.config.entropy_slots if "entropy_histogram" in monitor.config.metrics else 1
         self._limiter.fit(sum(router.n_experts for router in monitor.routers) * slots)
 

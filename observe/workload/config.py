@@ -25,7 +25,8 @@ class MoEConfig:
     expert_hidden: int = 128
     max_seq_len: int = 256
     # None: no capacity limit. Otherwise each expert takes at most
-    # ceil(capacity_factor * tokens * top_k / n_routed_experts) assignments per forward.
+    # ceil(capacity_factor * tokens * top_k / n_routed_experts) assignments per forward,
+    # counting real tokens only: padding never reaches an expert.
     capacity_factor: float | None = None
     aux_loss_coef: float = 0.01
     z_loss_coef: float = 0.001

@@ -2,6 +2,8 @@
 
 Shape legend: B batch, S sequence, T tokens (B·S), D model width, H expert hidden width,
 E routed experts, K experts per token, A assignments (T·K), N assignments kept.
+Padding (`token_mask_BS` 0) passes through the router, whose losses leave it out, but never
+reaches an expert.
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ class MoEOutput(NamedTuple):
     aux_loss: torch.Tensor
     # Mean over tokens of logsumexp(logits)²: keeps router logits small and stable.
     z_loss: torch.Tensor
-    # (token, expert) assignments over an expert's capacity, which skip that expert.
+    # Real tokens' (token, expert) assignments over an expert's capacity, which skip that
+    # expert. Padding never reaches an expert, so it is never dropped.
     dropped_tokens: torch.Tensor
 
 
@@ -79,7 +82,7 @@ class MoEFeedForward(nn.Module):
         )
 
     def capacity(self, n_tokens: int) -> int | None:
-        """Most assignments one expert takes in a forward of `n_tokens` tokens."""
+        """Most assignments one expert takes in a forward of `n_tokens` real tokens."""
         if self.capacity_factor is None:
             return None
         return math.ceil(self.capacity_factor * n_tokens * self.top_k / self.n_experts)
@@ -90,23 +93,32 @@ class MoEFeedForward(nn.Module):
         logits_TE, topk_weights_TK, topk_indices_TK = self.router(x_TD)
         aux_loss, z_loss = self._router_losses(logits_TE, topk_indices_TK, token_mask_BS)
 
-        expert_A = topk_indices_TK.reshape(-1)
-        order_A = torch.argsort(expert_A, stable=True)
-        tokens_per_expert_E = torch.bincount(expert_A, minlength=self.n_experts)
+        E, K = self.n_experts, self.top_k
+        bucket_A = topk_indices_TK.reshape(-1)
+        if token_mask_BS is not None:
+            # Padding goes to bucket E, past every expert: sorted after the real assignments,
+            # it is never run, takes no expert's capacity and is never counted as dropped.
+            real_A = token_mask_BS.reshape(-1).bool().repeat_interleave(K)
+            bucket_A = torch.where(real_A, bucket_A, E)
+        order_A = torch.argsort(bucket_A, stable=True)
+        bucket_sizes = torch.bincount(bucket_A, minlength=E + 1)
+        tokens_per_expert = bucket_sizes[:E].tolist()
+        n_tokens = sum(tokens_per_expert) // K
+        order_A = order_A[: n_tokens * K]
         dropped = x_TD.new_zeros((), dtype=torch.long)
-        capacity = self.capacity(x_TD.shape[0])
+        capacity = self.capacity(n_tokens)
         if capacity is not None:
             # Within an expert, earlier tokens win: position counts from the expert's first slot.
-            first_slot_E = tokens_per_expert_E.cumsum(0) - tokens_per_expert_E
+            first_slot = bucket_sizes.cumsum(0) - bucket_sizes
             position_A = torch.arange(order_A.numel(), device=x_TD.device)
-            position_A = position_A - first_slot_E[expert_A[order_A]]
+            position_A = position_A - first_slot[bucket_A[order_A]]
             keep_A = position_A < capacity
             dropped = (~keep_A).sum()
             order_A = order_A[keep_A]
-            tokens_per_expert_E = tokens_per_expert_E.clamp(max=capacity)
+            tokens_per_expert = [min(n, capacity) for n in tokens_per_expert]
 
-        token_N = order_A // self.top_k
-        expert_out_ND = self.experts(x_TD[token_N], tokens_per_expert_E.tolist())
+        token_N = order_A // K
+        expert_out_ND = self.experts(x_TD[token_N], tokens_per_expert)
         weight_N = topk_weights_TK.reshape(-1)[order_A].to(x_TD.dtype)
         routed_TD = torch.zeros_like(x_TD).index_add_(0, token_N, expert_out_ND * weight_N[:, None])
         if self.shared_experts is not None:
