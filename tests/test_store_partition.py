@@ -1,0 +1,153 @@
+"""Every database call observe makes has a bound, and closing never waits past its deadline,
+even when the network stalls: a proxy that stops forwarding but refuses nothing, where
+psycopg alone would wait forever. Waits below carry bounds past which the code hung; none
+is a speed check."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import ProxiedPg
+
+from observe.errors import ObserveError
+from observe.pipeline import MonitoringSession
+from observe.settings import Settings
+from observe.store import engine as store_engine
+from observe.store.engine import connect
+from observe.store.queries import schema_checked
+
+# Beyond a bound of the code, what a busy machine may add before the test calls it hung.
+MARGIN_S = 15.0
+# A close limit short enough for the tests, long enough that a healthy close fits it.
+CLOSE_TIMEOUT_S = 2.0
+
+
+def in_thread(call: Callable[[], object]) -> threading.Thread:
+    """Runs `call` on a daemon thread, so a test can bound how long it waits for it."""
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    return thread
+
+
+def returns_within(call: Callable[[], object], bound_s: float) -> None:
+    thread = in_thread(call)
+    thread.join(bound_s)
+    assert not thread.is_alive(), f"still waiting after {bound_s} s: it hung"
+
+
+def test_every_postgresql_connection_carries_the_bounds(pg_url: str) -> None:
+    engine = connect(pg_url)
+    try:
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("SHOW statement_timeout").scalar() == "5min"
+            raw = connection.connection.driver_connection
+            assert raw is not None
+            assert raw.info.get_parameters()["connect_timeout"] == str(
+                store_engine.CONNECT_TIMEOUT_S
+            )
+            with socket.socket(fileno=os.dup(raw.fileno())) as sock:
+                options = _tcp_options(sock)
+    finally:
+        engine.dispose()
+    assert options == {
+        "keepalive": 1,
+        "idle": store_engine.KEEPALIVES_IDLE_S,
+        "interval": store_engine.KEEPALIVES_INTERVAL_S,
+        "count": store_engine.KEEPALIVES_COUNT,
+        "user_timeout": store_engine.TCP_USER_TIMEOUT_MS,
+    }
+
+
+def test_bounds_the_url_sets_win_and_its_options_are_kept(pg_url: str) -> None:
+    url = f"{pg_url}?keepalives_idle=42&options=-c%20statement_timeout%3D7s%20-c%20work_mem%3D8MB"
+    engine = connect(url)
+    try:
+        with engine.connect() as connection:
+            settings = [
+                connection.exec_driver_sql(f"SHOW {name}").scalar()
+                for name in ("statement_timeout", "work_mem")
+            ]
+            raw = connection.connection.driver_connection
+            assert raw is not None
+            with socket.socket(fileno=os.dup(raw.fileno())) as sock:
+                idle = _tcp_options(sock)["idle"]
+    finally:
+        engine.dispose()
+    assert settings == ["7s", "8MB"]
+    assert idle == 42
+
+
+def test_a_statement_past_the_timeout_is_explained(pg_url: str) -> None:
+    engine = connect(f"{pg_url}?options=-c%20statement_timeout%3D50ms")
+    try:
+        with (
+            pytest.raises(ObserveError, match="statement_timeout") as raised,
+            schema_checked(engine),
+            engine.connect() as connection,
+        ):
+            connection.exec_driver_sql("SELECT pg_sleep(5)")
+    finally:
+        engine.dispose()
+    assert "narrow the query" in str(raised.value)
+
+
+def test_opening_a_session_on_a_stalled_database_fails_within_the_connect_timeout(
+    stallable_pg: ProxiedPg, tmp_path: Path
+) -> None:
+    stallable_pg.proxy.stall()
+    raised: list[BaseException] = []
+
+    def open_session() -> None:
+        try:
+            MonitoringSession(_settings(tmp_path, stallable_pg.url), model="tiny").close()
+        except ObserveError as exc:
+            raised.append(exc)
+
+    returns_within(open_session, store_engine.CONNECT_TIMEOUT_S + MARGIN_S)
+    assert stallable_pg.proxy.connections >= 1  # it reached the proxy, which never answered
+    [error] = raised
+    assert "cannot reach the database" in str(error)
+    assert "timeout" in str(error)
+
+
+def test_observe_runs_on_a_stalled_database_exits_2_with_the_reason(
+    stallable_pg: ProxiedPg,
+) -> None:
+    stallable_pg.proxy.stall()
+    command = [sys.executable, "-c", "from observe.cli import main; main()", "runs"]
+    done = subprocess.run(
+        [*command, "--db-url", stallable_pg.url],
+        capture_output=True,
+        text=True,
+        timeout=store_engine.CONNECT_TIMEOUT_S + MARGIN_S,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "cannot reach the database" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def _settings(tmp_path: Path, db_url: str) -> Settings:
+    return Settings(
+        db_url=db_url,
+        prometheus_port=None,
+        spool_dir=tmp_path / "spool",
+        close_timeout_s=CLOSE_TIMEOUT_S,
+    )
+
+
+def _tcp_options(sock: socket.socket) -> dict[str, int]:
+    """The kernel's view of a connection's keepalive and user-timeout options."""
+    return {
+        "keepalive": sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+        "idle": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+        "interval": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+        "count": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+        "user_timeout": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT),
+    }
