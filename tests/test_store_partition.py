@@ -11,17 +11,23 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from conftest import ProxiedPg
 
+from observe.alerts.background import BackgroundEvaluator
+from observe.alerts.config import AlertsConfig
 from observe.errors import ObserveError
 from observe.pipeline import MonitoringSession
 from observe.settings import Settings
 from observe.store import engine as store_engine
 from observe.store.engine import connect
 from observe.store.queries import schema_checked
+from observe.store.records import Batch, Sample
+from observe.store.spool import Spool
+from observe.store.writer import Store
 
 # Beyond a bound of the code, what a busy machine may add before the test calls it hung.
 MARGIN_S = 15.0
@@ -131,6 +137,49 @@ def test_observe_runs_on_a_stalled_database_exits_2_with_the_reason(
     assert done.returncode == 2, done.stderr
     assert "cannot reach the database" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_closing_a_store_never_waits_on_a_stalled_connection(stallable_pg: ProxiedPg) -> None:
+    store = Store.open(stallable_pg.url)  # leaves a connection in the pool
+    stallable_pg.proxy.stall()
+    returns_within(store.close, MARGIN_S)
+
+
+def test_the_alert_evaluator_shuts_down_within_its_deadline_on_a_stall(
+    stallable_pg: ProxiedPg,
+) -> None:
+    Store.open(stallable_pg.direct_url).close()  # migrated
+    rules = AlertsConfig().alert_rules()
+    # No evaluation of its own before shutdown; the test's leaves a pooled connection.
+    evaluator = BackgroundEvaluator(rules, stallable_pg.url, "stalled-run", interval_s=3600)
+    evaluator.evaluate(datetime.now(UTC))
+    stallable_pg.proxy.stall()
+    # The last evaluation waits on the stalled connection, on the evaluator's thread.
+    returns_within(lambda: evaluator.shutdown(CLOSE_TIMEOUT_S), CLOSE_TIMEOUT_S + MARGIN_S)
+
+
+def test_a_session_closes_within_close_timeout_s_on_a_stall_and_keeps_what_is_spooled(
+    stallable_pg: ProxiedPg, tmp_path: Path
+) -> None:
+    session = MonitoringSession(_settings(tmp_path, stallable_pg.url), model="tiny")
+    stallable_pg.proxy.stall()
+    batch = Batch(
+        session.run_id,
+        samples=tuple(
+            Sample(datetime.now(UTC), "observe_test_gauge", {"i": str(i)}, float(i))
+            for i in range(10)
+        ),
+    )
+    session.delivery.submit(batch)
+    # Every store call of the close (the run's hidden states, its end, the last alert
+    # evaluation, delivery) meets the stall; together they wait until one deadline.
+    returns_within(session.close, CLOSE_TIMEOUT_S + MARGIN_S)
+    [slot] = (tmp_path / "spool").glob("*/slot-*")
+    spool = Spool(slot, 1 << 30)
+    try:
+        assert spool.pending_rows >= len(batch)
+    finally:
+        spool.close()
 
 
 def _settings(tmp_path: Path, db_url: str) -> Settings:
