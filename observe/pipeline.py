@@ -12,7 +12,7 @@ import datetime as dt
 import logging
 import os
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +27,7 @@ from observe.hooks.adapters import RouterAdapter
 from observe.hooks.config import MonitorConfig
 from observe.hooks.monitor import Monitor, attach
 from observe.hooks.worker import WindowSink
-from observe.lifetime import Closeable
+from observe.lifetime import Closeable, Deadline, run_within
 from observe.settings import Settings, load_settings
 from observe.store.baselines import (
     WindowSample,
@@ -104,8 +104,9 @@ class MonitoringSession(Closeable):
             )
         except BaseException:
             # E.g. the /metrics port is taken: the run is recorded as failed, not running.
-            self.delivery.close(settings.close_timeout_s)
-            self._store.end_run(self.run_id, "failed")
+            deadline = Deadline(settings.close_timeout_s)
+            self.delivery.close(deadline.left())
+            self._end_run("failed", deadline)
             self._store.close()
             raise
         self._meter = self.telemetry.meter()
@@ -213,26 +214,52 @@ class MonitoringSession(Closeable):
         return self._drift[0] if self._drift else None
 
     def close(self, status: str = "finished") -> None:
-        """Flushes monitors, exports a last time and delivers within `close_timeout_s`."""
+        """Flushes monitors and waits (at most `prometheus_linger_s`) for Prometheus to read
+        the final values; then, within `close_timeout_s` whatever the network does, exports
+        a last time, delivers and records the run's end. What the store did not take by
+        then stays spooled for the next delivery."""
         if self._closed:
             return
         self._closed = True
-        timeout_s = self.settings.close_timeout_s
         for monitor in self._monitors:
             monitor.close()  # and its drift sink, which scores what is queued
-        self._keep_hidden_samples()
-        self.telemetry.shutdown(timeout_s)
-        self.delivery.close(timeout_s)
+        self.telemetry.await_final_scrape()
+        deadline = Deadline(self.settings.close_timeout_s)
+        # First: the last export goes to the spool, which no network holds up, before the
+        # steps that wait on the database have used up the time.
+        self.telemetry.shutdown(deadline.left())
+        self._keep_hidden_samples(deadline)
+        self.delivery.close(deadline.left())
         if self._alerts is not None:
             # After delivery: the last evaluation sees every sample of the run.
-            self._alerts.shutdown(timeout_s)
-        try:
-            self._store.end_run(self.run_id, status)
-        except ObserveError as exc:
-            logger.warning("observe: could not mark run %s %s: %s", self.run_id, status, exc)
+            self._alerts.shutdown(deadline.left())
+        self._end_run(status, deadline)
         self._store.close()
 
-    def _keep_hidden_samples(self) -> None:
+    def _end_run(self, status: str, deadline: Deadline) -> None:
+        self._store_call(
+            deadline,
+            f"mark run {self.run_id} {status}",
+            lambda: self._store.end_run(self.run_id, status),
+        )
+
+    def _store_call(self, deadline: Deadline, what: str, call: Callable[[], object]) -> None:
+        """Database work at close, waited for until `deadline` only (`run_within`); what
+        fails or does not finish in time is logged. `call` runs on a thread of its own, so
+        it may use the Store's engine, which threads share, and nothing else of the Store."""
+        try:
+            done = run_within(deadline, call)
+        except ObserveError as exc:
+            logger.warning("observe: could not %s: %s", what, exc)
+            return
+        if not done:
+            logger.warning(
+                "observe: could not %s: the store did not answer within close_timeout_s (%g s)",
+                what,
+                deadline.seconds,
+            )
+
+    def _keep_hidden_samples(self, deadline: Deadline) -> None:
         """Each monitor's sample of the run, so that a baseline can be made from it later,
         and the last drift-scored window's, for reports."""
         samples = {
@@ -252,11 +279,12 @@ class MonitoringSession(Closeable):
             for sink in self._drift
             for name, latest in sink.latest_samples.items()
         ]
-        try:
+
+        def save() -> None:
             save_hidden_samples(self._store.engine, self.run_id, samples)
             save_window_samples(self._store.engine, self.run_id, windows)
-        except ObserveError as exc:
-            logger.warning("observe: could not keep run %s's hidden states: %s", self.run_id, exc)
+
+        self._store_call(deadline, f"keep run {self.run_id}'s hidden states", save)
 
     def __exit__(
         self,

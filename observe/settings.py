@@ -58,7 +58,8 @@ class Settings:
     label_limit: int | None = None
     # Seconds between exports to the store (and the OTLP endpoint).
     export_interval_s: float = 5.0
-    # Seconds close() and SIGTERM spend delivering what is left before giving up.
+    # The close limit: seconds that close() and SIGTERM take at most after the linger,
+    # whatever the network does; what the store has not taken by then stays spooled.
     close_timeout_s: float = 10.0
     # What monitors attached through a session measure, and how often they flush.
     monitor: MonitorConfig = field(default_factory=MonitorConfig)

@@ -1,8 +1,9 @@
 """Shared fixtures: PostgreSQL databases for the store's tests, a real Prometheus; markers.
 
 `pg_url` is a fresh database on the shared server (OBSERVE_TEST_PG_URL, by default the
-local trust-auth PostgreSQL), one per test module. Tests that stop a server or need a
-password use `throwaway_pg`, a cluster of their own in a temporary directory.
+local trust-auth PostgreSQL), one per test module; `stallable_pg` puts it behind a proxy
+that a test can stall (a partition). Tests that stop a server or need a password use
+`throwaway_pg`, a cluster of their own in a temporary directory.
 
 Tests are marked by what they use (pyproject.toml lists the markers): the PostgreSQL
 fixtures give `postgres`, the `prometheus` fixture gives `prometheus`, and a module named
@@ -20,6 +21,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -28,6 +30,7 @@ import torch
 from certificates import TlsFiles, make_tls_files
 from prometheus_server import StartPrometheus, free_port, run_prometheus
 from sqlalchemy.engine import make_url
+from stall_proxy import StallProxy
 
 from observe.store.writer import Store
 
@@ -77,6 +80,24 @@ def pg_url(pg_server: str) -> Iterator[str]:
     yield make_url(pg_server).set(database=name).render_as_string(hide_password=False)
     with psycopg.connect(libpq_url(pg_server), autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass(frozen=True)
+class ProxiedPg:
+    """A database with a StallProxy in front: `url` goes through it, `direct_url` not."""
+
+    proxy: StallProxy
+    url: str
+    direct_url: str
+
+
+@pytest.fixture
+def stallable_pg(pg_url: str) -> Iterator[ProxiedPg]:
+    """The module's `pg_url` database behind a proxy of the test's own, forwarding."""
+    direct = make_url(pg_url)
+    with StallProxy((direct.host or "127.0.0.1", direct.port or 5432)) as proxy:
+        url = direct.set(host="127.0.0.1", port=proxy.port)
+        yield ProxiedPg(proxy, url.render_as_string(hide_password=False), pg_url)
 
 
 class PgCluster:

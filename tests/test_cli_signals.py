@@ -1,18 +1,39 @@
-"""SIGTERM ends a monitored run cleanly: marked failed, with what it measured delivered."""
+"""SIGTERM ends a monitored run cleanly: marked failed, with what it measured delivered,
+or spooled when the store does not answer, within the close limit."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
+from cli_runner import invoke
+from conftest import ProxiedPg
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_server import free_port
 
+from observe import catalogue
+from observe.store.records import Batch
 from observe.store.spool import Spool
+
+# A bound on waiting for the run to get going, past which it never did.
+START_BOUND_S = 120.0
+TRAIN = [
+    sys.executable, "-c", "from observe.cli import main; main()",
+    "train", "--model-size", "tiny", "--domain", "general", "--steps", "100000",
+    "--batch-size", "2", "--seq-len", "32", "--docs", "40", "--no-progress",
+]  # fmt: skip
 
 
 @pytest.mark.slow
@@ -27,19 +48,10 @@ def test_sigterm_ends_the_run_as_failed_and_delivers_what_it_measured(tmp_path: 
         "OBSERVE_EXPORT_INTERVAL_S": "0.2",
         "OBSERVE_CLOSE_TIMEOUT_S": "10",
     }
-    command = [
-        sys.executable, "-c", "from observe.cli import main; main()",
-        "train", "--model-size", "tiny", "--domain", "general", "--steps", "100000",
-        "--batch-size", "2", "--seq-len", "32", "--docs", "40", "--no-progress",
-        "--out", str(tmp_path / "run"),
-    ]  # fmt: skip
+    command = [*TRAIN, "--out", str(tmp_path / "run")]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 120
-        while _loads(db) == 0:
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "the run never reached the store"
-            time.sleep(0.2)
+        _wait_for(process, lambda: _loads(db) > 0, "the run never reached the store")
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=60)  # a bound: past it the run hung
     finally:
@@ -66,3 +78,143 @@ def _loads(db: Path) -> int:
             return int(connection.execute("select count(*) from expert_load").fetchone()[0])
     except sqlite3.OperationalError:  # not migrated yet
         return 0
+
+
+@pytest.mark.slow
+def test_sigterm_on_a_stalled_store_exits_within_the_close_limit_and_loses_nothing(
+    tmp_path: Path, stallable_pg: ProxiedPg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store's connections stall (not refused) mid-run: SIGTERM still ends the process
+    within close_timeout_s, what it measured stays spooled, and a replay delivers all of it
+    once the network is back."""
+    close_timeout_s = 3
+    # Past this the process hung; far below the 60 s it once took.
+    exit_bound_s = close_timeout_s + 20
+    metrics_port = free_port()
+    env = {
+        **os.environ,
+        "OBSERVE_SPOOL_DIR": str(tmp_path / "spool"),
+        "OBSERVE_PROMETHEUS_PORT": str(metrics_port),
+        "OBSERVE_PROMETHEUS_LINGER_S": "0",
+        "OBSERVE_MONITOR_FLUSH_EVERY": "1",
+        "OBSERVE_EXPORT_INTERVAL_S": "0.2",
+        "OBSERVE_CLOSE_TIMEOUT_S": str(close_timeout_s),
+        # Evaluating alerts every second: the last evaluation meets the stall too.
+        "OBSERVE_ALERTS_EVALUATION_INTERVAL_S": "1",
+    }
+    command = [*TRAIN, "--out", str(tmp_path / "run"), "--db-url", stallable_pg.url]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_for(
+            process,
+            lambda: _stored_loads(stallable_pg.direct_url) > 0,
+            "the run never reached the store",
+        )
+        stallable_pg.proxy.stall()
+        _wait_for(
+            process, lambda: _spooled(metrics_port) > 0, "nothing was spooled during the stall"
+        )
+        process.send_signal(signal.SIGTERM)
+        try:
+            _, stderr = process.communicate(timeout=exit_bound_s)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running {exit_bound_s} s after SIGTERM on a stalled store")
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert b"stay spooled" in stderr
+    assert b"dropped" not in stderr
+    [slot] = (tmp_path / "spool").glob("*/slot-*")
+    spooled = _spooled_batches(slot, tmp_path / "copy")
+    assert spooled
+
+    stallable_pg.proxy.resume()
+    monkeypatch.setenv("OBSERVE_SPOOL_DIR", str(tmp_path / "spool"))
+    code, output = invoke("spool", "replay", "--db-url", stallable_pg.url)
+    assert code == 0, output
+    spool = Spool(slot, 1 << 30)
+    assert spool.pending_rows == 0
+    spool.close()
+    # Every spooled row is in the store once: none lost, none written twice.
+    samples, loads = _stored_rows(stallable_pg.direct_url, spooled[0].run_id)
+    assert max(samples.values()) == 1
+    assert max(loads.values()) == 1
+    for batch in spooled:
+        for s in batch.samples:
+            assert (s.metric, tuple(sorted(s.labels.items())), s.time, s.value) in samples
+        for load in batch.expert_loads:
+            assert (load.step, load.layer, load.expert, load.tokens) in loads
+
+
+def _wait_for(process: subprocess.Popen[bytes], condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + START_BOUND_S
+    while not condition():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+
+
+def _spooled(port: int) -> float:
+    """What the run's /metrics says waits in its spool."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    wanted = catalogue.SPOOLED_SAMPLES.prometheus_name
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == wanted
+    )
+
+
+def _spooled_batches(slot: Path, copy: Path) -> list[Batch]:
+    """The batches waiting in `slot`, read from a copy so the slot stays as it is."""
+    shutil.copytree(slot, copy)
+    spool = Spool(copy, 1 << 30)
+    batches = []
+    try:
+        while (entry := spool.peek()) is not None:
+            batches.append(entry.batch)
+            spool.ack(entry)
+    finally:
+        spool.close()
+    return batches
+
+
+def _stored_loads(url: str) -> int:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return int(connection.execute(sa.text("SELECT count(*) FROM expert_load")).scalar_one())
+    except sa.exc.ProgrammingError:  # not migrated yet
+        return 0
+    finally:
+        engine.dispose()
+
+
+def _stored_rows(url: str, run_id: str) -> tuple[Counter[Any], Counter[Any]]:
+    """The run's samples and expert loads in the store, each with how often it is there."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            samples = connection.execute(
+                sa.text(
+                    "SELECT s.name, s.labels, x.time, x.value FROM samples x "
+                    "JOIN series s ON s.id = x.series_id WHERE x.run_id = :run"
+                ),
+                {"run": run_id},
+            )
+            loads = connection.execute(
+                sa.text("SELECT step, layer, expert, tokens FROM expert_load WHERE run_id = :run"),
+                {"run": run_id},
+            )
+            return (
+                Counter(
+                    (name, tuple(sorted(labels.items())), time, value)
+                    for name, labels, time, value in samples
+                ),
+                Counter(tuple(row) for row in loads),
+            )
+    finally:
+        engine.dispose()

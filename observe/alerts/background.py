@@ -1,5 +1,6 @@
 """The alert evaluator of a monitored run: a daemon thread that evaluates the rules on the
-run's stored series every interval and records in the store when alerts fire and resolve.
+run's stored series every interval, and once more when stopped, and records in the store
+when alerts fire and resolve.
 
 It never raises into the run: a failed evaluation is logged (once until one succeeds) and
 tried again at the next interval.
@@ -37,6 +38,10 @@ class BackgroundEvaluator:
     def _loop(self) -> None:
         while not self._stop.wait(self._interval_s):
             self.evaluate()
+        # Stopped by shutdown, which comes after delivery: the run's last samples are in.
+        self.evaluate()
+        if self._evaluator is not None:
+            self._evaluator.engine.dispose()
 
     def evaluate(self, at: datetime | None = None) -> None:
         """Evaluates every rule at `at` (default now) and records what fired or resolved."""
@@ -54,11 +59,12 @@ class BackgroundEvaluator:
             self._failing = False
 
     def shutdown(self, timeout_s: float) -> None:
-        """Stops the thread and, when it stopped within `timeout_s`, evaluates a last time
-        (the run's last samples are in the store by now)."""
+        """Stops the thread, which evaluates a last time, and waits for it at most
+        `timeout_s`: a store that stopped answering holds up that thread, never the caller."""
         self._stop.set()
         self._thread.join(timeout_s)
-        if not self._thread.is_alive():
-            self.evaluate()
-        if self._evaluator is not None:
-            self._evaluator.engine.dispose()
+        if self._thread.is_alive():
+            logger.warning(
+                "observe: the last alert evaluation did not finish in time (the store did not "
+                "answer): alerts at the run's end are not recorded"
+            )

@@ -1,6 +1,11 @@
 """Database URLs and engines: the default SQLite file, PostgreSQL through psycopg 3.
 
 Every message and log line shows URLs through `mask_url`, so a password never leaves here.
+Every PostgreSQL connection is bounded (`_connect_args`): connecting, a network that stops
+answering, and a statement that never ends. None of these bounds a query on an open
+connection whose peer still acknowledges bytes but answers nothing (a stalled proxy):
+psycopg waits for it forever, so whoever must return in time (a session's close) leaves
+such calls to threads it need not wait for (`observe.lifetime.run_within`).
 """
 
 from __future__ import annotations
@@ -19,8 +24,33 @@ from observe.errors import ObserveError
 DEFAULT_SQLITE_PATH = Path(".observe/observe.db")
 # Where the user sets the URL; named in every connection error.
 URL_HINT = "OBSERVE_DB_URL or --db-url"
-# libpq waits this long for a server that does not answer, unless the URL says otherwise.
+# Each bound below applies unless the URL's query sets the same parameter (an `options`
+# of its own goes after observe's, and libpq applies the last `-c` of a name).
+# libpq waits this long for the whole start-up (TCP connect, TLS, authentication) of a
+# server that does not answer.
 CONNECT_TIMEOUT_S = 5
+# TCP keepalives: an idle pooled connection whose server vanished (a partition drops the
+# probes) is found dead after IDLE + COUNT x INTERVAL = 25 s, instead of the system's two
+# hours, so a checkout's ping fails rather than waits.
+KEEPALIVES_IDLE_S = 10
+KEEPALIVES_INTERVAL_S = 5
+KEEPALIVES_COUNT = 3
+# Bytes sent that the server's host has not acknowledged within this end the connection:
+# it bounds a write (a COPY) into a partition. 30 s without one ACK is a dead network, not
+# a slow one, and is above the keepalives' 25 s, which it would otherwise cut short.
+TCP_USER_TIMEOUT_MS = 30_000
+# The server cancels a statement running this long, freeing the connection and its locks;
+# a cancelled write is retried by delivery like a lost connection. The store's biggest
+# statements, a COPY of one export's batch and the CLI's reads over a large table
+# (`observe runs` counts every sample), take seconds: five minutes never cuts them short,
+# and a command that runs past it says how to raise it. Migrations lift it (`migrate.py`).
+# No lock_timeout: waiting for a lock is part of a statement, bounded by this already, and
+# a shorter bound would fail a run's start queued behind another rank's migration.
+STATEMENT_TIMEOUT_MS = 300_000
+# A checkout waits this long for a free pooled connection. observe's engines serve a
+# thread or two each, well within the pool's five, so a wait means connections held by
+# calls stuck on the network: fail instead of queueing behind them.
+POOL_TIMEOUT_S = 10
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 # Greedy up to the last @ of the URL: an unescaped @, / or ? in a password stays masked
@@ -64,10 +94,17 @@ def connect(url: str | None) -> Engine:
     """An engine for `url`, with the connection checked now rather than at first use."""
     resolved = resolve_url(url)
     parsed = _parse(resolved)
-    engine = create_engine(parsed, pool_pre_ping=True, connect_args=_connect_args(parsed))
     if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(parsed, pool_pre_ping=True)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
+    else:
+        engine = create_engine(
+            parsed,
+            pool_pre_ping=True,
+            pool_timeout=POOL_TIMEOUT_S,
+            connect_args=_connect_args(parsed),
+        )
     try:
         with engine.connect() as connection:
             connection.exec_driver_sql("SELECT 1")
@@ -103,6 +140,13 @@ def connection_error(url: URL, exc: BaseException) -> ObserveError:
             f"database {url.database!r} does not exist at {masked}: create it "
             f"(createdb {url.database}) or fix the database name in {URL_HINT}"
         )
+    if "statement timeout" in lowered:
+        return ObserveError(
+            f"the database at {masked} cancelled a statement that ran past observe's "
+            f"statement_timeout ({STATEMENT_TIMEOUT_MS // 60_000} minutes): narrow the query "
+            "(--since, --run), or raise the limit in the URL, e.g. "
+            f"?options=-c%20statement_timeout%3D30min in {URL_HINT}"
+        )
     if "pg_hba.conf" in lowered:
         return ObserveError(
             f"the server at {masked} does not accept this host, user or database "
@@ -133,9 +177,21 @@ def _parse(url: str | URL) -> URL:
 
 
 def _connect_args(url: URL) -> dict[str, Any]:
-    if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
-        return {"connect_timeout": CONNECT_TIMEOUT_S}
-    return {}
+    """libpq parameters bounding every wait of a PostgreSQL connection (see the constants)."""
+    bounds: dict[str, Any] = {
+        "connect_timeout": CONNECT_TIMEOUT_S,
+        "keepalives": 1,
+        "keepalives_idle": KEEPALIVES_IDLE_S,
+        "keepalives_interval": KEEPALIVES_INTERVAL_S,
+        "keepalives_count": KEEPALIVES_COUNT,
+        "tcp_user_timeout": TCP_USER_TIMEOUT_MS,
+    }
+    args = {name: value for name, value in bounds.items() if name not in url.query}
+    # Sent in the start-up packet: the server applies it before the first statement.
+    options = f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"
+    theirs = url.query.get("options", ())
+    args["options"] = " ".join((options, *((theirs,) if isinstance(theirs, str) else theirs)))
+    return args
 
 
 def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: object) -> None:

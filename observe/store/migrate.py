@@ -112,6 +112,12 @@ def _migrate(engine: Engine, revision: str, *, down: bool) -> None:
         # One transaction: on PostgreSQL and SQLite alike a failed step leaves no trace.
         with engine.begin() as connection:
             if connection.dialect.name == "postgresql":
+                # Lifts the engine's statement timeout for this transaction alone: a step
+                # may rewrite a whole table (making `samples` a hypertable moves every
+                # row), in time that grows with the store, and a migration cut short rolls
+                # back to start over at the next run. Other ranks wait on the lock below
+                # for as long as it takes.
+                connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
                 connection.execute(
                     text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK_KEY}
                 )

@@ -15,8 +15,11 @@ from sqlalchemy.exc import DBAPIError
 
 from observe.catalogue import BY_NAME, Kind
 from observe.errors import ObserveError
+from observe.store.engine import connection_error
 from observe.store.schema import EXPERT_LOAD, RUNS, SAMPLES, SERIES
 
+# PostgreSQL's SQLSTATE for a statement the server cancelled, here for its statement_timeout.
+QUERY_CANCELED = "57014"
 _SINCE = re.compile(r"\s*(\d+)\s*([smhd])\s*")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
@@ -139,7 +142,9 @@ def schema_checked(engine: Engine) -> Iterator[None]:
     # A database nobody migrated fails with "no such table": say what to run instead.
     try:
         yield
-    except DBAPIError:
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) == QUERY_CANCELED:
+            raise connection_error(engine.url, exc) from None
         # Imported here: Alembic costs a reader of a healthy store a tenth of a second.
         from observe.store.migrate import require_head
 

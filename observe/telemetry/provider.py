@@ -150,10 +150,14 @@ class Telemetry:
     def meter(self) -> Meter:
         return self.provider.get_meter(SCOPE)
 
-    def shutdown(self, timeout_s: float) -> None:
+    def await_final_scrape(self) -> None:
         """Once the run's final values are in: serves them until a scrape has read them
-        (`_linger`), exports a last time through every reader, then stops `/metrics`."""
+        (`_linger`), for at most `prometheus_linger_s`."""
         self.final_scrape = self._linger()
+
+    def shutdown(self, timeout_s: float) -> None:
+        """Exports a last time through every reader within `timeout_s`, then stops
+        `/metrics`."""
         self.provider.shutdown(timeout_millis=timeout_s * 1000)
         if self.endpoint is not None:
             self.endpoint.close()
