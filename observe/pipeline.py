@@ -28,13 +28,10 @@ from observe.hooks.monitor import Monitor, attach
 from observe.hooks.worker import WindowSink
 from observe.lifetime import Closeable
 from observe.settings import Settings, load_settings
-from observe.store.baselines import (
-    WindowSample,
-    npz_bytes,
-    save_hidden_samples,
-    save_window_samples,
-)
+from observe.store.baselines import npz_bytes
 from observe.store.engine import resolve_url
+from observe.store.liveness import this_process
+from observe.store.records import Batch, HiddenSample, RunEnd, WindowSample
 from observe.store.spools import open_delivery
 from observe.store.writer import Store
 from observe.telemetry.freshness import register_freshness
@@ -99,8 +96,8 @@ class MonitoringSession(Closeable):
             )
         except BaseException:
             # E.g. the /metrics port is taken: the run is recorded as failed, not running.
+            self.delivery.submit(self._end("failed"))
             self.delivery.close(settings.close_timeout_s)
-            self._store.end_run(self.run_id, "failed")
             self._store.close()
             raise
         self._meter = self.telemetry.meter()
@@ -193,50 +190,57 @@ class MonitoringSession(Closeable):
         return self._drift[0] if self._drift else None
 
     def close(self, status: str = "finished") -> None:
-        """Flushes monitors, exports a last time and delivers within `close_timeout_s`."""
+        """Flushes monitors, exports a last time and delivers within `close_timeout_s`.
+
+        The run's end travels through the spool after everything it measured: with the
+        store out of reach it waits there, and a later delivery to the store records it.
+        """
         if self._closed:
             return
+        end = self._end(status)  # first: a wrong status fails before anything stops
         self._closed = True
         timeout_s = self.settings.close_timeout_s
         for monitor in self._monitors:
             monitor.close()  # and its drift sink, which scores what is queued
         self._keep_hidden_samples()
         self.telemetry.shutdown(timeout_s)
+        self.delivery.submit(end)
         self.delivery.close(timeout_s)
         if self._alerts is not None:
             # After delivery: the last evaluation sees every sample of the run.
             self._alerts.shutdown(timeout_s)
-        try:
-            self._store.end_run(self.run_id, status)
-        except ObserveError as exc:
-            logger.warning("observe: could not mark run %s %s: %s", self.run_id, status, exc)
         self._store.close()
+
+    def _end(self, status: str) -> Batch:
+        process = this_process()
+        end = RunEnd(status, dt.datetime.now(dt.UTC), process.host, process.pid)
+        return Batch(self.run_id, end=end)
 
     def _keep_hidden_samples(self) -> None:
         """Each monitor's sample of the run, so that a baseline can be made from it later,
-        and the last drift-scored window's, for reports."""
-        samples = {
-            name: npz_bytes(sample_ND=rows.numpy().astype(np.float16))
+        and the last drift-scored window's, for reports: a batch per layer, so that a large
+        model's samples need no single spool line of their size."""
+        samples = (
+            (name, rows)
             for monitor in self._monitors
             for name, rows in monitor.hidden_states().items()
             if len(rows)
-        }
-        windows = [
-            WindowSample(
-                latest.layer,
-                name,
-                latest.first_step,
-                latest.last_step,
-                npz_bytes(sample_ND=latest.rows_ND.astype(np.float16)),
+        )
+        for layer, (name, rows) in enumerate(samples):
+            data = npz_bytes(sample_ND=rows.numpy().astype(np.float16))
+            self.delivery.submit(
+                Batch(self.run_id, hidden_samples=(HiddenSample(layer, name, data),))
             )
-            for sink in self._drift
-            for name, latest in sink.latest_samples.items()
-        ]
-        try:
-            save_hidden_samples(self._store.engine, self.run_id, samples)
-            save_window_samples(self._store.engine, self.run_id, windows)
-        except ObserveError as exc:
-            logger.warning("observe: could not keep run %s's hidden states: %s", self.run_id, exc)
+        for sink in self._drift:
+            for name, latest in sink.latest_samples.items():
+                window = WindowSample(
+                    latest.layer,
+                    name,
+                    latest.first_step,
+                    latest.last_step,
+                    npz_bytes(sample_ND=latest.rows_ND.astype(np.float16)),
+                )
+                self.delivery.submit(Batch(self.run_id, window_samples=(window,)))
 
     def __exit__(
         self,
