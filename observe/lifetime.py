@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable
 from types import TracebackType
 from typing import Self
-
-from observe import signals
 
 
 class Closeable:
@@ -38,28 +34,3 @@ class Deadline:
 
     def left(self) -> float:
         return max(0.0, self._end - time.monotonic())
-
-
-def run_within(deadline: Deadline, call: Callable[[], object]) -> bool:
-    """`call()`, waited for until `deadline`: False when it had not returned by then.
-
-    It runs on a daemon thread, which goes on after a False and is abandoned at exit: psycopg
-    cannot interrupt a query to a server that stopped answering, so a close that must
-    return in time cannot make the call itself. What `call` raises is raised here.
-    """
-    raised: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            call()
-        except BaseException as exc:
-            raised.append(exc)
-
-    thread = threading.Thread(target=target, name="observe-close", daemon=True)
-    signals.start(thread)
-    thread.join(deadline.left())
-    if thread.is_alive():
-        return False
-    if raised:
-        raise raised[0]
-    return True

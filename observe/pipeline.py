@@ -12,7 +12,7 @@ import datetime as dt
 import logging
 import os
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -27,15 +27,12 @@ from observe.hooks.adapters import RouterAdapter
 from observe.hooks.config import MonitorConfig
 from observe.hooks.monitor import Monitor, attach
 from observe.hooks.worker import WindowSink
-from observe.lifetime import Closeable, Deadline, run_within
+from observe.lifetime import Closeable, Deadline
 from observe.settings import Settings, load_settings
-from observe.store.baselines import (
-    WindowSample,
-    npz_bytes,
-    save_hidden_samples,
-    save_window_samples,
-)
+from observe.store.baselines import npz_bytes
 from observe.store.engine import resolve_url
+from observe.store.liveness import this_process
+from observe.store.records import Batch, HiddenSample, RunEnd, WindowSample
 from observe.store.spools import open_delivery
 from observe.store.writer import Store
 from observe.telemetry.freshness import register_freshness
@@ -104,9 +101,8 @@ class MonitoringSession(Closeable):
             )
         except BaseException:
             # E.g. the /metrics port is taken: the run is recorded as failed, not running.
-            deadline = Deadline(settings.close_timeout_s)
-            self.delivery.close(deadline.left())
-            self._end_run("failed", deadline)
+            self.delivery.submit(self._end("failed"))
+            self.delivery.close(settings.close_timeout_s)
             self._store.close()
             raise
         self._meter = self.telemetry.meter()
@@ -216,75 +212,60 @@ class MonitoringSession(Closeable):
     def close(self, status: str = "finished") -> None:
         """Flushes monitors and waits (at most `prometheus_linger_s`) for Prometheus to read
         the final values; then, within `close_timeout_s` whatever the network does, exports
-        a last time, delivers and records the run's end. What the store did not take by
-        then stays spooled for the next delivery."""
+        a last time and delivers.
+
+        The run's end travels through the spool after everything it measured: what the
+        store did not take in time waits there, and a later delivery to the store records it.
+        """
         if self._closed:
             return
+        end = self._end(status)  # first: a wrong status fails before anything stops
         self._closed = True
         for monitor in self._monitors:
             monitor.close()  # and its drift sink, which scores what is queued
         self.telemetry.await_final_scrape()
         deadline = Deadline(self.settings.close_timeout_s)
-        # First: the last export goes to the spool, which no network holds up, before the
-        # steps that wait on the database have used up the time.
+        # The last export, the kept samples and the end only go to the spool, which no
+        # network holds up; delivering them and the last evaluation share what is left.
         self.telemetry.shutdown(deadline.left())
-        self._keep_hidden_samples(deadline)
+        self._keep_hidden_samples()
+        self.delivery.submit(end)
         self.delivery.close(deadline.left())
         if self._alerts is not None:
             # After delivery: the last evaluation sees every sample of the run.
             self._alerts.shutdown(deadline.left())
-        self._end_run(status, deadline)
         self._store.close()
 
-    def _end_run(self, status: str, deadline: Deadline) -> None:
-        self._store_call(
-            deadline,
-            f"mark run {self.run_id} {status}",
-            lambda: self._store.end_run(self.run_id, status),
-        )
+    def _end(self, status: str) -> Batch:
+        process = this_process()
+        end = RunEnd(status, dt.datetime.now(dt.UTC), process.host, process.pid)
+        return Batch(self.run_id, end=end)
 
-    def _store_call(self, deadline: Deadline, what: str, call: Callable[[], object]) -> None:
-        """Database work at close, waited for until `deadline` only (`run_within`); what
-        fails or does not finish in time is logged. `call` runs on a thread of its own, so
-        it may use the Store's engine, which threads share, and nothing else of the Store."""
-        try:
-            done = run_within(deadline, call)
-        except ObserveError as exc:
-            logger.warning("observe: could not %s: %s", what, exc)
-            return
-        if not done:
-            logger.warning(
-                "observe: could not %s: the store did not answer within close_timeout_s (%g s)",
-                what,
-                deadline.seconds,
-            )
-
-    def _keep_hidden_samples(self, deadline: Deadline) -> None:
+    def _keep_hidden_samples(self) -> None:
         """Each monitor's sample of the run, so that a baseline can be made from it later,
-        and the last drift-scored window's, for reports."""
-        samples = {
-            name: npz_bytes(sample_ND=rows.numpy().astype(np.float16))
+        and the last drift-scored window's, for reports: a batch per layer, so that a large
+        model's samples need no single spool line of their size."""
+        samples = (
+            (name, rows)
             for monitor in self._monitors
             for name, rows in monitor.hidden_states().items()
             if len(rows)
-        }
-        windows = [
-            WindowSample(
-                latest.layer,
-                name,
-                latest.first_step,
-                latest.last_step,
-                npz_bytes(sample_ND=latest.rows_ND.astype(np.float16)),
+        )
+        for layer, (name, rows) in enumerate(samples):
+            data = npz_bytes(sample_ND=rows.numpy().astype(np.float16))
+            self.delivery.submit(
+                Batch(self.run_id, hidden_samples=(HiddenSample(layer, name, data),))
             )
-            for sink in self._drift
-            for name, latest in sink.latest_samples.items()
-        ]
-
-        def save() -> None:
-            save_hidden_samples(self._store.engine, self.run_id, samples)
-            save_window_samples(self._store.engine, self.run_id, windows)
-
-        self._store_call(deadline, f"keep run {self.run_id}'s hidden states", save)
+        for sink in self._drift:
+            for name, latest in sink.latest_samples.items():
+                window = WindowSample(
+                    latest.layer,
+                    name,
+                    latest.first_step,
+                    latest.last_step,
+                    npz_bytes(sample_ND=latest.rows_ND.astype(np.float16)),
+                )
+                self.delivery.submit(Batch(self.run_id, window_samples=(window,)))
 
     def __exit__(
         self,

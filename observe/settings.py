@@ -23,6 +23,7 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,9 @@ from observe.telemetry.endpoint_config import MetricsEndpointConfig
 from observe.telemetry.limits import MAX_LABEL_LIMIT
 
 DEFAULT_CONFIG_FILE = Path("observe.toml")
+# Heartbeats a run may miss (a slow export, a delivery that lags) before it passes for lost.
+LOST_AFTER_EXPORTS = 3
+LOST_AFTER_DEFAULT = timedelta(minutes=2)
 ENV_PREFIX = "OBSERVE_"
 
 
@@ -61,6 +65,10 @@ class Settings:
     # The close limit: seconds that close() and SIGTERM take at most after the linger,
     # whatever the network does; what the store has not taken by then stays spooled.
     close_timeout_s: float = 10.0
+    # Seconds without a heartbeat (one per export) after which `observe runs` shows, and
+    # stores, a running run as lost; None: two minutes, or LOST_AFTER_EXPORTS export
+    # intervals where that is longer. A run on this host whose process is gone is lost at once.
+    lost_after_s: float | None = None
     # What monitors attached through a session measure, and how often they flush.
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     # What live drift scores, where a command or a session turns it on.
@@ -84,11 +92,30 @@ class Settings:
         for name in ("export_interval_s", "close_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ObserveError(f"{name}={getattr(self, name)} must be positive")
+        if (
+            self.lost_after_s is not None
+            and self.lost_after_s < LOST_AFTER_EXPORTS * self.export_interval_s
+        ):
+            raise ObserveError(
+                f"lost_after_s={self.lost_after_s:g} is under {LOST_AFTER_EXPORTS} export "
+                f"intervals (export_interval_s={self.export_interval_s:g}): a live run would "
+                "pass for lost between two heartbeats. Raise lost_after_s to at least "
+                f"{LOST_AFTER_EXPORTS * self.export_interval_s:g}"
+            )
         if self.prometheus_linger_s < 0:
             raise ObserveError(
                 f"prometheus_linger_s={self.prometheus_linger_s} is negative: pass 0 to stop "
                 "serving /metrics as soon as the run ends"
             )
+
+    @property
+    def lost_after(self) -> timedelta:
+        """How long a running run may go without a heartbeat before it is lost."""
+        if self.lost_after_s is not None:
+            return timedelta(seconds=self.lost_after_s)
+        return max(
+            LOST_AFTER_DEFAULT, LOST_AFTER_EXPORTS * timedelta(seconds=self.export_interval_s)
+        )
 
 
 MONITOR_FIELDS = frozenset(f.name for f in dataclasses.fields(MonitorConfig))

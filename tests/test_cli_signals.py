@@ -1,11 +1,14 @@
-"""SIGTERM ends a monitored run cleanly: marked failed, with what it measured delivered,
-or spooled when the store does not answer, within the close limit."""
+"""A monitored run ends truthfully: SIGTERM marks it failed, with what it measured
+delivered, or spooled when the store does not answer, within the close limit; SIGKILL, which
+leaves it no word, leaves it lost rather than running forever."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -36,8 +39,9 @@ TRAIN = [
 ]  # fmt: skip
 
 
-@pytest.mark.slow
-def test_sigterm_ends_the_run_as_failed_and_delivers_what_it_measured(tmp_path: Path) -> None:
+def start_training(tmp_path: Path) -> subprocess.Popen[bytes]:
+    """`observe train` of the tiny model for far more steps than a test waits for, once its
+    first expert loads are in the store."""
     db = tmp_path / "observe.db"
     env = {
         **os.environ,
@@ -52,22 +56,67 @@ def test_sigterm_ends_the_run_as_failed_and_delivers_what_it_measured(tmp_path: 
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         _wait_for(process, lambda: _loads(db) > 0, "the run never reached the store")
+    except BaseException:
+        process.kill()
+        raise
+    return process
+
+
+@pytest.mark.slow
+def test_sigterm_ends_the_run_as_failed_and_delivers_what_it_measured(tmp_path: Path) -> None:
+    db = tmp_path / "observe.db"
+    process = start_training(tmp_path)
+    try:
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=60)  # a bound: past it the run hung
     finally:
         if process.poll() is None:
             process.kill()
     assert process.returncode == 128 + signal.SIGTERM, stderr
-    with sqlite3.connect(db) as connection:
-        [(status,)] = connection.execute("select status from runs").fetchall()
-    assert status == "failed"
+    assert _status(db) == "failed"
     assert _loads(db) > 0
     # Everything measured reached the store: nothing was left in the spool.
     assert b"stay spooled" not in stderr
-    [slot] = (tmp_path / "spool").iterdir()
+    [slot] = (tmp_path / "spool").glob("*/slot-*")
     spool = Spool(slot, 1 << 20)
-    assert spool.pending_rows == 0
+    assert spool.pending_rows == spool.pending_bytes == 0
     spool.close()
+
+
+@pytest.mark.slow
+def test_a_killed_run_shows_as_lost_not_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "observe.db"
+    process = start_training(tmp_path)
+    process.kill()
+    process.communicate(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    assert _status(db) == "running"  # nobody told the store otherwise
+
+    monkeypatch.setenv("OBSERVE_DB_URL", f"sqlite:///{db}")
+    monkeypatch.setenv("OBSERVE_SPOOL_DIR", str(tmp_path / "spool"))
+    code, output = invoke("runs", "--json")
+    assert code == 0, output
+    [run] = json.loads(output)
+    # Its process is gone from this host: lost at once, without waiting out lost_after_s.
+    assert (run["status"], run["host"], run["pid"]) == ("lost", socket.gethostname(), process.pid)
+    assert run["ended"] is None
+    assert _status(db) == "lost"
+    code, table = invoke("runs")  # 80 columns: the status stays whole, like the run id
+    assert code == 0 and "│ lost " in table and run["id"] in table, table
+
+    # What the killed process left spooled is replayed: samples, and heartbeats that prove
+    # nothing about a process that is gone. The run stays lost.
+    code, output = invoke("spool", "replay")
+    assert code == 0 and "0 left" in output, output
+    assert _status(db) == "lost"
+
+
+def _status(db: Path) -> str:
+    with sqlite3.connect(db) as connection:
+        [(status,)] = connection.execute("select status from runs").fetchall()
+    return str(status)
 
 
 def _loads(db: Path) -> int:
@@ -136,8 +185,11 @@ def test_sigterm_on_a_stalled_store_exits_within_the_close_limit_and_loses_nothi
     spool = Spool(slot, 1 << 30)
     assert spool.pending_rows == 0
     spool.close()
-    # Every spooled row is in the store once: none lost, none written twice.
-    samples, loads = _stored_rows(stallable_pg.direct_url, spooled[0].run_id)
+    # Every spooled row is in the store once: none lost, none written twice; and the run's
+    # end, which waited in the spool with them, is recorded.
+    run_id = spooled[0].run_id
+    assert _stored_status(stallable_pg.direct_url, run_id) == "failed"
+    samples, loads = _stored_rows(stallable_pg.direct_url, run_id)
     assert max(samples.values()) == 1
     assert max(loads.values()) == 1
     for batch in spooled:
@@ -189,6 +241,16 @@ def _stored_loads(url: str) -> int:
             return int(connection.execute(sa.text("SELECT count(*) FROM expert_load")).scalar_one())
     except sa.exc.ProgrammingError:  # not migrated yet
         return 0
+    finally:
+        engine.dispose()
+
+
+def _stored_status(url: str, run_id: str) -> str:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            query = sa.text("SELECT status FROM runs WHERE id = :run")
+            return str(connection.execute(query, {"run": run_id}).scalar_one())
     finally:
         engine.dispose()
 

@@ -10,7 +10,7 @@ import pytest
 from observe.drift.baseline import Baseline
 from observe.errors import ObserveError
 from observe.store import baselines as stored
-from observe.store.records import Batch, DriftResult
+from observe.store.records import Batch, DriftResult, HiddenSample, WindowSample
 from observe.store.writer import Store
 
 D, E = 24, 6
@@ -82,11 +82,17 @@ def test_drift_results_travel_in_batches_and_read_back_latest(store: Store) -> N
     assert stored.latest_drift_run(store.engine) == "run-1"
 
 
-def test_a_runs_samples_replace_earlier_ones(store: Store) -> None:
+def test_a_runs_samples_travel_in_batches_and_replace_earlier_ones(store: Store) -> None:
     store.start_run("run-2", "medical", {})
     rows = np.arange(12, dtype=np.float16).reshape(4, 3)
-    stored.save_hidden_samples(store.engine, "run-2", {"a": stored.npz_bytes(sample_ND=rows)})
-    stored.save_hidden_samples(store.engine, "run-2", {"b": stored.npz_bytes(sample_ND=rows + 1)})
-    kept = stored.hidden_samples(store.engine, "run-2")
-    assert list(kept) == ["b"]
-    np.testing.assert_array_equal(stored.npz_arrays(kept["b"])["sample_ND"], rows + 1)
+    for name, sample in (("a", rows), ("b", rows + 1)):
+        kept = HiddenSample(0, name, stored.npz_bytes(sample_ND=sample))
+        window = WindowSample(0, name, 10, 19, stored.npz_bytes(sample_ND=sample))
+        batch = Batch("run-2", hidden_samples=(kept,), window_samples=(window,))
+        store.write(Batch.from_json(batch.to_json()))
+    hidden = stored.hidden_samples(store.engine, "run-2")
+    assert list(hidden) == ["b"]
+    np.testing.assert_array_equal(stored.npz_arrays(hidden["b"])["sample_ND"], rows + 1)
+    [window] = stored.window_samples(store.engine, "run-2")
+    assert (window.name, window.first_step, window.last_step) == ("b", 10, 19)
+    np.testing.assert_array_equal(stored.npz_arrays(window.data)["sample_ND"], rows + 1)

@@ -15,9 +15,10 @@ from conftest import PgCluster, free_port
 
 from observe.errors import ObserveError
 from observe.store.engine import DEFAULT_SQLITE_PATH, connect, mask_url, resolve_url
+from observe.store.liveness import this_process
 from observe.store.queries import list_runs, parse_since, query
-from observe.store.records import Batch, ExpertLoad, HistogramSample, Sample
-from observe.store.schema import EXPERT_LOAD, HISTOGRAMS
+from observe.store.records import Batch, ExpertLoad, HistogramSample, RunEnd, Sample
+from observe.store.schema import EXPERT_LOAD, HISTOGRAMS, RUNS
 from observe.store.writer import Store, StoreUnavailable
 
 SECRET = "pa55-w0rd"
@@ -206,7 +207,7 @@ def test_what_is_written_reads_back(store: Store) -> None:
             ),
         )
     )
-    store.end_run("rt", "finished")
+    store.write(Batch("rt", end=ended_here("finished")))
 
     [run] = [r for r in list_runs(store.engine) if r.id == "rt"]
     assert (run.model, run.status, run.samples) == ("tiny", "finished", 100)
@@ -305,16 +306,29 @@ def test_parse_since_explains_bad_input(text: str) -> None:
         parse_since(text)
 
 
-def test_runs_start_again_and_end_only_once_started(store: Store) -> None:
+def test_a_resumed_run_runs_again_and_an_earlier_end_replayed_late_leaves_it(
+    store: Store,
+) -> None:
     store.start_run("again", "tiny", {"a": 1})
-    store.end_run("again", "failed")
-    store.start_run("again", "tiny", {"a": 2})  # a resumed run
+    first_end = ended_here("failed")
+    store.write(Batch("again", end=first_end))
+    store.start_run("again", "tiny", {"a": 2})  # a resumed run...
+    with store.engine.begin() as connection:  # ...by another process
+        connection.execute(sa.update(RUNS).where(RUNS.c.id == "again").values(pid=0))
     [run] = [r for r in list_runs(store.engine) if r.id == "again"]
     assert (run.status, run.ended) == ("running", None)
-    with pytest.raises(ObserveError, match="call start_run first"):
-        store.end_run("never-started", "finished")
+    # The first process's end, delivered again (another delivery id) after the resume.
+    store.write(Batch("again", end=first_end), delivery_id="e" * 32)
+    [run] = [r for r in list_runs(store.engine) if r.id == "again"]
+    assert (run.status, run.ended) == ("running", None)
     with pytest.raises(ObserveError, match="'finished' or 'failed'"):
-        store.end_run("again", "done")
+        ended_here("done")
+
+
+def ended_here(status: str) -> RunEnd:
+    """The end of a run of this process, now."""
+    process = this_process()
+    return RunEnd(status, datetime.now(UTC), process.host, process.pid)
 
 
 def test_sqlite_writers_wait_for_each_other_instead_of_failing(tmp_path: Path) -> None:
@@ -336,8 +350,9 @@ def test_sqlite_writers_wait_for_each_other_instead_of_failing(tmp_path: Path) -
         writer.start()
         writer.join(0.3)  # gives it the chance to write first, were it not held off
         connection.execute(
-            sa.text("INSERT INTO runs (id, model, config, started, status) "
-                    "VALUES ('a', 'm', '{}', '2026-11-29 00:00:00', 'running')")
+            sa.text("INSERT INTO runs (id, model, config, started, heartbeat, status) "
+                    "VALUES ('a', 'm', '{}', '2026-11-29 00:00:00', '2026-11-29 00:00:00', "
+                    "'running')")
         )  # fmt: skip
     writer.join(30)
     first.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from conftest import ENGINES
 from observe.errors import ObserveError
 from observe.store import migrate
 from observe.store.engine import connect
-from observe.store.schema import METADATA
+from observe.store.schema import METADATA, RUNS
 
 TABLES = {
     "runs",
@@ -62,7 +63,7 @@ def schema_diff(url: str, metadata: sa.MetaData) -> list[object]:
 def test_upgrade_from_empty_to_head_and_down_to_base(empty_url: str) -> None:
     assert migrate.current(empty_url) is None
     migrate.upgrade(empty_url)
-    assert migrate.current(empty_url) == migrate.head() == "0002"
+    assert migrate.current(empty_url) == migrate.head() == "0003"
     assert tables(empty_url) == TABLES | {"alembic_version"}
     migrate.upgrade(empty_url)  # at head already: nothing to do
     migrate.downgrade(empty_url, "base")
@@ -131,3 +132,49 @@ def test_missing_migrations_folder_is_explained(
     monkeypatch.setattr(migrate, "SCRIPT_LOCATION", "observe.store:no_such_folder")
     with pytest.raises(ObserveError, match=r"migrations are missing.*Reinstall observe"):
         migrate.upgrade(f"sqlite:///{tmp_path / 'x.db'}")
+
+
+def test_runs_gain_liveness_and_lose_it_again(empty_url: str) -> None:
+    """0002 → 0003 → 0002 with runs in the store: nothing refused, nothing left lying."""
+    migrate.upgrade(empty_url, "0002")
+    engine = connect(empty_url)
+    insert = sa.text(
+        "INSERT INTO runs (id, model, config, started, ended, status) "
+        "VALUES (:id, 'm', '{}', :started, :ended, :status)"
+    )
+    started, ended = "2026-11-01 10:00:00+00:00", "2026-11-01 11:00:00+00:00"
+    with engine.begin() as connection:
+        connection.execute(insert, {"id": "on", "started": started, "ended": None,
+                                    "status": "running"})  # fmt: skip
+        connection.execute(insert, {"id": "done", "started": started, "ended": ended,
+                                    "status": "finished"})  # fmt: skip
+        # A sample keeps a reference to its run: SQLite's rebuild of `runs` must keep it.
+        connection.execute(sa.text("INSERT INTO series VALUES (1, 'm', '{}', '{}')"))
+        connection.execute(sa.text(f"INSERT INTO samples VALUES ('{started}', 1, 'on', 1.0)"))
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as connection:
+        connection.execute(sa.text("UPDATE runs SET status = 'lost' WHERE id = 'on'"))
+    engine.dispose()
+
+    migrate.upgrade(empty_url, "0003")
+    engine = connect(empty_url)
+    with engine.begin() as connection:
+        rows = connection.execute(
+            sa.select(RUNS.c.id, RUNS.c.host, RUNS.c.pid, RUNS.c.heartbeat).order_by(RUNS.c.id)
+        ).all()
+        # A stored run's heartbeat is its end, or, still running, its start.
+        assert [tuple(r) for r in rows] == [
+            ("done", None, None, datetime(2026, 11, 1, 11, tzinfo=UTC)),
+            ("on", None, None, datetime(2026, 11, 1, 10, tzinfo=UTC)),
+        ]
+        connection.execute(sa.text("UPDATE runs SET status = 'lost' WHERE id = 'on'"))
+    engine.dispose()
+
+    migrate.downgrade(empty_url, "0002")
+    engine = connect(empty_url)
+    with engine.connect() as connection:
+        back = connection.execute(sa.text("SELECT id, status, ended FROM runs ORDER BY id")).all()
+        samples = connection.execute(sa.text("SELECT count(*) FROM samples")).scalar_one()
+    engine.dispose()
+    # The older schema has no `lost`: the run failed, ended at its last sign of life.
+    assert [(r[0], r[1]) for r in back] == [("done", "finished"), ("on", "failed")]
+    assert back[1][2] is not None and samples == 1

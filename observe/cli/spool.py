@@ -94,9 +94,12 @@ def replay(
     for s in slots:
         delivery = Delivery(url, s.path, max_spool_bytes=options.spool_max_bytes)
         delivery.close(timeout)
-        left = delivery.stats().spooled_samples
+        stats = delivery.stats()
+        left = stats.spooled_samples
+        # A run's end has no rows: say that something waits even when no row does.
+        still = f" ({stats.spooled_bytes:,} bytes still spooled)" if stats.spooled_bytes else ""
         console.print(
-            f"{s.path}: {(s.pending_rows or 0) - left:,} rows delivered, {left:,} left",
+            f"{s.path}: {(s.pending_rows or 0) - left:,} rows delivered, {left:,} left{still}",
             highlight=False,
         )
     if not slots:

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from observe.cli.app import DbUrl, JsonFlag, app, console, explains_errors, store_engine, store_url
+from observe.cli.app import (
+    DbUrl,
+    JsonFlag,
+    app,
+    console,
+    explains_errors,
+    settings,
+    store_engine,
+    store_url,
+)
 
 db = typer.Typer(help="Migrate the store's schema (Alembic).", no_args_is_help=True)
 app.add_typer(db, name="db")
@@ -58,10 +69,19 @@ def current(ctx: typer.Context, db_url: DbUrl = None) -> None:
 @app.command()
 @explains_errors
 def runs(ctx: typer.Context, db_url: DbUrl = None, as_json: JsonFlag = False) -> None:
-    """List monitored runs with their status and size."""
+    """List monitored runs: status, where each ran, when it last showed life, its size.
+    A run is running, finished, failed or lost: its process is gone without saying how it
+    ended (no heartbeat for lost_after_s, or its pid gone from this host). Lost runs are
+    marked so in the store; an end delivered later replaces `lost`."""
+    from observe.alerts.text import humanize_duration
+    from observe.store.liveness import mark_lost
     from observe.store.queries import list_runs
 
-    found = list_runs(store_engine(ctx, db_url))
+    engine = store_engine(ctx, db_url)
+    now = datetime.now(UTC)
+    lost = mark_lost(engine, settings(ctx, db_url=db_url).lost_after, now)
+    # Lost as judged, also where a read-only store refused the mark.
+    found = [replace(r, status="lost") if r.id in lost else r for r in list_runs(engine)]
     if as_json:
         rows = [
             {
@@ -70,19 +90,27 @@ def runs(ctx: typer.Context, db_url: DbUrl = None, as_json: JsonFlag = False) ->
                 "status": r.status,
                 "started": r.started.isoformat(),
                 "ended": r.ended and r.ended.isoformat(),
+                "host": r.host,
+                "pid": r.pid,
+                "heartbeat": r.heartbeat.isoformat(),
                 "samples": r.samples,
             }
             for r in found
         ]
         console.print_json(json.dumps(rows))
         return
-    table = Table("run", "model", "status", "started", "ended", "samples")
-    # A run id on one line, whole: it is pasted into --run. The other columns give way.
-    table.columns[0].no_wrap = True
+    table = Table("run", "model", "status", "host:pid", "started", "last seen", "samples")
+    # A run id on one line, whole: it is pasted into --run; so is its status, what on-call
+    # reads first. The other columns give way.
+    table.columns[0].no_wrap = table.columns[2].no_wrap = True
     for r in found:
-        ended = r.ended.isoformat(timespec="seconds") if r.ended else "-"
         started = r.started.isoformat(timespec="seconds")
-        table.add_row(r.id, r.model, r.status, started, ended, f"{r.samples:,}")
+        where = f"{r.host}:{r.pid}" if r.host is not None else "-"
+        # A run's end, or how long ago the process of a run not known to have ended last
+        # showed life.
+        age = humanize_duration(max(0, round((now - r.heartbeat).total_seconds())))
+        ended = r.ended.isoformat(timespec="seconds") if r.ended else f"{age} ago"
+        table.add_row(r.id, r.model, r.status, where, started, ended, f"{r.samples:,}")
     console.print(table)
 
 

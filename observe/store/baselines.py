@@ -6,7 +6,6 @@ is `observe.drift`'s business, not the store's.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -14,10 +13,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import Engine, func, insert, select, update
 
 from observe.errors import ObserveError
 from observe.store.queries import schema_checked
+from observe.store.records import WindowSample
 from observe.store.schema import (
     BASELINE_LAYERS,
     BASELINES,
@@ -192,21 +192,6 @@ def baseline_layers(engine: Engine, baseline_id: int) -> list[BaselineLayerData]
         return [BaselineLayerData(*row) for row in connection.execute(statement)]
 
 
-def save_hidden_samples(engine: Engine, run_id: str, samples: Mapping[str, bytes]) -> None:
-    """A run's hidden-state sample per attention layer (in layer order), replacing any
-    stored before for the run."""
-    with schema_checked(engine), engine.begin() as connection:
-        connection.execute(delete(HIDDEN_SAMPLES).where(HIDDEN_SAMPLES.c.run_id == run_id))
-        if samples:
-            connection.execute(
-                insert(HIDDEN_SAMPLES),
-                [
-                    {"run_id": run_id, "layer": layer, "name": name, "data": data}
-                    for layer, (name, data) in enumerate(samples.items())
-                ],
-            )
-
-
 def hidden_samples(engine: Engine, run_id: str) -> dict[str, bytes]:
     statement = (
         select(HIDDEN_SAMPLES.c.name, HIDDEN_SAMPLES.c.data)
@@ -215,26 +200,6 @@ def hidden_samples(engine: Engine, run_id: str) -> dict[str, bytes]:
     )
     with schema_checked(engine), engine.connect() as connection:
         return {name: data for name, data in connection.execute(statement)}
-
-
-@dataclass(frozen=True)
-class WindowSample:
-    layer: int
-    name: str
-    first_step: int
-    last_step: int
-    data: bytes
-
-
-def save_window_samples(engine: Engine, run_id: str, samples: Sequence[WindowSample]) -> None:
-    """The run's last scored window per attention layer, replacing any stored before."""
-    with schema_checked(engine), engine.begin() as connection:
-        connection.execute(delete(WINDOW_SAMPLES).where(WINDOW_SAMPLES.c.run_id == run_id))
-        if samples:
-            connection.execute(
-                insert(WINDOW_SAMPLES),
-                [{"run_id": run_id, **dataclasses.asdict(sample)} for sample in samples],
-            )
 
 
 def window_samples(engine: Engine, run_id: str) -> list[WindowSample]:

@@ -36,6 +36,8 @@ class DeliveryStats:
     exports_attempted: int
     exports_failed: int
     spooled_samples: int
+    # All that waits on disk, also what has no rows: a run's end, a heartbeat.
+    spooled_bytes: int
     dropped_samples: int
     # Rows of batches the store refused (not a connection problem); kept in rejected.jsonl.
     rejected_samples: int
@@ -70,8 +72,9 @@ class Delivery:
         signals.start(self._thread)
 
     def submit(self, batch: Batch) -> None:
-        """Spools `batch`; never waits for the database. A full spool drops it (counted)."""
-        if not len(batch):
+        """Spools `batch`; never waits for the database. A full spool drops measurements
+        (counted), never a run's end or the samples it keeps (`Batch.droppable`)."""
+        if batch.empty:
             return
         with self._lock:
             closing = self._closing
@@ -101,6 +104,7 @@ class Delivery:
                 exports_attempted=self._attempted,
                 exports_failed=self._failed,
                 spooled_samples=self._spool.pending_rows,
+                spooled_bytes=self._spool.pending_bytes,
                 dropped_samples=self._dropped,
                 rejected_samples=self._rejected,
             )
@@ -123,10 +127,10 @@ class Delivery:
         self._thread.join(max(0.0, min(0.1, deadline - time.monotonic())))
         left = self._spool.pending_rows
         self._spool.close()
-        if left:
+        if self._spool.pending_bytes:
             logger.warning(
-                "observe: %d samples not yet in the store stay spooled in %s; the next "
-                "Delivery on that directory sends them",
+                "observe: batches not yet in the store (%d samples) stay spooled in %s; the "
+                "next Delivery on that directory sends them",
                 left,
                 self._spool.directory,
             )

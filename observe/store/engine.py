@@ -5,7 +5,8 @@ Every PostgreSQL connection is bounded (`_connect_args`): connecting, a network 
 answering, and a statement that never ends. None of these bounds a query on an open
 connection whose peer still acknowledges bytes but answers nothing (a stalled proxy):
 psycopg waits for it forever, so whoever must return in time (a session's close) leaves
-such calls to threads it need not wait for (`observe.lifetime.run_within`).
+such calls to daemon threads it waits for until a `Deadline` only (delivery, the alert
+evaluator).
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ The revisions ship inside the package, in `observe/store/migrations/`.
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
@@ -110,7 +113,11 @@ def require_head(engine: Engine) -> None:
 def _migrate(engine: Engine, revision: str, *, down: bool) -> None:
     try:
         # One transaction: on PostgreSQL and SQLite alike a failed step leaves no trace.
-        with engine.begin() as connection:
+        with (
+            engine.connect() as connection,
+            _sqlite_foreign_keys_off(connection),
+            connection.begin(),
+        ):
             if connection.dialect.name == "postgresql":
                 # Lifts the engine's statement timeout for this transaction alone: a step
                 # may rewrite a whole table (making `samples` a hypertable moves every
@@ -126,6 +133,8 @@ def _migrate(engine: Engine, revision: str, *, down: bool) -> None:
                 command.downgrade(config, revision)
             else:
                 command.upgrade(config, revision)
+            if connection.dialect.name == "sqlite":
+                _check_foreign_keys(connection)
     except (CommandError, RevisionError) as exc:
         raise ObserveError(
             f"cannot migrate the database at {mask_url(engine.url)} to {revision!r}: {exc}. "
@@ -135,3 +144,30 @@ def _migrate(engine: Engine, revision: str, *, down: bool) -> None:
         ) from None
     except OperationalError as exc:
         raise connection_error(engine.url, exc) from None
+
+
+@contextmanager
+def _sqlite_foreign_keys_off(connection: Connection) -> Iterator[None]:
+    """SQLite alters a table by rebuilding it (batch mode), and dropping the old copy of a
+    table others refer to (`runs`) fails while foreign keys are enforced. SQLite's own
+    recipe: stop enforcing them outside the transaction, where the pragma takes effect,
+    and check them before committing."""
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    driver = connection.connection.driver_connection
+    assert isinstance(driver, sqlite3.Connection)
+    driver.execute("PRAGMA foreign_keys=OFF")
+    try:
+        yield
+    finally:
+        driver.execute("PRAGMA foreign_keys=ON")
+
+
+def _check_foreign_keys(connection: Connection) -> None:
+    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").first()
+    if broken is not None:
+        raise ObserveError(
+            f"a migration left rows of table {broken[0]} pointing at nothing in {broken[2]}: "
+            "it was rolled back. Report this with the output of `observe db current`"
+        )

@@ -31,6 +31,11 @@ class RunInfo:
     status: str
     started: datetime
     ended: datetime | None
+    # Where its process ran (None for a run whose rows came before its start) and when it
+    # last showed life.
+    host: str | None
+    pid: int | None
+    heartbeat: datetime
     samples: int
 
 
@@ -51,6 +56,9 @@ def list_runs(engine: Engine) -> list[RunInfo]:
             RUNS.c.status,
             RUNS.c.started,
             RUNS.c.ended,
+            RUNS.c.host,
+            RUNS.c.pid,
+            RUNS.c.heartbeat,
             func.coalesce(counts.c.n, 0),
         )
         .outerjoin(counts, counts.c.run_id == RUNS.c.id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -99,22 +100,91 @@ class DriftResult:
 
 
 @dataclass(frozen=True)
+class HiddenSample:
+    """A run's sample of pooled hidden states of one attention layer (an .npz), kept when
+    the run ends so that a baseline can be made from the run later. `layer` counts the
+    model's attention layers in order."""
+
+    layer: int
+    name: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class WindowSample:
+    """The last drift-scored window's sample of one attention layer (an .npz), kept when
+    the run ends for `observe drift report`."""
+
+    layer: int
+    name: str
+    first_step: int
+    last_step: int
+    data: bytes
+
+
+# How a run ends, as its process says; `lost` is the store's verdict on a silent one.
+END_STATUSES = ("finished", "failed")
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    """How a run ended, when, and in which process: an end replayed late must not close
+    the run again once a later process resumed it."""
+
+    status: str
+    time: datetime
+    host: str
+    pid: int
+
+    def __post_init__(self) -> None:
+        if self.status not in END_STATUSES:
+            raise ObserveError(
+                f"a run ends {' or '.join(map(repr, END_STATUSES))}, not {self.status!r}"
+            )
+        _check_time(self.time)
+
+
+@dataclass(frozen=True)
 class Batch:
-    """Rows of one run that the store writes in one transaction."""
+    """Rows of one run that the store writes in one transaction, with the run's signs of
+    life: when the process that made the batch was last alive, and the run's end."""
 
     run_id: str
     samples: tuple[Sample, ...] = ()
     histograms: tuple[HistogramSample, ...] = ()
     expert_loads: tuple[ExpertLoad, ...] = ()
     drift_results: tuple[DriftResult, ...] = ()
+    hidden_samples: tuple[HiddenSample, ...] = ()
+    window_samples: tuple[WindowSample, ...] = ()
+    heartbeat: datetime | None = None
+    end: RunEnd | None = None
+
+    def __post_init__(self) -> None:
+        if self.heartbeat is not None:
+            _check_time(self.heartbeat)
 
     def __len__(self) -> int:
+        """Rows: what the spool counts and a full spool drops. A heartbeat or an end is none."""
         return (
             len(self.samples)
             + len(self.histograms)
             + len(self.expert_loads)
             + len(self.drift_results)
+            + len(self.hidden_samples)
+            + len(self.window_samples)
         )
+
+    @property
+    def empty(self) -> bool:
+        """Nothing for the store: no rows, no heartbeat, no end."""
+        return not len(self) and self.heartbeat is None and self.end is None
+
+    @property
+    def droppable(self) -> bool:
+        """Whether a full spool may drop it: measurements streaming in, yes. What a run
+        records once, at its end (its samples, its end), is bounded by the model and never
+        dropped; nor is a bare heartbeat, one short line."""
+        return bool(self.samples or self.histograms or self.expert_loads or self.drift_results)
 
     def to_dict(self) -> dict[str, Any]:
         # Rows as lists, not objects: spool files stay about half the size.
@@ -137,6 +207,14 @@ class Batch:
             ],
             "expert_loads": [[e.step, e.layer, e.expert, e.tokens] for e in self.expert_loads],
             "drift_results": [d.to_row() for d in self.drift_results],
+            "hidden_samples": [[h.layer, h.name, _text(h.data)] for h in self.hidden_samples],
+            "window_samples": [
+                [w.layer, w.name, w.first_step, w.last_step, _text(w.data)]
+                for w in self.window_samples
+            ],
+            "heartbeat": self.heartbeat and self.heartbeat.isoformat(),
+            "end": self.end
+            and [self.end.status, self.end.time.isoformat(), self.end.host, self.end.pid],
         }
 
     @classmethod
@@ -161,10 +239,20 @@ class Batch:
                     for t, m, labels, count, total, bounds, counts in data["histograms"]
                 ),
                 expert_loads=tuple(ExpertLoad(*row) for row in data["expert_loads"]),
-                # Absent in spools written before drift results existed.
+                # Absent in spools written before drift results, or a run's life, travelled.
                 drift_results=tuple(
                     DriftResult.from_row(row) for row in data.get("drift_results", ())
                 ),
+                hidden_samples=tuple(
+                    HiddenSample(int(layer), name, _bytes(text))
+                    for layer, name, text in data.get("hidden_samples", ())
+                ),
+                window_samples=tuple(
+                    WindowSample(int(layer), name, int(first), int(last), _bytes(text))
+                    for layer, name, first, last, text in data.get("window_samples", ())
+                ),
+                heartbeat=_optional_time(data.get("heartbeat")),
+                end=_run_end(data.get("end")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ObserveError(
@@ -182,3 +270,22 @@ class Batch:
         except json.JSONDecodeError as exc:
             raise ObserveError(f"not a serialised batch: {exc}") from exc
         return cls.from_dict(data)
+
+
+def _text(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _bytes(text: str) -> bytes:
+    return base64.b64decode(text, validate=True)
+
+
+def _run_end(row: list[Any] | None) -> RunEnd | None:
+    if row is None:
+        return None
+    status, time, host, pid = row
+    return RunEnd(status, datetime.fromisoformat(time), host, int(pid))
+
+
+def _optional_time(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -11,7 +12,15 @@ from sqlalchemy import Connection, Table, insert, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
 from observe.store.records import Batch
-from observe.store.schema import DRIFT_RESULTS, EXPERT_LOAD, HISTOGRAMS, SAMPLES, SERIES
+from observe.store.schema import (
+    DRIFT_RESULTS,
+    EXPERT_LOAD,
+    HIDDEN_SAMPLES,
+    HISTOGRAMS,
+    SAMPLES,
+    SERIES,
+    WINDOW_SAMPLES,
+)
 
 # Binary COPY: no text formatting of timestamps and floats on either side.
 _COPY_SAMPLES = "COPY samples (time, series_id, run_id, value) FROM STDIN (FORMAT BINARY)"
@@ -132,6 +141,19 @@ def write_rows(connection: Connection, batch: Batch, series: Mapping[SeriesKey, 
                 for d in batch.drift_results
             ],
         )
+    # A run's samples kept at its end replace what an earlier process of the run kept.
+    if batch.hidden_samples:
+        _replace(
+            connection,
+            HIDDEN_SAMPLES,
+            [{"run_id": run, **dataclasses.asdict(h)} for h in batch.hidden_samples],
+        )
+    if batch.window_samples:
+        _replace(
+            connection,
+            WINDOW_SAMPLES,
+            [{"run_id": run, **dataclasses.asdict(w)} for w in batch.window_samples],
+        )
     if batch.histograms:
         connection.execute(
             insert(HISTOGRAMS),
@@ -148,6 +170,19 @@ def write_rows(connection: Connection, batch: Batch, series: Mapping[SeriesKey, 
                 for h in batch.histograms
             ],
         )
+
+
+def _replace(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Inserts `rows`, each replacing the row with its (run_id, layer)."""
+    statement = upsert(connection)(table)
+    key = ("run_id", "layer")
+    connection.execute(
+        statement.on_conflict_do_update(
+            index_elements=list(key),
+            set_={c.name: statement.excluded[c.name] for c in table.c if c.name not in key},
+        ),
+        rows,
+    )
 
 
 def _copy(

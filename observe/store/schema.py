@@ -31,6 +31,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+from observe.store.records import END_STATUSES
+
 # Constraint and index names are fixed here so migrations can name what they drop.
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -43,7 +45,9 @@ NAMING_CONVENTION = {
 # JSONB on PostgreSQL: binary, indexable, compared by value.
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 
-RUN_STATUSES = ("running", "finished", "failed")
+# `lost`: still `running` in the store, but its process is gone (no heartbeat for
+# `lost_after_s`, or its pid no longer runs on its host); observe/store/liveness.py decides.
+RUN_STATUSES = ("running", *END_STATUSES, "lost")
 BASELINE_KINDS = ("hidden_states", "experts")
 ALERT_STATES = ("firing", "resolved")
 
@@ -92,6 +96,11 @@ RUNS = Table(
     _required("started", UTCDateTime),
     Column("ended", UTCDateTime),
     _required("status", Text),
+    # Where the run's process ran (None for a run nobody started: its rows came first) and
+    # the latest time it showed life; a heartbeat is kept even when delivered late.
+    Column("host", Text),
+    Column("pid", Integer),
+    _required("heartbeat", UTCDateTime),
     CheckConstraint(_one_of("status", RUN_STATUSES), name="status"),
 )
 

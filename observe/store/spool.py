@@ -85,14 +85,15 @@ class Spool:
         return self._pending_bytes
 
     def append(self, batch: Batch) -> bool:
-        """Stores `batch` durably; False, and nothing stored, when the spool is full."""
+        """Stores `batch` durably; False, and nothing stored, when the spool is full and
+        `batch` is droppable (a run's end and its kept samples always fit)."""
         line = (
             f'{{"id":"{uuid.uuid4().hex}","rows":{len(batch)},"batch":{batch.to_json()}}}\n'
         ).encode()
         with self._lock:
             if self._closed:
                 return False
-            if self._pending_bytes + len(line) > self.max_bytes:
+            if batch.droppable and self._pending_bytes + len(line) > self.max_bytes:
                 return False
             if self._write_size >= self.segment_bytes:
                 self._rotate()

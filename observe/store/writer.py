@@ -10,11 +10,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, and_, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError
 
 from observe.errors import ObserveError
 from observe.store.engine import connect, mask_url, summarise
+from observe.store.liveness import this_process
 from observe.store.migrate import require_head, upgrade_engine
 from observe.store.records import Batch, HistogramSample, Sample
 from observe.store.rows import SeriesKey, series_ids, series_key, upsert, write_rows
@@ -54,8 +55,12 @@ class Store:
         return cls(engine)
 
     def start_run(self, run_id: str, model: str, config: Mapping[str, Any]) -> None:
-        """Records a run as running; starting a known run again (a resume) reopens it."""
-        row = {"id": run_id, "model": model, "config": dict(config), "started": _now()}
+        """Records a run as running in this process; starting a known run again (a resume)
+        reopens it, here."""
+        now = _now()
+        process = this_process()
+        life = {"host": process.host, "pid": process.pid, "heartbeat": now}
+        row = {"id": run_id, "model": model, "config": dict(config), "started": now, **life}
         with _unavailable_on_failure(self.engine), self.engine.begin() as connection:
             connection.execute(
                 upsert(connection)(RUNS)
@@ -67,6 +72,7 @@ class Store:
                         "config": row["config"],
                         "status": "running",
                         "ended": None,
+                        **life,
                     },
                 )
             )
@@ -84,23 +90,13 @@ class Store:
                 update(RUNS).where(RUNS.c.id == run_id).values(config={**config, **entries})
             )
 
-    def end_run(self, run_id: str, status: str) -> None:
-        if status not in ("finished", "failed"):
-            raise ObserveError(f"a run ends 'finished' or 'failed', not {status!r}")
-        with _unavailable_on_failure(self.engine), self.engine.begin() as connection:
-            result = connection.execute(
-                update(RUNS).where(RUNS.c.id == run_id).values(status=status, ended=_now())
-            )
-        if result.rowcount == 0:
-            raise ObserveError(f"no run {run_id!r} in the store: call start_run first")
-
     def write(self, batch: Batch, *, delivery_id: str | None = None) -> None:
         """Writes every row of `batch` or, on any error, none.
 
         With `delivery_id`, a batch already written under that id is skipped: the spool
         resends batches whose commit it could not confirm.
         """
-        if not len(batch) and delivery_id is None:
+        if batch.empty and delivery_id is None:
             return
         with _unavailable_on_failure(self.engine), self.engine.begin() as connection:
             if (
@@ -112,6 +108,7 @@ class Store:
                 return
             new_series = self._prepare(connection, batch)
             write_rows(connection, batch, self._series | new_series)
+            _record_life(connection, batch)
             if delivery_id is not None:
                 connection.execute(insert(DELIVERED), {"id": delivery_id, "delivered": _now()})
         self._series.update(new_series)
@@ -154,6 +151,7 @@ class Store:
                     model=_model_label(batch),
                     config={},
                     started=_now(),
+                    heartbeat=_now(),
                     status="running",
                 )
                 .on_conflict_do_nothing(index_elements=["id"])
@@ -164,6 +162,38 @@ class Store:
             if key not in self._series and key not in wanted:
                 wanted[key] = s.labels
         return series_ids(connection, wanted) if wanted else {}
+
+
+def _record_life(connection: Connection, batch: Batch) -> None:
+    """The run's end and heartbeat, as `batch` carries them, in its transaction."""
+    run = RUNS.c.id == batch.run_id
+    end = batch.end
+    if end is not None:
+        # Only the end of the process that runs the run now: one replayed late from an
+        # earlier process must not close the run a later one resumed.
+        ours = and_(RUNS.c.host == end.host, RUNS.c.pid == end.pid)
+        connection.execute(
+            update(RUNS)
+            .where(run, or_(RUNS.c.host.is_(None), ours))
+            .values(status=end.status, ended=end.time)
+        )
+    # An end is a sign of life too.
+    signs = [t for t in (batch.heartbeat, end.time if end else None) if t is not None]
+    if not signs:
+        return
+    heartbeat = max(signs)
+    # The latest wins: a heartbeat replayed late says when its process was last alive.
+    connection.execute(
+        update(RUNS).where(run, RUNS.c.heartbeat < heartbeat).values(heartbeat=heartbeat)
+    )
+    # Delivered by the run's own process, a heartbeat proves it alive: a run marked lost
+    # while the store could not hear from it (a partition) runs again.
+    process = this_process()
+    connection.execute(
+        update(RUNS)
+        .where(run, RUNS.c.status == "lost", RUNS.c.host == process.host, RUNS.c.pid == process.pid)
+        .values(status="running")
+    )
 
 
 @contextmanager

@@ -1,6 +1,7 @@
-"""OpenTelemetry metrics, the monitor's per-window expert load and drift, into the store.
+"""OpenTelemetry metrics, the run's heartbeat, the monitor's per-window expert load and
+drift, into the store.
 
-Both only hand batches to a `Delivery`, which spools them on disk and writes them in the
+Each only hands batches to a `Delivery`, which spools them on disk and writes them in the
 background: an export never waits for the database and never loses a batch to an outage
 (the SDK's periodic reader would drop a batch whose export failed).
 """
@@ -76,8 +77,12 @@ class StoreExporter(MetricExporter):
                             )
                         elif isinstance(point, NumberDataPoint):
                             samples.append(Sample(time, metric.name, labels, float(point.value)))
-        if samples or histograms:
-            self.delivery.submit(Batch(self.run_id, tuple(samples), tuple(histograms)))
+        # Every export, also one with nothing new, carries the heartbeat: it says the run's
+        # process was alive when it was made (observe/store/liveness.py).
+        heartbeat = dt.datetime.now(dt.UTC)
+        self.delivery.submit(
+            Batch(self.run_id, tuple(samples), tuple(histograms), heartbeat=heartbeat)
+        )
         return MetricExportResult.SUCCESS
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
