@@ -13,12 +13,7 @@ fixtures give `postgres`, the `prometheus` fixture gives `prometheus`, and a mod
 from __future__ import annotations
 
 import functools
-import glob
 import os
-import pwd
-import shutil
-import subprocess
-import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +23,8 @@ import psycopg
 import pytest
 import torch
 from certificates import TlsFiles, make_tls_files
-from prometheus_server import StartPrometheus, free_port, run_prometheus
+from pg_cluster import ClusterUnavailable, PgCluster, throwaway_cluster
+from prometheus_server import StartPrometheus, run_prometheus
 from sqlalchemy.engine import make_url
 from stall_proxy import StallProxy
 
@@ -100,101 +96,14 @@ def stallable_pg(pg_url: str) -> Iterator[ProxiedPg]:
         yield ProxiedPg(proxy, url.render_as_string(hide_password=False), pg_url)
 
 
-class PgCluster:
-    """A PostgreSQL cluster of one's own, password-protected, to stop and start at will."""
-
-    PASSWORD = "cluster-s3cret"
-
-    def __init__(self, bindir: Path, root: Path) -> None:
-        self.bindir = bindir
-        self.root = root
-        self.data = root / "data"
-        self.port = free_port()
-        # PostgreSQL refuses to run as root: run its tools as the postgres user.
-        self._as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        (root / "password").write_text(self.PASSWORD)
-        self._run(
-            "initdb",
-            "-D",
-            str(self.data),
-            "-U",
-            "postgres",
-            "-A",
-            "scram-sha-256",
-            f"--pwfile={root / 'password'}",
-            "-E",
-            "UTF8",
-            "--locale=C",
-            "--no-sync",
-        )
-
-    def url(self, password: str = PASSWORD, database: str = "postgres") -> str:
-        return f"postgresql+psycopg://postgres:{password}@127.0.0.1:{self.port}/{database}"
-
-    def start(self) -> None:
-        options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
-            # Durability is not under test here; the clean stops below flush everything.
-            "-c fsync=off -c full_page_writes=off"
-        )
-        self._run(
-            "pg_ctl",
-            "-D",
-            str(self.data),
-            "-l",
-            str(self.root / "log"),
-            "-o",
-            options,
-            "-w",
-            "-t",
-            "60",
-            "start",
-        )
-
-    def stop(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", "60", "stop")
-
-    def running(self) -> bool:
-        status = subprocess.run(
-            [*self._as_postgres, str(self.bindir / "pg_ctl"), "-D", str(self.data), "status"],
-            capture_output=True,
-        )
-        return status.returncode == 0
-
-    def _run(self, tool: str, *args: str) -> None:
-        done = subprocess.run(
-            [*self._as_postgres, str(self.bindir / tool), *args], capture_output=True, text=True
-        )
-        if done.returncode != 0:
-            log = self.root / "log"
-            tail = log.read_text()[-2000:] if log.exists() else ""
-            raise RuntimeError(f"{tool} failed: {done.stdout}{done.stderr}{tail}")
-
-
 @pytest.fixture(scope="session")
 def throwaway_pg() -> Iterator[PgCluster]:
     """A running cluster of one's own on a free port; a test that stops it starts it again."""
-    initdbs = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not initdbs:
-        pytest.fail("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
-    if os.geteuid() == 0:
-        try:
-            owner = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.fail("running as root without a postgres user to run PostgreSQL as")
-    # Not under pytest's tmp_path: its parents are private to root, and postgres must
-    # reach the directory.
-    root = Path(tempfile.mkdtemp(prefix="observe-pg-"))
-    if os.geteuid() == 0:
-        os.chown(root, owner.pw_uid, owner.pw_gid)
     try:
-        cluster = PgCluster(Path(initdbs[-1]).parent, root)
-        cluster.start()
-        yield cluster
-        if cluster.running():
-            cluster.stop()
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+        with throwaway_cluster() as cluster:
+            yield cluster
+    except ClusterUnavailable as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="module")

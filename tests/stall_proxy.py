@@ -12,8 +12,8 @@ those bytes to their sender, so dropping them would corrupt the stream rather th
 a network that heals. A connection that a side closed during the stall is closed on the
 other side only then.
 
-Tests import it as `stall_proxy` (pytest puts tests/ on the path), scripts run from the
-repository root as `tests.stall_proxy`.
+Tests import it as `stall_proxy` (pytest puts tests/ on the path); benchmarks put tests/
+on their path too.
 """
 
 from __future__ import annotations

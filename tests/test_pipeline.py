@@ -13,10 +13,11 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 import torch
-from conftest import PgCluster, libpq_url
+from conftest import libpq_url
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
+from pg_cluster import PgCluster
 from prometheus_server import StartPrometheus, free_port
 
 from observe import catalogue

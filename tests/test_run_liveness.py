@@ -20,7 +20,8 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 from cli_runner import invoke
-from conftest import PgCluster, libpq_url
+from conftest import libpq_url
+from pg_cluster import PgCluster
 
 from observe.errors import ObserveError
 from observe.settings import Settings

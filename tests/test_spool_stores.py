@@ -12,7 +12,8 @@ import pytest
 import sqlalchemy as sa
 import torch
 from cli_runner import invoke
-from conftest import PgCluster, libpq_url
+from conftest import libpq_url
+from pg_cluster import PgCluster
 
 from observe.hooks.config import MonitorConfig
 from observe.pipeline import MonitoringSession

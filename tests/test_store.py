@@ -11,7 +11,8 @@ from typing import Any
 import psycopg
 import pytest
 import sqlalchemy as sa
-from conftest import PgCluster, free_port
+from pg_cluster import PgCluster
+from prometheus_server import free_port
 
 from observe.errors import ObserveError
 from observe.store.engine import DEFAULT_SQLITE_PATH, connect, mask_url, resolve_url

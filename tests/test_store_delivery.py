@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import PgCluster, free_port
+from pg_cluster import PgCluster
+from prometheus_server import free_port
 
 from observe.errors import ObserveError
 from observe.store.delivery import Delivery
@@ -209,6 +210,8 @@ def test_a_full_spool_drops_counts_and_logs_once(
     stats = delivery.stats()
     assert stats.dropped_samples > 0
     assert stats.spooled_samples + stats.dropped_samples == 200
+    # What the spool took is what the store gets; the dropped rows are not in it.
+    assert stats.accepted_samples == stats.spooled_samples
     full = [r for r in caplog.records if "is full" in r.getMessage()]
     assert len(full) == 1
 

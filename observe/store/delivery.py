@@ -35,6 +35,8 @@ class DeliveryStats:
 
     exports_attempted: int
     exports_failed: int
+    # Rows taken into the spool: what the store holds once delivery has caught up.
+    accepted_samples: int
     spooled_samples: int
     # All that waits on disk, also what has no rows: a run's end, a heartbeat.
     spooled_bytes: int
@@ -62,7 +64,7 @@ class Delivery:
         self._store: Store | None = None
         # Reentrant: a SIGTERM handler may run close() while its thread is inside submit().
         self._lock = threading.RLock()
-        self._attempted = self._failed = self._dropped = self._rejected = 0
+        self._attempted = self._failed = self._accepted = self._dropped = self._rejected = 0
         self._warned: set[str] = set()
         self._closing = False
         self._wake = threading.Event()  # something was spooled, or close() began
@@ -87,6 +89,8 @@ class Delivery:
             self._drop(batch, "disk", "observe: cannot write the spool (%s): dropping batches", exc)
             return
         if spooled:
+            with self._lock:
+                self._accepted += len(batch)
             self._wake.set()
         else:
             self._drop(
@@ -102,6 +106,7 @@ class Delivery:
         with self._lock:
             return DeliveryStats(
                 exports_attempted=self._attempted,
+                accepted_samples=self._accepted,
                 exports_failed=self._failed,
                 spooled_samples=self._spool.pending_rows,
                 spooled_bytes=self._spool.pending_bytes,
