@@ -8,7 +8,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from observe.cli.app import DbUrl, JsonFlag, app, console, explains_errors, store_engine, store_url
+from observe.cli.app import (
+    DbUrl,
+    JsonFlag,
+    app,
+    console,
+    explains_errors,
+    shown,
+    store_engine,
+    store_url,
+)
 
 db = typer.Typer(help="Migrate the store's schema (Alembic).", no_args_is_help=True)
 app.add_typer(db, name="db")
@@ -82,7 +91,7 @@ def runs(ctx: typer.Context, db_url: DbUrl = None, as_json: JsonFlag = False) ->
     for r in found:
         ended = r.ended.isoformat(timespec="seconds") if r.ended else "-"
         started = r.started.isoformat(timespec="seconds")
-        table.add_row(r.id, r.model, r.status, started, ended, f"{r.samples:,}")
+        table.add_row(shown(r.id), shown(r.model), r.status, started, ended, f"{r.samples:,}")
     console.print(table)
 
 
@@ -114,5 +123,5 @@ def query(
     table = Table("time", "labels", "value")
     for r in rows:
         labels = ",".join(f"{k}={v}" for k, v in sorted(r.labels.items()))
-        table.add_row(r.time.isoformat(timespec="seconds"), labels, f"{r.value:g}")
+        table.add_row(r.time.isoformat(timespec="seconds"), shown(labels), f"{r.value:g}")
     console.print(table)
