@@ -84,6 +84,7 @@ class MonitoringSession(Closeable):
         run_id: str | None = None,
         rank: int | None = None,
     ) -> None:
+        # As the store would, but before it is opened: nothing is left behind.
         check("model name", model, identifier=True)
         if run_id is not None:
             check("run id", run_id, identifier=True)

@@ -21,7 +21,7 @@ from opentelemetry.sdk.metrics.export import (
     NumberDataPoint,
 )
 
-from observe.catalogue import RESOURCE_LABELS, UNSTORABLE_LABEL
+from observe.catalogue import DROPPED_SAMPLES, RESOURCE_LABELS, UNSTORABLE_LABEL
 from observe.drift.live import WindowDrift
 from observe.hooks.stats import Window
 from observe.store.delivery import Delivery
@@ -111,9 +111,9 @@ class StoreExporter(MetricExporter):
             self._warned.add(metric)
             logger.warning(
                 "observe: the store leaves out samples of %s whose labels it cannot keep, "
-                'counted in observe_pipeline_dropped_samples_total{reason="%s"} (/metrics '
-                "shows them): %s",
+                'counted in %s{reason="%s"}: %s',
                 metric,
+                DROPPED_SAMPLES.prometheus_name,
                 UNSTORABLE_LABEL,
                 problem,
             )
