@@ -35,6 +35,11 @@ EXPORTER = "exporter"
 # They come from the run's OpenTelemetry resource, not from the emitters.
 COMMON_LABELS = (RUN_LABEL, MODEL_LABEL)
 RESOURCE_LABELS = frozenset((*COMMON_LABELS, RANK_LABEL))
+# Label values are kept verbatim, of any length, by Prometheus and the store, except: run
+# ids and model names, which key the store's B-tree indexes (PostgreSQL caps an entry at
+# 2,704 bytes, and a character takes up to 4), have at most this many characters; and no
+# text the store keeps holds NUL or a lone surrogate, which PostgreSQL cannot store.
+MAX_IDENTIFIER_CHARS = 256
 
 # Prometheus unit suffixes for the UCUM units used here ("1" and annotations add none).
 _UNIT_SUFFIXES = {"s": "seconds", "By": "bytes"}
@@ -288,9 +293,15 @@ DROPPED_SAMPLES = Metric(
     "observe_pipeline_dropped_samples",
     Kind.COUNTER,
     "{sample}",
-    "Samples dropped because the spool was full or a label set went over the cap.",
+    "Samples dropped because the spool was full, a label set went over the cap, or a label "
+    "held text the store cannot keep (NUL, a lone surrogate).",
     (REASON,),
 )
+
+# Values of DROPPED_SAMPLES' `reason`.
+SPOOL_FULL = "spool_full"
+LABEL_LIMIT = "label_limit"
+UNSTORABLE_LABEL = "unstorable_label"
 
 CATALOGUE: tuple[Metric, ...] = (
     EXPERT_TOKENS,

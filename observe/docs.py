@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from observe.catalogue import CATALOGUE, COMMON_LABELS, RANK_LABEL, Kind
+from observe.catalogue import (
+    CATALOGUE,
+    COMMON_LABELS,
+    DROPPED_SAMPLES,
+    MAX_IDENTIFIER_CHARS,
+    RANK_LABEL,
+    UNSTORABLE_LABEL,
+    Kind,
+)
 
 
 def render_metrics_doc() -> str:
@@ -15,6 +23,15 @@ def render_metrics_doc() -> str:
         f"Every series carries the labels {common}, and "
         f"`{RANK_LABEL}` in distributed runs. Names are as Prometheus shows them; the store "
         "keeps the catalogue name (without unit or `_total` suffix).",
+        "",
+        "Label values are kept verbatim, whatever they hold (quotes, newlines, SQL, any "
+        "Unicode) and however long, by `/metrics`, Prometheus and the store; `observe query "
+        "--json` prints them back exactly, and tables show hidden characters as escapes. "
+        f"Run ids and model names may have up to {MAX_IDENTIFIER_CHARS} characters. Text "
+        "the store cannot keep, NUL or a lone surrogate, is refused with an error where "
+        "observe takes it (a run id, a model name, a module name); a point of your own "
+        "instrument whose attributes hold it is left out of the store and counted in "
+        f'`{DROPPED_SAMPLES.prometheus_name}{{reason="{UNSTORABLE_LABEL}"}}`.',
         "",
         "| Prometheus name | kind | unit | labels | description |",
         "|---|---|---|---|---|",

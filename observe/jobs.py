@@ -30,6 +30,7 @@ from observe.pipeline import MonitoringSession
 from observe.settings import Settings
 from observe.store.baselines import StoredDrift, drift_results
 from observe.store.engine import connect, resolve_url
+from observe.store.storable import check
 from observe.workload.data import reference_prompts
 from observe.workload.finetune import FineTuneResult, prepare_fine_tune
 from observe.workload.inference import InferenceEngine, Response
@@ -140,6 +141,9 @@ def train(
     """Fine-tunes the reference model as one monitored run; the checkpoint goes to
     `out_dir`, and its drift baseline becomes the model's active one."""
     model_name = Path(out_dir).name
+    # Both go into the store, the data's name only with the baseline once training is done.
+    check("model name (the --out directory's name)", model_name, identifier=True)
+    check("training data's name", job.source)
     run_config = {"fine_tune": _plain(job), "train": _plain(config)}
     # Built first: bad input (data, model size, resume, steps) fails before a run exists.
     fine_tune = prepare_fine_tune(config, job, out_dir)

@@ -22,6 +22,7 @@ from opentelemetry.metrics import MeterProvider
 from torch import nn
 
 from observe.alerts.background import BackgroundEvaluator
+from observe.catalogue import MAX_IDENTIFIER_CHARS
 from observe.errors import ObserveError
 from observe.hooks.adapters import RouterAdapter
 from observe.hooks.config import MonitorConfig
@@ -34,6 +35,7 @@ from observe.store.engine import resolve_url
 from observe.store.liveness import this_process
 from observe.store.records import Batch, HiddenSample, RunEnd, WindowSample
 from observe.store.spools import open_delivery
+from observe.store.storable import check, problem
 from observe.store.writer import Store
 from observe.telemetry.freshness import register_freshness
 from observe.telemetry.health import register_health
@@ -63,7 +65,9 @@ def distributed_rank() -> int | None:
 
 def new_run_id(model: str) -> str:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    return f"{model}-{stamp}-{uuid.uuid4().hex[:6]}"
+    suffix = f"-{stamp}-{uuid.uuid4().hex[:6]}"
+    # The model's name leads, cut short where a long one would take the id over the limit.
+    return model[: MAX_IDENTIFIER_CHARS - len(suffix)] + suffix
 
 
 class MonitoringSession(Closeable):
@@ -78,6 +82,10 @@ class MonitoringSession(Closeable):
         run_id: str | None = None,
         rank: int | None = None,
     ) -> None:
+        # As the store would, but before it is opened: nothing is left behind.
+        check("model name", model, identifier=True)
+        if run_id is not None:
+            check("run id", run_id, identifier=True)
         self.settings = settings
         self.model = model
         self.run_id = run_id or new_run_id(model)
@@ -91,12 +99,13 @@ class MonitoringSession(Closeable):
         )
         self.delivery = open_delivery(url, settings.spool_dir, settings.spool_max_bytes)
         self.limiter = LabelLimiter(settings.label_limit)
+        self._store_exporter = StoreExporter(self.delivery, self.run_id)
         try:
             self.telemetry = Telemetry(
                 settings,
                 run_id=self.run_id,
                 model=model,
-                exporters=[StoreExporter(self.delivery, self.run_id)],
+                exporters=[self._store_exporter],
                 rank=rank if rank is not None else distributed_rank(),
             )
         except BaseException:
@@ -106,7 +115,9 @@ class MonitoringSession(Closeable):
             self._store.close()
             raise
         self._meter = self.telemetry.meter()
-        register_health(self._meter, self.delivery, self.limiter, self.telemetry.otlp)
+        register_health(
+            self._meter, self.delivery, self.limiter, self._store_exporter, self.telemetry.otlp
+        )
         self._routing = RoutingInstruments(self._meter, self.limiter)
         self._sinks = (self._routing, ExpertLoadSink(self.delivery, self.run_id))
         self._monitors: list[Monitor] = []
@@ -152,6 +163,11 @@ class MonitoringSession(Closeable):
         the session model's active baseline in the store. `trained_until` (by default the
         baseline's) feeds the knowledge-freshness gauge.
         """
+        # The store keeps layers' module names (hidden-state samples, drift results): one
+        # it cannot keep is refused now, not when the run ends.
+        for name, _ in model.named_modules():
+            if found := problem("module name", name):
+                raise ObserveError(f"{found}, or rename the module")
         drift_sink = None
         if drift is not None or baseline is not None:
             from observe.drift.baseline import Baseline

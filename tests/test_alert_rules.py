@@ -156,6 +156,30 @@ def test_bounds_that_cannot_fire_are_errors(
         dataclasses.replace(rule, **changes)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("rule", "changes", "message"),
+    [
+        (
+            CACHE_MISS_RULE,
+            {"low": -2.0, "high": -1.0},
+            "ObserveCacheMissRate: low = -2 and high = -1 leave nothing quiet",
+        ),
+        (CACHE_MISS_RULE, {"low": 1.5, "high": 2.0}, "leave nothing quiet"),
+        # A p95 is never 0 where there are requests: q of the first bucket at least.
+        (
+            LATENCY_RULE,
+            {"value": 0.0},
+            "ObserveInferenceLatencyHigh: value = 0 leaves nothing quiet",
+        ),
+    ],
+)
+def test_bounds_that_would_always_fire_are_errors(
+    rule: Threshold | Range, changes: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ObserveError, match=message):
+        dataclasses.replace(rule, **changes)  # type: ignore[arg-type]
+
+
 def test_runbooks_name_only_rules_that_exist() -> None:
     for rule in DEFAULT_RULES:
         book = rule.runbook

@@ -10,6 +10,7 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from toml_text import toml
 
 from observe.errors import ObserveError
 from observe.settings import ENV_PREFIX, MONITOR_FIELDS, Settings, load_settings
@@ -28,31 +29,6 @@ SCALARS = st.one_of(
 )
 TABLES = st.dictionaries(st.sampled_from(NAMES), SCALARS, max_size=6)
 DOCUMENTS = st.dictionaries(st.sampled_from(NAMES), st.one_of(SCALARS, TABLES), max_size=8)
-
-
-def toml(values: dict[str, Any]) -> str:
-    """Values as TOML, top-level keys before tables; None (no TOML null) as the text "none"."""
-
-    def value(v: Any) -> str:
-        if v is None:
-            return '"none"'
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, float):
-            return {"nan": "nan", "inf": "inf", "-inf": "-inf"}.get(repr(v), repr(v))
-        if isinstance(v, str):
-            return '"' + v.encode("unicode_escape").decode().replace('"', '\\\\"') + '"'
-        if isinstance(v, list):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        return str(v)
-
-    plain = [f"{k} = {value(v)}" for k, v in values.items() if not isinstance(v, dict)]
-    tables = [
-        f"[{k}]\n" + "\n".join(f"{kk} = {value(vv)}" for kk, vv in v.items())
-        for k, v in values.items()
-        if isinstance(v, dict)
-    ]
-    return "\n".join(plain + tables) + "\n"
 
 
 @settings(max_examples=300, deadline=None)

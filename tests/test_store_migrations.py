@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,7 +16,10 @@ from conftest import ENGINES
 from observe.errors import ObserveError
 from observe.store import migrate
 from observe.store.engine import connect
-from observe.store.schema import METADATA, RUNS
+from observe.store.records import Batch, Sample
+from observe.store.rows import labels_key
+from observe.store.schema import METADATA, RUNS, SERIES
+from observe.store.writer import Store
 
 TABLES = {
     "runs",
@@ -63,12 +67,39 @@ def schema_diff(url: str, metadata: sa.MetaData) -> list[object]:
 def test_upgrade_from_empty_to_head_and_down_to_base(empty_url: str) -> None:
     assert migrate.current(empty_url) is None
     migrate.upgrade(empty_url)
-    assert migrate.current(empty_url) == migrate.head() == "0003"
+    assert migrate.current(empty_url) == migrate.head() == "0004"
     assert tables(empty_url) == TABLES | {"alembic_version"}
     migrate.upgrade(empty_url)  # at head already: nothing to do
     migrate.downgrade(empty_url, "base")
     assert migrate.current(empty_url) is None
     assert tables(empty_url) <= {"alembic_version"}
+
+
+def test_series_written_before_keys_were_digests_are_found_after(empty_url: str) -> None:
+    """0004 turns each series' key into the digest of its text: a series written before it
+    takes the samples written after; a downgrade puts the text back."""
+    migrate.upgrade(empty_url, "0003")
+    labels = {"run": "r", "model": 'ü"\n', "layer": "0"}
+    text = json.dumps(labels, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    engine = connect(empty_url)
+    keys = sa.select(SERIES.c.labels_key)
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.insert(SERIES).values(name="m", labels=labels, labels_key=text))
+        migrate.upgrade(empty_url)
+        with engine.connect() as connection:
+            assert connection.execute(keys).scalars().all() == [labels_key(labels)]
+        store = Store(engine)
+        store.write(
+            Batch("r", (Sample(datetime.now(UTC), "m", dict(reversed(labels.items())), 1),))
+        )
+        with engine.connect() as connection:
+            assert connection.execute(keys).scalars().all() == [labels_key(labels)]
+        migrate.downgrade(empty_url, "0003")
+        with engine.connect() as connection:
+            assert connection.execute(keys).scalars().all() == [text]
+    finally:
+        engine.dispose()
 
 
 def test_models_match_migrations(empty_url: str) -> None:

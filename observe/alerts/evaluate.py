@@ -27,8 +27,9 @@ from observe.alerts.rules import Range, Rule, Threshold
 from observe.alerts.signals import Quantile, Rate, Share, Signal, Value, parse_duration
 from observe.alerts.text import python_value
 from observe.store import alerting
-from observe.store.alerting import AlertEvent, SeriesPoints, labels_key
+from observe.store.alerting import AlertEvent, SeriesPoints
 from observe.store.queries import find_run
+from observe.store.rows import labels_text
 
 # Prometheus's lookback: a gauge not sampled for 5 minutes has no value (it went stale).
 LOOKBACK_S = 300.0
@@ -106,7 +107,7 @@ def _compute(signal: Signal, series: list[SeriesPoints], start: float, end: floa
     for s in series:
         rise = increase([v for _, v in window_points(s.points, start, end)])
         if rise is not None:
-            rates.setdefault(s.name, {})[labels_key(s.labels)] = (s.labels, rise / (end - start))
+            rates.setdefault(s.name, {})[labels_text(s.labels)] = (s.labels, rise / (end - start))
     if isinstance(signal, Rate):
         return [Figure(labels, rate) for labels, rate in rates.get(signal.metric, {}).values()]
     part, other = rates.get(signal.part, {}), rates.get(signal.other, {})
@@ -159,7 +160,7 @@ class Evaluator:
         events: list[AlertEvent] = []
         for rule in self.rules:
             found = figures(rule, self.engine, self.run_id, at)
-            violated = {labels_key(f.labels): f for f in found if rule.violated(f.value)}
+            violated = {labels_text(f.labels): f for f in found if rule.violated(f.value)}
             for gone_key in [k for k in self._active if k[0] == rule.name and k[1] not in violated]:
                 gone = self._active.pop(gone_key)
                 if gone.firing:

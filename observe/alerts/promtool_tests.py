@@ -11,12 +11,21 @@ Prometheus runs and the bounds Python applies agree. Every probe is its own `ins
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
 
 from observe.alerts.rules import Range, Rule, Threshold
-from observe.alerts.signals import Quantile, Rate, Share, Signal, Value, parse_duration
+from observe.alerts.signals import (
+    Quantile,
+    Rate,
+    Share,
+    Signal,
+    Value,
+    parse_duration,
+    promql_string,
+)
 from observe.alerts.text import number, python_value
 from observe.alerts.yamlfile import dump
 from observe.catalogue import BY_NAME
@@ -38,9 +47,13 @@ class Probe:
 
 def probes(rule: Rule, steps: int) -> list[Probe]:
     """The rule's probes, each as input series of `steps` + 1 samples."""
-    values = {_realise(rule.signal, candidate) for candidate in _candidates(rule)}
+    values = _realised(rule, _candidates(rule))
+    if {rule.violated(v) for v in values} != {True, False}:
+        # A bound far outside the values the signal takes leaves the candidates outside
+        # too: points inside them, at and on either side of each bound.
+        values |= _realised(rule, _inside(rule))
     made = []
-    for value in sorted(v for v in values if v is not None):
+    for value in sorted(values):
         labels = _labels(rule, f"probe-{number(value)}")
         made.append(Probe(value, labels, _series(rule.signal, value, labels, steps)))
     for verdict, words in ((True, "fires"), (False, "stays quiet")):
@@ -51,6 +64,11 @@ def probes(rule: Rule, steps: int) -> list[Probe]:
                 "move its bounds inside the values its signal takes"
             )
     return made
+
+
+def _realised(rule: Rule, candidates: list[float]) -> set[float]:
+    values = {_realise(rule.signal, candidate) for candidate in candidates}
+    return {v for v in values if v is not None}
 
 
 def _candidates(rule: Rule) -> list[float]:
@@ -65,9 +83,24 @@ def _candidates(rule: Rule) -> list[float]:
     return [v for v in values if v >= 0 or min(bounds) < 0]
 
 
+def _inside(rule: Rule) -> list[float]:
+    """The rule's bounds and the finite ends of its signal's span, and the midpoints
+    between them."""
+    if isinstance(rule, Threshold):
+        bounds = [rule.value]
+    else:
+        assert isinstance(rule, Range)
+        bounds = [rule.low, rule.high]
+    ends = [end for end in rule.signal.span if math.isfinite(end)]
+    edges = sorted({*bounds, *ends})
+    return [*edges, *((a + b) / 2 for a, b in itertools.pairwise(edges))]
+
+
 def _realise(signal: Signal, value: float) -> float | None:
     """The value input series can give nearest `value`, or None outside the signal's span."""
     low, high = signal.span
+    if isinstance(signal, Quantile):
+        low = 0.0  # any value from 0 names a bucket, whose quantile is the nearest there is
     if not low <= value <= high:
         return None
     if isinstance(signal, Share):
@@ -138,7 +171,7 @@ def _le(bound: float) -> str:
 
 
 def _name(metric: str, labels: dict[str, str], suffix: str = "") -> str:
-    text = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    text = ",".join(f"{k}={promql_string(v)}" for k, v in labels.items())
     return f"{BY_NAME[metric].prometheus_name}{suffix}{{{text}}}"
 
 

@@ -173,10 +173,14 @@ class Threshold(Rule):
             raise ObserveError(f"alert rule {self.name}: op = {self.op!r} must be > or <")
         value = self._number("value")
         low, high = self.signal.span
-        reachable = low <= value < high if self.op == ">" else low < value <= high
-        if not reachable:
+        if self.op == ">":
+            never, always = value >= high, value < low
+        else:
+            never, always = value <= low, value > high
+        if never or always:
+            left = "nothing to fire on" if never else "nothing quiet, the rule would always fire"
             raise ObserveError(
-                f"alert rule {self.name}: value = {value:g} leaves nothing to fire on: "
+                f"alert rule {self.name}: value = {value:g} leaves {left}: "
                 f"{self.signal.describe()} lies between {low:g} and {high:g}"
             )
 
@@ -214,6 +218,12 @@ class Range(Rule):
             raise ObserveError(
                 f"alert rule {self.name}: low = {low:g} and high = {high:g} leave nothing "
                 f"to fire on: {self.signal.describe()} lies between {least:g} and {most:g}"
+            )
+        if high < least or low > most:
+            raise ObserveError(
+                f"alert rule {self.name}: low = {low:g} and high = {high:g} leave nothing "
+                f"quiet, the rule would always fire: {self.signal.describe()} lies between "
+                f"{least:g} and {most:g}"
             )
 
     @property

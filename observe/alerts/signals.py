@@ -22,23 +22,42 @@ from observe.errors import ObserveError
 _DURATION = re.compile(
     r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$"
 )
-_DURATION_SECONDS = (365 * 86400, 7 * 86400, 86400, 3600, 60, 1, 0.001)
+_DURATION_MS = (365 * 86_400_000, 7 * 86_400_000, 86_400_000, 3_600_000, 60_000, 1000, 1)
+# Prometheus holds a duration as a signed 64-bit count of nanoseconds: about 292 years.
+_LONGEST_MS = (2**63 - 1) // 1_000_000
+
+
+def _milliseconds(text: str) -> int | None:
+    match = _DURATION.match(text) if isinstance(text, str) and text else None
+    if match is None:
+        return None
+    total = 0
+    for count, ms in zip(match.groups(), _DURATION_MS, strict=True):
+        digits = (count or "").lstrip("0")
+        if len(digits) > 19:  # far past the longest duration, and past what int() reads
+            return _LONGEST_MS + 1
+        total += int(digits or 0) * ms
+    return total
 
 
 def parse_duration(text: str) -> float | None:
     """Seconds in a Prometheus duration, or None when `text` is not one."""
-    match = _DURATION.match(text) if isinstance(text, str) and text else None
-    if match is None:
-        return None
-    return float(
-        sum(int(n) * s for n, s in zip(match.groups(), _DURATION_SECONDS, strict=True) if n)
-    )
+    ms = _milliseconds(text)
+    return None if ms is None or ms > _LONGEST_MS else ms / 1000
 
 
 def duration_problem(field: str, text: str) -> str | None:
-    if parse_duration(text) is None:
+    ms = _milliseconds(text)
+    if ms is None:
         return f'{field} = {text!r} is not a duration: write it as Prometheus does, e.g. "5m"'
+    if ms > _LONGEST_MS:
+        return f"{field} = {text!r} is longer than Prometheus's longest duration (292y)"
     return None
+
+
+def promql_string(text: str) -> str:
+    """`text` as a PromQL (and promtool series) string literal, which a newline would end."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
 @dataclass(frozen=True)
@@ -61,18 +80,14 @@ class Selector:
         parts = []
         for label, values in self.matchers:
             if len(values) == 1:
-                parts.append(f"{label}={_quoted(values[0])}")
+                parts.append(f"{label}={promql_string(values[0])}")
             elif values:
-                parts.append(f"{label}=~{_quoted('|'.join(re.escape(v) for v in values))}")
+                parts.append(f"{label}=~{promql_string('|'.join(re.escape(v) for v in values))}")
         return "{" + ",".join(parts) + "}" if parts else ""
 
     def first_values(self) -> dict[str, str]:
         """A label value the selector accepts, per label it matches on."""
         return {label: values[0] for label, values in self.matchers if values}
-
-
-def _quoted(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 @dataclass(frozen=True)
@@ -282,8 +297,9 @@ class Quantile(Signal):
 
     @property
     def span(self) -> tuple[float, float]:
-        # Past the largest finite bucket, histogram_quantile answers that bucket's bound.
-        return (0.0, self.buckets[-1])
+        # Every observation in the first bucket, which starts at 0, interpolates to q of its
+        # bound; past the largest finite bucket, histogram_quantile answers that bound.
+        return (self.q * self.buckets[0], self.buckets[-1])
 
     @property
     def _kind(self) -> Kind:

@@ -15,7 +15,16 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from observe.cli.app import DbUrl, JsonFlag, app, console, explains_errors, settings, store_engine
+from observe.cli.app import (
+    DbUrl,
+    JsonFlag,
+    app,
+    console,
+    explains_errors,
+    settings,
+    shown,
+    store_engine,
+)
 from observe.errors import ObserveError
 
 if TYPE_CHECKING:
@@ -137,7 +146,7 @@ def alert_table(rows: Sequence[AlertRow]) -> Table:
             f"[{STATE_COLOURS.get(row.state, 'dim')}]{row.state}[/]",
             "" if row.value is None else f"{row.value:.4g}",
             row.since.isoformat(timespec="seconds") if row.since else "",
-            escape(_labels(row.labels)),
+            shown(_labels(row.labels)),
         )
     return table
 
@@ -193,9 +202,9 @@ def history(
             e.alert,
             f"[{SEVERITY_COLOURS.get(e.severity, '')}]{e.severity}[/]",
             f"[{STATE_COLOURS.get(e.state, 'dim')}]{e.state}[/]",
-            e.run_id or "",
-            escape(_labels(e.labels)),
-            escape(e.annotations.get("summary", "")),
+            shown(e.run_id or ""),
+            shown(_labels(e.labels)),
+            shown(e.annotations.get("summary", "")),
         )
     console.print(table)
 
@@ -217,7 +226,7 @@ def check(
     ]
     for row in firing:
         value = "" if row.value is None else f" value {row.value:.4g}"
-        console.print(f"{row.rule} firing{value} {_labels(row.labels)}", highlight=False)
+        console.print(Text(f"{row.rule} firing{value} ") + shown(_labels(row.labels)))
     if firing:
         raise typer.Exit(1)
     console.print("no critical alert firing", highlight=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import signal
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -12,8 +13,9 @@ from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
+from observe.catalogue import MAX_IDENTIFIER_CHARS
 from observe.errors import ObserveError
 from observe.settings import Settings, load_settings
 
@@ -54,6 +56,25 @@ OtlpEndpoint = Annotated[
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
+# Characters a terminal would act on or not show: controls (a newline, an escape sequence),
+# format characters (zero-width, right-to-left override), separators and surrogates.
+_HIDDEN = frozenset(("Cc", "Cf", "Cs", "Zl", "Zp"))
+
+
+def shown(value: str) -> Text:
+    """A value a user gave (a run id, a model, a label) as a table shows it: never markup,
+    hidden characters as escapes, one longer than an identifier may be cut short; `--json`
+    prints values as they are."""
+    cut = value[:MAX_IDENTIFIER_CHARS]
+    text = "".join(
+        char.encode("unicode_escape").decode() if unicodedata.category(char) in _HIDDEN else char
+        for char in cut
+    )
+    if len(cut) < len(value):
+        text += f"… ({len(value):,} characters)"
+    return Text(text)
+
+
 def explains_errors(command: Callable[P, R]) -> Callable[P, R]:
     """Shows an ObserveError as one line and exit status 2, instead of a traceback."""
 
@@ -62,9 +83,10 @@ def explains_errors(command: Callable[P, R]) -> Callable[P, R]:
         try:
             return command(*args, **kwargs)
         except ObserveError as exc:
-            # Escaped: messages name settings tables such as [monitor], which Rich would
-            # otherwise take for markup and drop.
-            errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            # Text, not markup: messages name settings tables such as [monitor], and quote
+            # what the user gave, which Rich would otherwise take for markup.
+            message = Text.assemble(("error:", "bold red"), " ", str(exc))
+            errors.print(message, highlight=False, soft_wrap=True)
             raise typer.Exit(2) from exc
 
     return run

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from observe.cli.app import (
     DbUrl,
@@ -16,6 +17,7 @@ from observe.cli.app import (
     console,
     explains_errors,
     settings,
+    shown,
     store_engine,
     store_url,
 )
@@ -84,7 +86,7 @@ def status(
             f"{r['first_step']}-{r['last_step']}",
             str(r["window_end"])[11:19],
         )
-    console.print(f"run {run}", highlight=False)
+    console.print(Text("run ") + shown(run))
     console.print(table)
 
 
@@ -130,7 +132,9 @@ def baseline(
         store.close()
     state = "active" if activate else "inactive"
     console.print(
-        f"baseline {made.id} for model {made.model!r} from run {run} ({state})", highlight=False
+        f"baseline {made.id} for model {made.model!r} from run {run!r} ({state})",
+        highlight=False,
+        markup=False,
     )
 
 
@@ -155,6 +159,7 @@ def baselines(
             console.print(
                 f"baseline {chosen.id} is now model {chosen.model!r}'s active baseline",
                 highlight=False,
+                markup=False,
             )
         found = list_baselines(engine, model)
     finally:
@@ -183,10 +188,10 @@ def baselines(
     for r in rows:
         table.add_row(
             str(r["id"]),
-            str(r["model"]),
+            shown(str(r["model"])),
             "[bold green]yes[/]" if r["active"] else "no",
-            str(r["domain"] or "-"),
-            str(r["run"] or "-"),
+            shown(str(r["domain"] or "-")),
+            shown(str(r["run"] or "-")),
             str(r["created"])[:19],
         )
     console.print(table)

@@ -17,6 +17,7 @@ from observe.cli.app import (
     console,
     explains_errors,
     settings,
+    shown,
     store_engine,
     store_url,
 )
@@ -110,7 +111,9 @@ def runs(ctx: typer.Context, db_url: DbUrl = None, as_json: JsonFlag = False) ->
         # showed life.
         age = humanize_duration(max(0, round((now - r.heartbeat).total_seconds())))
         ended = r.ended.isoformat(timespec="seconds") if r.ended else f"{age} ago"
-        table.add_row(r.id, r.model, r.status, where, started, ended, f"{r.samples:,}")
+        table.add_row(
+            shown(r.id), shown(r.model), r.status, where, started, ended, f"{r.samples:,}"
+        )
     console.print(table)
 
 
@@ -142,5 +145,5 @@ def query(
     table = Table("time", "labels", "value")
     for r in rows:
         labels = ",".join(f"{k}={v}" for k, v in sorted(r.labels.items()))
-        table.add_row(r.time.isoformat(timespec="seconds"), labels, f"{r.value:g}")
+        table.add_row(r.time.isoformat(timespec="seconds"), shown(labels), f"{r.value:g}")
     console.print(table)

@@ -72,7 +72,7 @@ def train(
         ctx, db_url=db_url, prometheus_port=prometheus_port, otlp_endpoint=otlp_endpoint
     )
     training = jobs.train(options, job, config, out, progress=progress)
-    console.print(training.format(), highlight=False, soft_wrap=True)
+    console.print(training.format(), highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -111,7 +111,7 @@ def infer(
         drift=options.drift if drift else None,
         trained_until=loaded.trained_until,
     )
-    console.print(serving.format(), highlight=False, soft_wrap=True)
+    console.print(serving.format(), highlight=False, markup=False, soft_wrap=True)
 
 
 DEMO = DemoConfig()
@@ -144,7 +144,7 @@ def demo(
     )
     config = dataclasses.replace(DEMO, fine_tune=fine_tune, train=train_config, serve=serve)
     result = run_demo(config, out, options, progress=progress)
-    console.print(result.format(), highlight=False, soft_wrap=True)
+    console.print(result.format(), highlight=False, markup=False, soft_wrap=True)
     console.print("alerts on the serving run:", highlight=False)
     console.print(alert_table(result.alerts))
-    console.print(result.next_steps(), highlight=False, soft_wrap=True)
+    console.print(result.next_steps(), highlight=False, markup=False, soft_wrap=True)

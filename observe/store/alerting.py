@@ -3,7 +3,6 @@ and the `alert_events` table, where evaluators record when alerts fire and resol
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, insert, select, text
 
 from observe.store.queries import schema_checked
+from observe.store.rows import labels_text
 from observe.store.schema import ALERT_EVENTS, HISTOGRAMS, RUNS, SAMPLES, SERIES
 
 # Seconds one read or write may take on PostgreSQL; SQLite waits at most its busy timeout.
@@ -50,11 +50,6 @@ class AlertEvent:
             "labels": dict(self.labels),
             "annotations": dict(self.annotations),
         }
-
-
-def labels_key(labels: Mapping[str, str]) -> str:
-    """The labels as canonical text, as `series.labels_key` holds them."""
-    return json.dumps(dict(labels), sort_keys=True, separators=(",", ":"))
 
 
 @contextmanager
@@ -177,5 +172,5 @@ def firing_since(engine: Engine, run_id: str) -> dict[tuple[str, str], datetime]
     recorded event is `firing`."""
     last: dict[tuple[str, str], AlertEvent] = {}
     for event in alert_events(engine, run_id=run_id):
-        last[(event.alert, labels_key(event.labels))] = event
+        last[(event.alert, labels_text(event.labels))] = event
     return {key: e.time for key, e in last.items() if e.state == "firing"}

@@ -25,6 +25,7 @@ from observe.store.schema import (
     HIDDEN_SAMPLES,
     WINDOW_SAMPLES,
 )
+from observe.store.storable import check
 
 
 def npz_bytes(**arrays: np.ndarray) -> bytes:
@@ -91,6 +92,12 @@ def save_baseline(
 ) -> int:
     """Stores a baseline and its layers in one transaction; returns its id. `activate`
     makes it the model's active baseline (and no other)."""
+    check("model name", model, identifier=True)
+    for what, text in (("checkpoint", checkpoint), ("domain", domain)):
+        if text is not None:
+            check(what, text)
+    for layer in layers:
+        check("layer name", layer.name)
     with schema_checked(engine), engine.begin() as connection:
         if activate:
             connection.execute(

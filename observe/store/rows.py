@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -50,7 +51,7 @@ def series_ids(
 ) -> dict[SeriesKey, int]:
     """Ids of the `wanted` series, creating those the table lacks."""
     rows = [
-        {"name": name, "labels": dict(labels), "labels_key": _labels_text(labels)}
+        {"name": name, "labels": dict(labels), "labels_key": labels_key(labels)}
         for (name, _), labels in wanted.items()
     ]
     connection.execute(
@@ -197,6 +198,13 @@ def _copy(
             copy.write_row(row)
 
 
-def _labels_text(labels: Mapping[str, str]) -> str:
-    # Canonical: the same labels in any order give the same text, the unique key.
+def labels_text(labels: Mapping[str, str]) -> str:
+    """The labels as canonical JSON: the same labels in any order give the same text."""
     return json.dumps(dict(labels), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def labels_key(labels: Mapping[str, str]) -> str:
+    """`series.labels_key`, the series' unique key with its name: a digest of the canonical
+    text, of fixed size, so that label values of any length fit PostgreSQL's B-tree index,
+    whose entries are capped at 2,704 bytes."""
+    return hashlib.sha256(labels_text(labels).encode()).hexdigest()

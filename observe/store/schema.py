@@ -111,8 +111,9 @@ SERIES = Table(
     Column("id", Integer, primary_key=True),
     _required("name", Text),
     _required("labels", JSONType),
-    # The labels as canonical JSON text (sorted keys): a JSON column cannot be unique-indexed
-    # on SQLite, and JSONB equality would differ from SQLite's text equality.
+    # SHA-256 (hex) of the labels as canonical JSON text (sorted keys): a JSON column cannot
+    # be unique-indexed on SQLite, and JSONB equality would differ from SQLite's text
+    # equality; a digest, not the text, so that label values of any length fit the index.
     _required("labels_key", Text),
     UniqueConstraint("name", "labels_key"),
 )

@@ -20,6 +20,7 @@ from observe.store.migrate import require_head, upgrade_engine
 from observe.store.records import Batch, HistogramSample, Sample
 from observe.store.rows import SeriesKey, series_ids, series_key, upsert, write_rows
 from observe.store.schema import DELIVERED, RUNS, SAMPLES
+from observe.store.storable import check, labels_problem
 
 
 class StoreUnavailable(ObserveError):
@@ -57,6 +58,8 @@ class Store:
     def start_run(self, run_id: str, model: str, config: Mapping[str, Any]) -> None:
         """Records a run as running in this process; starting a known run again (a resume)
         reopens it, here."""
+        check("model name", model, identifier=True)
+        check("run id", run_id, identifier=True)
         now = _now()
         process = this_process()
         life = {"host": process.host, "pid": process.pid, "heartbeat": now}
@@ -140,8 +143,18 @@ class Store:
         self.engine.dispose()
 
     def _prepare(self, connection: Connection, batch: Batch) -> dict[SeriesKey, int]:
-        """Creates the run's row if it is new, and returns ids of series new to the cache."""
+        """Creates the run's row if it is new, and returns ids of series new to the cache.
+        Text the store cannot keep is an ObserveError before anything is written."""
+        wanted: dict[SeriesKey, Mapping[str, str]] = {}
+        for s in _labelled(batch):
+            key = series_key(s.metric, s.labels)
+            if key not in self._series and key not in wanted:
+                found = labels_problem(s.labels)
+                if found is not None:
+                    raise ObserveError(f"a series of {s.metric}: {found}")
+                wanted[key] = s.labels
         if batch.run_id not in self._runs:
+            check("run id", batch.run_id, identifier=True)
             # A run nobody started (its start was lost, or the exporter never calls
             # start_run) still gets its rows; start_run fills in the details later.
             connection.execute(
@@ -156,11 +169,6 @@ class Store:
                 )
                 .on_conflict_do_nothing(index_elements=["id"])
             )
-        wanted: dict[SeriesKey, Mapping[str, str]] = {}
-        for s in _labelled(batch):
-            key = series_key(s.metric, s.labels)
-            if key not in self._series and key not in wanted:
-                wanted[key] = s.labels
         return series_ids(connection, wanted) if wanted else {}
 
 
@@ -221,7 +229,11 @@ def _connection_level(exc: BaseException) -> bool:
         if exc.connection_invalidated:
             return True
         orig = exc.orig
-    # sqlite3's OperationalError also covers a locked database, which passes.
+    # sqlite3's OperationalError also covers a locked database, which passes. A program
+    # limit (an index entry too large) is PostgreSQL refusing these rows for good: retried,
+    # it would hold up every batch behind it.
+    if isinstance(orig, psycopg.errors.ProgramLimitExceeded):
+        return False
     return isinstance(
         orig, psycopg.OperationalError | psycopg.InterfaceError | sqlite3.OperationalError
     )

@@ -23,10 +23,15 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 from observe import signals
 from observe.errors import ObserveError
 from observe.telemetry.basic_auth import BasicAuth, Credentials
+
+logger = logging.getLogger("observe")
 
 Headers = list[tuple[str, str]]
 
@@ -36,6 +41,40 @@ logger = logging.getLogger("observe")
 # included: a client gone quiet frees its thread instead of holding it for good. Prometheus
 # sends its request at once and reads the answer as it comes.
 CONNECTION_TIMEOUT_S = 30.0
+
+
+class _EncodableOnly(Collector):
+    """A registry's samples but those whose labels are no valid Unicode (a lone surrogate
+    in a user's attribute, from a file name that is not UTF-8): one would fail the whole
+    scrape. Each metric that loses samples is logged once."""
+
+    def __init__(self, registry: Any, warned: set[str]) -> None:
+        self._registry = registry
+        self._warned = warned
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._registry.collect():
+            kept = [sample for sample in family.samples if _encodable(sample)]
+            if len(kept) < len(family.samples) and family.name not in self._warned:
+                self._warned.add(family.name)
+                logger.warning(
+                    "observe: /metrics leaves out series of %s whose labels are not valid "
+                    "Unicode (a lone surrogate): pass UTF-8 text as attribute values",
+                    family.name,
+                )
+            family.samples = kept
+            yield family
+
+    def restricted_registry(self, names: Iterable[str]) -> _EncodableOnly:
+        return _EncodableOnly(self._registry.restricted_registry(names), self._warned)
+
+
+def _encodable(sample: Sample) -> bool:
+    try:
+        "".join((*sample.labels, *sample.labels.values())).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -87,6 +126,9 @@ class MetricsEndpoint:
         credentials: Credentials | None = None,
     ) -> None:
         self._metrics = make_wsgi_app(registry)
+        # Only for a scrape that failed on text that is no valid Unicode: checking every
+        # label of every scrape would cost each of them for a case that never comes.
+        self._encodable_metrics = make_wsgi_app(_EncodableOnly(registry, set()))
         self._changed = threading.Condition()
         # Scrapes begun, and the newest of them whose response has been written.
         self._begun = 0
@@ -132,9 +174,14 @@ class MetricsEndpoint:
             self._begun += 1
             scrape = self._begun
         replied: list[tuple[str, Headers]] = []
-        body = b"".join(
-            self._metrics(environ, lambda status, headers, *_: replied.append((status, headers)))
-        )
+
+        def reply(status: str, headers: Headers, *_: object) -> None:
+            replied.append((status, headers))
+
+        try:
+            body = b"".join(self._metrics(environ, reply))
+        except UnicodeEncodeError:
+            body = b"".join(self._encodable_metrics(environ, reply))
         [(status, headers)] = replied
         # With its length, the scraper tells a cut response from a whole one.
         start_response(status, [*headers, ("Content-Length", str(len(body)))])

@@ -11,6 +11,7 @@ from observe.instruments import observable
 from observe.store.delivery import Delivery
 from observe.telemetry.limits import LabelLimiter
 from observe.telemetry.provider import CountingExporter
+from observe.telemetry.store_exporter import StoreExporter
 
 Reading = Callable[[], Iterable[tuple[float, dict[str, str]]]]
 
@@ -19,6 +20,7 @@ def register_health(
     meter: Meter,
     delivery: Delivery,
     limiter: LabelLimiter,
+    exporter: StoreExporter,
     otlp: CountingExporter | None = None,
 ) -> None:
     def exports() -> Iterable[tuple[float, dict[str, str]]]:
@@ -35,8 +37,10 @@ def register_health(
         yield delivery.stats().spooled_samples, {}
 
     def dropped() -> Iterable[tuple[float, dict[str, str]]]:
-        yield delivery.stats().dropped_samples, catalogue.DROPPED_SAMPLES.attributes("spool_full")
-        yield limiter.dropped_samples, catalogue.DROPPED_SAMPLES.attributes("label_limit")
+        dropped = catalogue.DROPPED_SAMPLES
+        yield delivery.stats().dropped_samples, dropped.attributes(catalogue.SPOOL_FULL)
+        yield limiter.dropped_samples, dropped.attributes(catalogue.LABEL_LIMIT)
+        yield exporter.refused_samples, dropped.attributes(catalogue.UNSTORABLE_LABEL)
 
     observable(meter, catalogue.EXPORTS, _observe(exports))
     observable(meter, catalogue.EXPORT_FAILURES, _observe(failures))

@@ -12,6 +12,8 @@ import logging
 import threading
 from collections.abc import Hashable
 
+from observe.catalogue import LABEL_LIMIT
+
 logger = logging.getLogger("observe")
 
 # Far past what one Prometheus target should carry: only a guard against runaway labels.
@@ -50,10 +52,11 @@ class LabelLimiter:
                 logger.warning(
                     "observe: %s has more than %d label combinations (label_limit); further "
                     "ones are dropped and counted in observe_pipeline_dropped_samples_total"
-                    '{reason="label_limit"}: raise label_limit, or leave it unset to size it '
-                    "from the model",
+                    '{reason="%s"}: raise label_limit, or leave it unset to size it from the '
+                    "model",
                     metric,
                     self.limit,
+                    LABEL_LIMIT,
                 )
             self.dropped_samples += 1
             return False

@@ -9,6 +9,8 @@ background: an export never waits for the database and never loses a batch to an
 from __future__ import annotations
 
 import datetime as dt
+import json
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,31 +22,48 @@ from opentelemetry.sdk.metrics.export import (
     NumberDataPoint,
 )
 
-from observe.catalogue import RESOURCE_LABELS
+from observe.catalogue import DROPPED_SAMPLES, RESOURCE_LABELS, UNSTORABLE_LABEL
 from observe.drift.live import WindowDrift
 from observe.hooks.stats import Window
 from observe.store.delivery import Delivery
 from observe.store.records import Batch, DriftResult, ExpertLoad, HistogramSample, Sample
+from observe.store.storable import labels_problem
+
+logger = logging.getLogger("observe")
 
 
 def _time(unix_nano: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(unix_nano / 1e9, tz=dt.UTC)
 
 
+def _label_value(value: Any) -> str:
+    # As the Prometheus reader writes it (JSON for numbers, booleans and sequences): the
+    # store and Prometheus show a series with the same labels.
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
 def _labels(*attribute_sets: Mapping[str, Any] | None) -> dict[str, str]:
     labels: dict[str, str] = {}
     for attributes in attribute_sets:
-        labels.update({k: str(v) for k, v in (attributes or {}).items()})
+        labels.update({k: _label_value(v) for k, v in (attributes or {}).items()})
     return labels
 
 
 class StoreExporter(MetricExporter):
-    """Every collection's data points as store samples of one run."""
+    """Every collection's data points as store samples of one run.
+
+    A point whose labels hold text the store cannot keep (a user's attribute with NUL) is
+    left out, counted in `refused_samples` and logged once per metric: in its batch, it
+    would have made the store refuse every other point with it.
+    """
 
     def __init__(self, delivery: Delivery, run_id: str) -> None:
         super().__init__()
         self.delivery = delivery
         self.run_id = run_id
+        # Written by the reader's export thread only (the SDK runs one export at a time).
+        self.refused_samples = 0
+        self._warned: set[str] = set()
 
     def export(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
@@ -62,6 +81,9 @@ class StoreExporter(MetricExporter):
                 for metric in scope_metrics.metrics:
                     for point in metric.data.data_points:
                         labels = _labels(resource, point.attributes)
+                        if (found := labels_problem(labels)) is not None:
+                            self._refuse(metric.name, found)
+                            continue
                         time = _time(point.time_unix_nano)
                         if isinstance(point, HistogramDataPoint):
                             histograms.append(
@@ -87,6 +109,19 @@ class StoreExporter(MetricExporter):
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
         return True
+
+    def _refuse(self, metric: str, problem: str) -> None:
+        self.refused_samples += 1
+        if metric not in self._warned:
+            self._warned.add(metric)
+            logger.warning(
+                "observe: the store leaves out samples of %s whose labels it cannot keep, "
+                'counted in %s{reason="%s"}: %s',
+                metric,
+                DROPPED_SAMPLES.prometheus_name,
+                UNSTORABLE_LABEL,
+                problem,
+            )
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
         """The delivery outlives the exporter: its owner closes it after the last export."""
