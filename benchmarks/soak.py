@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from pg_cluster import PgCluster, throwaway_cluster
 from stall_proxy import StallProxy
+from workload_step import train_step
 
 from observe.hooks.config import MonitorConfig
 from observe.pipeline import MonitoringSession
@@ -117,16 +118,6 @@ def rss_mib() -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmRSS in /proc/self/status")
-
-
-def train_step(model: MoETransformer, optimizer: torch.optim.Optimizer, x: torch.Tensor) -> float:
-    started = time.perf_counter()
-    out = model(x[:, :-1], labels_BS=x[:, 1:])
-    assert out.loss is not None
-    out.loss.backward()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return time.perf_counter() - started
 
 
 def stored_rows(url: str, run_id: str) -> tuple[int, str]:

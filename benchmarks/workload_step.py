@@ -22,23 +22,25 @@ from observe.workload.model import MoETransformer
 BATCH = {"tiny": (8, 32), "small": (8, 128), "bench": (8, 256)}
 
 
+def train_step(model: MoETransformer, optimizer: torch.optim.Optimizer, x: torch.Tensor) -> float:
+    """One next-token training step on the token ids `x`; its wall time in seconds."""
+    started = time.perf_counter()
+    out = model(x[:, :-1], labels_BS=x[:, 1:])
+    assert out.loss is not None
+    out.loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return time.perf_counter() - started
+
+
 def training_step_seconds(name: str, repeats: int) -> list[float]:
     torch.manual_seed(0)
     model = MoETransformer(CONFIGS[name])
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     batch, seq = BATCH[name]
     x = torch.randint(0, 256, (batch, seq + 1))
-    times = []
-    for i in range(repeats + 1):
-        started = time.perf_counter()
-        out = model(x[:, :-1], labels_BS=x[:, 1:])
-        assert out.loss is not None
-        out.loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if i:  # the first step pays for allocation and warm-up
-            times.append(time.perf_counter() - started)
-    return times
+    # The first step pays for allocation and warm-up.
+    return [train_step(model, optimizer, x) for _ in range(repeats + 1)][1:]
 
 
 def generation_tokens_per_s(name: str, requests: int = 32, new_tokens: int = 16) -> float:

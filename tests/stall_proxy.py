@@ -22,8 +22,8 @@ import contextlib
 import socket
 import threading
 from collections.abc import Callable
-from types import TracebackType
-from typing import Self
+
+from observe.lifetime import Closeable
 
 _CHUNK = 64 * 1024
 # How often the accepting thread checks whether the proxy closed.
@@ -31,7 +31,7 @@ _POLL_S = 0.1
 _CONNECT_TIMEOUT_S = 5.0
 
 
-class StallProxy:
+class StallProxy(Closeable):
     """Forwards 127.0.0.1:`port` to `target` until `stall()`; `close()` ends every thread."""
 
     def __init__(self, target: tuple[str, int]) -> None:
@@ -83,17 +83,6 @@ class StallProxy:
             thread.join()
         for link in links:
             link.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _accept(self) -> None:
         while True:
