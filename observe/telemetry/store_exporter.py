@@ -39,12 +39,14 @@ def _labels(*attribute_sets: Mapping[str, Any] | None) -> dict[str, str]:
 
 
 class StoreExporter(MetricExporter):
-    """Every collection's data points as store samples of one run."""
+    """Every collection's data points as store samples of one run; with `heartbeats`, each
+    export also says the run's process lives (in a distributed run, only rank 0's does)."""
 
-    def __init__(self, delivery: Delivery, run_id: str) -> None:
+    def __init__(self, delivery: Delivery, run_id: str, *, heartbeats: bool = True) -> None:
         super().__init__()
         self.delivery = delivery
         self.run_id = run_id
+        self.heartbeats = heartbeats
 
     def export(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
@@ -79,7 +81,7 @@ class StoreExporter(MetricExporter):
                             samples.append(Sample(time, metric.name, labels, float(point.value)))
         # Every export, also one with nothing new, carries the heartbeat: it says the run's
         # process was alive when it was made (observe/store/liveness.py).
-        heartbeat = dt.datetime.now(dt.UTC)
+        heartbeat = dt.datetime.now(dt.UTC) if self.heartbeats else None
         self.delivery.submit(
             Batch(self.run_id, tuple(samples), tuple(histograms), heartbeat=heartbeat)
         )
