@@ -146,3 +146,26 @@ def test_each_rank_serves_metrics_on_the_base_port_plus_its_local_rank() -> None
         assert telemetry.metrics_port == base + 1
     finally:
         telemetry.shutdown(1)
+
+
+@pytest.mark.slow
+@pytest.mark.hf
+def test_the_hf_callback_under_torchrun_makes_one_run_of_every_rank(
+    tmp_path: Path, pg_url: str
+) -> None:
+    torchrun = Path(sys.executable).with_name("torchrun")
+    command = [str(torchrun), "--standalone", f"--nproc-per-node={WORLD}"]
+    command += [str(RANKS.with_name("distributed_hf.py")), str(tmp_path), pg_url]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("OBSERVE_RUN_ID", None)
+    done = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=HANG_S, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    rank0, rank1 = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(WORLD)]
+    run_id = rank0["run_id"]
+    assert rank1["run_id"] == run_id
+    # Each rank counted the tokens of its own shard: STEPS × ACCUMULATION × BATCH sequences.
+    assert rank0["tokens"] == rank1["tokens"] and all(rank0["tokens"])
+    assert ranks_of_run(pg_url, run_id) == {("0", "2"), ("1", "2")}
+    assert (run_id, "finished") in [tuple(row) for row in run_rows(pg_url)]
