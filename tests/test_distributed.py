@@ -169,3 +169,30 @@ def test_the_hf_callback_under_torchrun_makes_one_run_of_every_rank(
     assert rank0["tokens"] == rank1["tokens"] and all(rank0["tokens"])
     assert ranks_of_run(pg_url, run_id) == {("0", "2"), ("1", "2")}
     assert (run_id, "finished") in [tuple(row) for row in run_rows(pg_url)]
+
+
+def test_a_global_reduction_needs_a_process_group() -> None:
+    import torch
+
+    import observe
+
+    dense = torch.nn.Linear(2, 2)
+    with pytest.raises(ObserveError, match="init_process_group"):
+        config = observe.MonitorConfig(reduce="global", require_routers=False)
+        observe.attach(dense, config)
+    # The failed attach left the model free.
+    observe.attach(dense, observe.MonitorConfig(require_routers=False)).close()
+
+
+def test_a_model_part_without_routers_attaches_only_when_told_to() -> None:
+    import torch
+
+    import observe
+
+    dense = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    with pytest.raises(ObserveError, match="require_routers=False"):
+        observe.attach(dense)
+    with observe.attach(dense, observe.MonitorConfig(require_routers=False)) as monitor:
+        dense(torch.ones(1, 2))
+        monitor.step()
+        assert monitor.snapshot().layers == ()

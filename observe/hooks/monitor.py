@@ -106,6 +106,8 @@ class Monitor(Closeable):
         sinks: Sequence[WindowSink] = (),
         drift: DriftSink | None = None,
     ) -> None:
+        # Checked first: a failed attach must leave the model free to attach again.
+        self._reduction = GlobalReduction() if config.reduce == "global" else None
         with _monitored_lock:
             if model in _monitored:
                 raise ObserveError(
@@ -127,7 +129,6 @@ class Monitor(Closeable):
             )
             for name, module in routers
         ]
-        self._reduction = GlobalReduction() if config.reduce == "global" else None
         # Under a global reduction, every rank's layers: those of other pipeline stages
         # count zeros here.
         self.routers = own if self._reduction is None else self._reduction.agree(own)
