@@ -23,6 +23,7 @@ class Kind(StrEnum):
 RUN_LABEL = "run"
 MODEL_LABEL = "model"
 RANK_LABEL = "rank"
+WORLD_SIZE_LABEL = "world_size"
 LAYER = "layer"
 EXPERT = "expert"
 SLOT_LE = "slot_le"
@@ -31,10 +32,11 @@ OUTCOME = "outcome"
 REASON = "reason"
 EXPORTER = "exporter"
 
-# Labels on every series: which run and which model; `rank` is added in distributed runs.
-# They come from the run's OpenTelemetry resource, not from the emitters.
+# Labels on every series: which run and which model; `rank` and `world_size` are added in
+# distributed runs. They come from the run's OpenTelemetry resource, not from the emitters.
 COMMON_LABELS = (RUN_LABEL, MODEL_LABEL)
-RESOURCE_LABELS = frozenset((*COMMON_LABELS, RANK_LABEL))
+DISTRIBUTED_LABELS = (RANK_LABEL, WORLD_SIZE_LABEL)
+RESOURCE_LABELS = frozenset((*COMMON_LABELS, *DISTRIBUTED_LABELS))
 # Label values are kept verbatim, of any length, by Prometheus and the store, except: run
 # ids and model names, which key the store's B-tree indexes (PostgreSQL caps an entry at
 # 2,704 bytes, and a character takes up to 4), have at most this many characters; and no

@@ -5,9 +5,9 @@ from __future__ import annotations
 from observe.catalogue import (
     CATALOGUE,
     COMMON_LABELS,
+    DISTRIBUTED_LABELS,
     DROPPED_SAMPLES,
     MAX_IDENTIFIER_CHARS,
-    RANK_LABEL,
     UNSTORABLE_LABEL,
     Kind,
 )
@@ -15,13 +15,14 @@ from observe.catalogue import (
 
 def render_metrics_doc() -> str:
     common = ", ".join(f"`{label}`" for label in COMMON_LABELS)
+    distributed = " and ".join(f"`{label}`" for label in DISTRIBUTED_LABELS)
     lines = [
         "# Metrics",
         "",
         "Generated from `observe/catalogue.py` by `make generate`; do not edit by hand.",
         "",
         f"Every series carries the labels {common}, and "
-        f"`{RANK_LABEL}` in distributed runs. Names are as Prometheus shows them; the store "
+        f"{distributed} in distributed runs. Names are as Prometheus shows them; the store "
         "keeps the catalogue name (without unit or `_total` suffix).",
         "",
         "Label values are kept verbatim, whatever they hold (quotes, newlines, SQL, any "

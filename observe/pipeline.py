@@ -11,18 +11,16 @@ import dataclasses
 import datetime as dt
 import logging
 import os
-import uuid
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from opentelemetry.metrics import MeterProvider
 from torch import nn
 
 from observe.alerts.background import BackgroundEvaluator
-from observe.catalogue import MAX_IDENTIFIER_CHARS
+from observe.distributed import Placement, placement, shared_run_id
 from observe.errors import ObserveError
 from observe.hooks.adapters import RouterAdapter
 from observe.hooks.config import MonitorConfig
@@ -48,30 +46,20 @@ if TYPE_CHECKING:
     # Drift loads Evidently (pandas, scikit-learn): only runs that score drift pay for it.
     from observe.drift.baseline import Baseline
     from observe.drift.config import DriftConfig
-    from observe.drift.live import DriftSink
+    from observe.drift.live import DriftOutput, DriftSink
 
 logger = logging.getLogger("observe")
 
 
-def distributed_rank() -> int | None:
-    """This process's rank in a distributed run (torch.distributed, or torchrun's RANK and
-    WORLD_SIZE), or None when it runs alone."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return int(torch.distributed.get_rank())
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ:
-        return int(os.environ["RANK"])
-    return None
-
-
-def new_run_id(model: str) -> str:
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    suffix = f"-{stamp}-{uuid.uuid4().hex[:6]}"
-    # The model's name leads, cut short where a long one would take the id over the limit.
-    return model[: MAX_IDENTIFIER_CHARS - len(suffix)] + suffix
-
-
 class MonitoringSession(Closeable):
-    """Everything one monitored run needs; the store is checked before anything starts."""
+    """Everything one monitored run needs; the store is checked before anything starts.
+
+    In a distributed run (observe/distributed.py) each rank opens its own session: all
+    share one run id, and each sends its series, labelled with its rank, under it. What is
+    the run's once — its row (start, heartbeats, end), its config, its expert load per
+    window, kept hidden-state samples, drift results and alert evaluation — rank 0 alone
+    records.
+    """
 
     def __init__(
         self,
@@ -80,37 +68,45 @@ class MonitoringSession(Closeable):
         model: str,
         config: Mapping[str, Any] | None = None,
         run_id: str | None = None,
-        rank: int | None = None,
+        where: Placement | None = None,
     ) -> None:
+        """`where`: this process's place in a distributed run, by default what
+        torch.distributed or torchrun's variables say."""
         # As the store would, but before it is opened: nothing is left behind.
         check("model name", model, identifier=True)
-        if run_id is not None:
-            check("run id", run_id, identifier=True)
         self.settings = settings
         self.model = model
-        self.run_id = run_id or new_run_id(model)
+        self.placement = where if where is not None else placement()
+        self.run_id = shared_run_id(model, self.placement, run_id)
+        check("run id", self.run_id, identifier=True)
+        # Only rank 0 speaks for the run: the others would make `lost` mean any rank.
+        self.leads = self.placement is None or self.placement.leads
         url = resolve_url(settings.db_url)
         # Opened here, synchronously: a wrong URL or password fails before training starts.
         self._store = Store.open(url)
         # Kept with the run: whether its routing counts are estimates (router sampling).
         self._monitor_config = settings.monitor
-        self._store.start_run(
-            self.run_id, model, {**(config or {}), "monitor": _monitor_record(settings.monitor)}
-        )
+        if self.leads:
+            self._store.start_run(
+                self.run_id,
+                model,
+                {**(config or {}), "monitor": _monitor_record(settings.monitor)},
+            )
         self.delivery = open_delivery(url, settings.spool_dir, settings.spool_max_bytes)
         self.limiter = LabelLimiter(settings.label_limit)
-        self._store_exporter = StoreExporter(self.delivery, self.run_id)
+        self._store_exporter = StoreExporter(self.delivery, self.run_id, heartbeats=self.leads)
         try:
             self.telemetry = Telemetry(
                 settings,
                 run_id=self.run_id,
                 model=model,
                 exporters=[self._store_exporter],
-                rank=rank if rank is not None else distributed_rank(),
+                placement=self.placement,
             )
         except BaseException:
             # E.g. the /metrics port is taken: the run is recorded as failed, not running.
-            self.delivery.submit(self._end("failed"))
+            if self.leads:
+                self.delivery.submit(self._end("failed"))
             self.delivery.close(settings.close_timeout_s)
             self._store.close()
             raise
@@ -119,7 +115,10 @@ class MonitoringSession(Closeable):
             self._meter, self.delivery, self.limiter, self._store_exporter, self.telemetry.otlp
         )
         self._routing = RoutingInstruments(self._meter, self.limiter)
-        self._sinks = (self._routing, ExpertLoadSink(self.delivery, self.run_id))
+        # expert_load rows carry no rank: one rank's per window, rank 0's.
+        self._sinks: tuple[WindowSink, ...] = (self._routing,)
+        if self.leads:
+            self._sinks += (ExpertLoadSink(self.delivery, self.run_id),)
         self._monitors: list[Monitor] = []
         self._drift: list[DriftSink] = []
         self._freshness = False
@@ -127,7 +126,7 @@ class MonitoringSession(Closeable):
         interval_s = settings.alerts.evaluation_interval_s
         self._alerts = (
             BackgroundEvaluator(settings.alerts.alert_rules(), url, self.run_id, interval_s)
-            if interval_s > 0
+            if interval_s > 0 and self.leads
             else None
         )
 
@@ -192,7 +191,7 @@ class MonitoringSession(Closeable):
         return monitor
 
     def _record_monitor_config(self, config: MonitorConfig) -> None:
-        if config == self._monitor_config:
+        if config == self._monitor_config or not self.leads:
             return
         try:
             self._store.update_run_config(self.run_id, {"monitor": _monitor_record(config)})
@@ -214,7 +213,10 @@ class MonitoringSession(Closeable):
             raise ObserveError(
                 "this session already scores drift for a monitor: open a session per model"
             )
-        outputs = (DriftInstruments(self._meter), DriftResultWriter(self.delivery, self.run_id))
+        # Drift results carry no rank: rank 0's are the run's; every rank's gauges show.
+        outputs: tuple[DriftOutput, ...] = (DriftInstruments(self._meter),)
+        if self.leads:
+            outputs += (DriftResultWriter(self.delivery, self.run_id),)
         sink = DriftSink(baseline, config or self.settings.drift, outputs)
         register_drift_windows(self._meter, sink)
         self._drift.append(sink)
@@ -232,6 +234,8 @@ class MonitoringSession(Closeable):
 
         The run's end travels through the spool after everything it measured: what the
         store did not take in time waits there, and a later delivery to the store records it.
+        In a distributed run every rank closes (its monitors reduce together); only rank 0
+        records the run's end and its kept samples.
         """
         if self._closed:
             return
@@ -244,8 +248,9 @@ class MonitoringSession(Closeable):
         # The last export, the kept samples and the end only go to the spool, which no
         # network holds up; delivering them and the last evaluation share what is left.
         self.telemetry.shutdown(deadline.left())
-        self._keep_hidden_samples()
-        self.delivery.submit(end)
+        if self.leads:
+            self._keep_hidden_samples()
+            self.delivery.submit(end)
         self.delivery.close(deadline.left())
         if self._alerts is not None:
             # After delivery: the last evaluation sees every sample of the run.

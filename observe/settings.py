@@ -46,7 +46,8 @@ class Settings:
     # SQLAlchemy URL of the store; None: SQLite at .observe/observe.db.
     db_url: str | None = None
     prometheus_host: str = "127.0.0.1"
-    # 0 picks a free port (logged); None serves no /metrics endpoint.
+    # 0 picks a free port (logged); None serves no /metrics endpoint. In a distributed run
+    # each rank serves on this port plus its LOCAL_RANK (0 stays a free port per rank).
     prometheus_port: int | None = 9464
     # Seconds a closing run keeps serving /metrics for one scrape of its final values, when
     # it has been scraped at all; two scrape intervals of collectors/prometheus.yml. 0: none.
@@ -280,6 +281,10 @@ def parse(value: Any, kind: Any, where: str) -> Any:
         (kind,) = [a for a in args if a is not type(None)]
         return parse(value, kind, where)
     try:
+        if kind is bool:
+            if isinstance(value, str):
+                return _BOOLEANS[value.strip().lower()]
+            return _exact(value, bool)
         if kind is int and not isinstance(value, bool | float):
             return int(value.strip()) if isinstance(value, str) else _exact(value, int)
         if kind is float and not isinstance(value, bool):
@@ -294,7 +299,13 @@ def parse(value: Any, kind: Any, where: str) -> Any:
             return typing.get_origin(kind)(_exact(item, str).strip() for item in items)
     except (TypeError, ValueError):
         pass
+    except KeyError:  # text that says neither yes nor no
+        pass
     raise ObserveError(f"{where} = {value!r} is not valid: expected {_describe(kind)}")
+
+
+# What the environment may say for a yes/no setting (a file says true or false).
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
 def _exact(value: Any, kind: Any) -> Any:
@@ -306,5 +317,11 @@ def _exact(value: Any, kind: Any) -> Any:
 def _describe(kind: Any) -> str:
     if typing.get_origin(kind) in (frozenset, tuple):
         return "a list of names"
-    names = {int: "a whole number", float: "a finite number", str: "text", Path: "a path"}
+    names = {
+        bool: "true or false",
+        int: "a whole number",
+        float: "a finite number",
+        str: "text",
+        Path: "a path",
+    }
     return names.get(kind, str(kind))

@@ -24,9 +24,10 @@ from sqlalchemy import select
 from observe import catalogue
 from observe.alerts.signals import promql_string
 from observe.catalogue import MAX_IDENTIFIER_CHARS
+from observe.distributed import new_run_id
 from observe.errors import ObserveError
 from observe.hooks import MonitorConfig
-from observe.pipeline import MonitoringSession, new_run_id
+from observe.pipeline import MonitoringSession
 from observe.settings import Settings
 from observe.store.delivery import Delivery
 from observe.store.engine import connect

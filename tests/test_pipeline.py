@@ -263,6 +263,8 @@ def test_distributed_runs_label_every_series_with_the_rank(
 ) -> None:
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job-1")  # as torchrun --standalone sets it
+    monkeypatch.delenv("OBSERVE_RUN_ID", raising=False)
     # Prometheus stops before the session closes: no scrape to wait for.
     options = settings(tmp_path, prometheus_linger_s=0)
     with MonitoringSession(options, model="tiny-test") as session:
@@ -276,7 +278,11 @@ def test_distributed_runs_label_every_series_with_the_rank(
     with engine.connect() as db:
         labels = db.execute(sa.text("select labels from series")).scalars().all()
     engine.dispose()
-    assert labels and all(json_labels(label).get("rank") == "1" for label in labels)
+    assert labels and all(
+        (json_labels(label).get("rank"), json_labels(label).get("world_size")) == ("1", "2")
+        for label in labels
+    )
+    assert session.run_id == "tiny-test-job-1"
 
 
 def json_labels(value: Any) -> dict[str, str]:

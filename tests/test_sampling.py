@@ -153,7 +153,7 @@ def window_sums(rng: np.random.Generator, entropy_slots: int) -> WindowSums:
         torch.from_numpy(scalars),
         torch.from_numpy(rng.integers(0, 20, (L, E))),
         torch.from_numpy(rng.integers(0, 9, (L, E, entropy_slots))),
-        (3, 4),
+        torch.tensor([3, 4]),
         None,
     )
 

@@ -87,3 +87,13 @@ def test_monitor_settings_have_one_owner(tmp_path: Path) -> None:
     assert settings.monitor == MonitorConfig(
         flush_every=2, metrics=frozenset({"routing"}), reservoir_size=16, router_sample_rate=0.5
     )
+
+
+def test_monitor_switches_read_as_booleans_and_reduce_is_checked() -> None:
+    environ = {"OBSERVE_MONITOR_REQUIRE_ROUTERS": "no", "OBSERVE_MONITOR_REDUCE": "global"}
+    monitor = load_settings(None, environ=environ).monitor
+    assert (monitor.require_routers, monitor.reduce) == (False, "global")
+    with pytest.raises(ObserveError, match="true or false"):
+        load_settings(None, environ={"OBSERVE_MONITOR_REQUIRE_ROUTERS": "maybe"})
+    with pytest.raises(ObserveError, match="'local'"):
+        load_settings(None, environ={"OBSERVE_MONITOR_REDUCE": "all"})

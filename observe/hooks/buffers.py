@@ -39,8 +39,8 @@ class WindowSums:
     scalars_LC: torch.Tensor
     tokens_per_expert_LE: torch.Tensor
     entropy_histogram_LES: torch.Tensor
-    # Router calls per layer: a host-side count, so the router-loss sums can be averaged.
-    calls_L: tuple[int, ...]
+    # Router calls per layer, so the router-loss sums can be averaged.
+    calls_L: torch.Tensor
     ready: torch.cuda.Event | None
 
     def wait(self) -> None:
@@ -59,7 +59,8 @@ class RoutingBuffers:
         router_losses: bool = True,
     ) -> None:
         """`n_experts_L`: experts of each MoE layer, in layer order."""
-        L, E = len(n_experts_L), max(n_experts_L)
+        # A model part without MoE layers has none (`require_routers=False`).
+        L, E = len(n_experts_L), max(n_experts_L, default=1)
         self.device = device
         self.n_experts_L = n_experts_L
         self.entropy_slots = entropy_slots
@@ -70,7 +71,10 @@ class RoutingBuffers:
         self.tokens_per_expert_LE = torch.zeros(L, E, dtype=torch.long, device=device)
         S = entropy_slots if histogram else 0
         self.entropy_histogram_LES = torch.zeros(L, E, S, dtype=torch.long, device=device)
+        # Counted on the host: hooks must not touch the device for it.
         self.calls_L = [0] * L
+        # Every rank's calls, once a reduction summed them on the device (`stacked`).
+        self._reduced_calls_L: torch.Tensor | None = None
 
     def add_calls(
         self,
@@ -159,6 +163,21 @@ class RoutingBuffers:
         dropped_R = torch.stack([d.reshape(()) for d in dropped]).to(torch.float64)
         self.scalars_LC[:, DROPPED].index_add_(0, layer_R, dropped_R)
 
+    def stacked(self) -> torch.Tensor:
+        """Every sum in one float64 vector, the calls per layer last, for one collective:
+        float64 holds counts exactly up to 2⁵³."""
+        calls_L = _to_device(torch.tensor(self.calls_L, dtype=torch.float64), self.device)
+        parts = (self.scalars_LC, self.tokens_per_expert_LE, self.entropy_histogram_LES)
+        return torch.cat([*(t.reshape(-1).double() for t in parts), calls_L])
+
+    def unstack(self, sums: torch.Tensor) -> None:
+        """Takes `sums`, laid out as `stacked` lays them out, as these buffers' sums."""
+        parts = (self.scalars_LC, self.tokens_per_expert_LE, self.entropy_histogram_LES)
+        *values, calls_L = sums.split([*(t.numel() for t in parts), len(self.calls_L)])
+        for t, v in zip(parts, values, strict=True):
+            t.view(-1).copy_(v if t.is_floating_point() else v.round())
+        self._reduced_calls_L = calls_L.round().long()
+
     def drain(self) -> WindowSums:
         """Starts copying the sums to the host and zeroes them, without waiting for the copy."""
         on_gpu = self.device.type == "cuda"
@@ -168,11 +187,17 @@ class RoutingBuffers:
             host.copy_(t, non_blocking=True)
             t.zero_()  # queued after the copy on the same stream
             copies.append(host)
+        if self._reduced_calls_L is None:
+            calls = torch.tensor(self.calls_L, dtype=torch.long)
+        else:
+            # Copied before the event below is recorded, which thus covers this copy too.
+            calls = torch.empty(len(self.calls_L), dtype=torch.long, pin_memory=on_gpu)
+            calls.copy_(self._reduced_calls_L, non_blocking=True)
         ready = None
         if on_gpu:
             ready = torch.cuda.Event()
             ready.record()
-        calls, self.calls_L = tuple(self.calls_L), [0] * len(self.calls_L)
+        self.calls_L, self._reduced_calls_L = [0] * len(self.calls_L), None
         scalars, tokens_per_expert, histogram = copies
         return WindowSums(scalars, tokens_per_expert, histogram, calls, ready)
 

@@ -1,4 +1,5 @@
-"""What a monitor measures, how often it flushes, and how much it samples."""
+"""What a monitor measures, how often it flushes, how much it samples, and whose figures
+it reports in a distributed run."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ METRICS = frozenset(
     {"routing", "router_losses", "entropy_histogram", "dropped_tokens", "hidden_states"}
 )
 MAX_ENTROPY_SLOTS = 256
+# Whose figures a monitor reports in a distributed run: each rank its own, or every rank
+# the sums over all ranks (observe/hooks/reduction.py).
+REDUCTIONS = ("local", "global")
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,15 @@ class MonitorConfig:
     # Columns of the experts × routing-entropy histogram.
     entropy_slots: int = 16
     seed: int = 0
+    # "global": every flush sums the window over all ranks of torch.distributed's default
+    # group, in one collective; every rank's snapshot() then holds the run's figures and
+    # only rank 0's sinks get windows. Every rank must then step, flush, snapshot and close
+    # its monitor together.
+    reduce: str = "local"
+    # False: a model (or a pipeline stage of one) without an MoE router is attached anyway,
+    # measuring nothing of routing; under "global" it takes part in every reduction with
+    # zeros, so that the ranks that hold routers do not wait for it for ever.
+    require_routers: bool = True
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.metrics) - METRICS)
@@ -45,6 +58,11 @@ class MonitorConfig:
             rate = getattr(self, name)
             if not 0 < rate <= 1:
                 raise ObserveError(f"{name}={rate} must be in (0, 1]: 1 measures every forward")
+        if self.reduce not in REDUCTIONS:
+            raise ObserveError(
+                f"reduce={self.reduce!r}: choose 'local' (each rank's own figures) or "
+                "'global' (sums over every rank)"
+            )
         for name in ("reservoir_size", "window_sample_size"):
             if getattr(self, name) < 1:
                 raise ObserveError(f"{name}={getattr(self, name)} must be at least 1")

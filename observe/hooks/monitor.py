@@ -2,7 +2,8 @@
 
 Hooks only queue tensor ops on the model's device. Every `flush_every` steps the sums are
 copied out without blocking and a background thread turns them into statistics for the
-sinks; `snapshot()` is the one call that waits.
+sinks; `snapshot()` is the one call that waits. Under `reduce="global"` each flush first
+sums the window over every rank (observe/hooks/reduction.py).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -25,6 +25,7 @@ from observe.errors import ObserveError
 from observe.hooks.adapters import SUPPORTED_FAMILIES, RouterAdapter, known_adapters
 from observe.hooks.buffers import RouterCall, RoutingBuffers
 from observe.hooks.config import MonitorConfig
+from observe.hooks.reduction import GlobalReduction, RouterLayout
 from observe.hooks.reservoir import HiddenStateReservoir
 from observe.hooks.stats import RoutingStats, RoutingTotals
 from observe.hooks.worker import WindowSink, WindowWorker
@@ -40,13 +41,6 @@ logger = logging.getLogger("observe")
 # bounds keep the memory the recorded tensors hold small (4M logits: 16 MB in float32).
 MAX_PENDING_CALLS = 512
 MAX_PENDING_LOGITS = 1 << 22
-
-
-@dataclass(frozen=True)
-class _Router:
-    name: str
-    n_experts: int
-    top_k: int
 
 
 # Models with a monitor attached: two monitors on one model would count every token twice.
@@ -68,20 +62,35 @@ def attach(
     each flushed window's statistics on the monitor's background thread. `drift`
     (`observe.drift.DriftSink(baseline)`) scores each window against a baseline; the
     monitor closes it, and `monitor.drift.latest` holds the newest scores.
+
+    With `config.reduce="global"` every rank must attach (its monitors agree on the layers
+    they sum) and then step, snapshot and close together.
     """
     config = config or MonitorConfig()
     candidates = [adapter] if adapter is not None else list(known_adapters())
     for candidate in candidates:
         routers = [(n, m) for n, m in model.named_modules() if candidate.is_router(m)]
         if routers:
-            attention = [(n, m) for n, m in model.named_modules() if candidate.is_attention(m)]
-            return Monitor(model, config, candidate, routers, attention, sinks, drift)
+            return Monitor(
+                model, config, candidate, routers, _attention(model, candidate), sinks, drift
+            )
+    if not config.require_routers:
+        # A pipeline stage without MoE layers: its hidden states, if the adapter knows its
+        # attention layers, and its part in every reduction.
+        fallback = next((c for c in candidates if _attention(model, c)), candidates[0])
+        return Monitor(model, config, fallback, [], _attention(model, fallback), sinks, drift)
     tried = f"the {adapter.name!r} adapter" if adapter is not None else SUPPORTED_FAMILIES
     raise ObserveError(
         f"no MoE router found in {type(model).__name__}: observe recognises {tried}. For "
         "another model, subclass observe.RouterAdapter (is_router, read_router) and pass it "
-        "as attach(model, adapter=...) or register it with observe.register_adapter"
+        "as attach(model, adapter=...) or register it with observe.register_adapter. A "
+        "part of a model that holds no MoE layer (a pipeline stage) attaches with "
+        "MonitorConfig(require_routers=False)"
     )
+
+
+def _attention(model: nn.Module, adapter: RouterAdapter) -> list[tuple[str, nn.Module]]:
+    return [(n, m) for n, m in model.named_modules() if adapter.is_attention(m)]
 
 
 class Monitor(Closeable):
@@ -97,6 +106,8 @@ class Monitor(Closeable):
         sinks: Sequence[WindowSink] = (),
         drift: DriftSink | None = None,
     ) -> None:
+        # Checked first: a failed attach must leave the model free to attach again.
+        self._reduction = GlobalReduction() if config.reduce == "global" else None
         with _monitored_lock:
             if model in _monitored:
                 raise ObserveError(
@@ -106,10 +117,24 @@ class Monitor(Closeable):
         self.model = model
         self.config = config
         self.adapter = adapter
-        self.routers = [
-            _Router(name, adapter.n_experts(module), adapter.top_k(module))
+        parents = dict(model.named_modules())
+        own = [
+            RouterLayout(
+                name,
+                adapter.n_experts(module),
+                adapter.top_k(module),
+                # The router's parent is the MoE block ("" names the model itself).
+                {"routing", "dropped_tokens"} <= config.metrics
+                and adapter.drops_tokens(parents[name.rpartition(".")[0]]),
+            )
             for name, module in routers
         ]
+        # Under a global reduction, every rank's layers: those of other pipeline stages
+        # count zeros here.
+        self.routers = own if self._reduction is None else self._reduction.agree(own)
+        drift_sinks: tuple[DriftSink, ...] = () if drift is None else (drift,)
+        if self._reduction is not None and not self._reduction.exports:
+            sinks, drift_sinks = (), ()
         self.attention_names = [name for name, _ in attention]
         self.step_count = 0
         self.overhead_ns = 0
@@ -133,7 +158,7 @@ class Monitor(Closeable):
             HiddenStateReservoir(
                 len(attention), config.window_sample_size, device, seed=config.seed + 1
             )
-            if drift is not None or any(getattr(s, "wants_hidden_states", False) for s in sinks)
+            if drift_sinks or any(getattr(s, "wants_hidden_states", False) for s in sinks)
             else None
         )
         self._random = random.Random(config.seed)
@@ -146,8 +171,6 @@ class Monitor(Closeable):
         self._window_first_step = 1
         self._closed = False
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
-        # Layers whose dropped assignments are measured; the others report None.
-        self._drops_L = [False] * len(self.routers)
         self._attention_hooks: list[tuple[nn.Module, Callable[..., None]]] = []
         self._attention_handles: list[torch.utils.hooks.RemovableHandle] = []
         self._register(routers, attention)
@@ -156,9 +179,10 @@ class Monitor(Closeable):
                 n_experts_L, config.entropy_slots if histogram else 0, config.router_sample_rate
             ),
             [r.name for r in self.routers],
-            self._drops_L,
+            # Layers whose dropped assignments are measured; the others report None.
+            [r.drops_tokens for r in self.routers],
             self.attention_names,
-            (*sinks, drift) if drift is not None else sinks,
+            (*sinks, *drift_sinks),
         )
         self.drift = drift
         self._log_attached()
@@ -177,8 +201,10 @@ class Monitor(Closeable):
         )
         hook(self.model.register_forward_hook(self._callback(self._after_forward)))
         parents = dict(self.model.named_modules())
+        layer_of = {r.name: layer for layer, r in enumerate(self.routers)}
         if "routing" in metrics:
-            for layer, (name, router) in enumerate(routers):
+            for name, router in routers:
+                layer = layer_of[name]
                 on_router = functools.partial(self._on_router, layer)
                 hook(router.register_forward_hook(self._callback(on_router)))
                 # The router's parent: the MoE block ("" names the model itself).
@@ -189,8 +215,7 @@ class Monitor(Closeable):
                     hook(
                         site.register_forward_pre_hook(self._callback(on_choice), with_kwargs=True)
                     )
-                if "dropped_tokens" in metrics and adapter.drops_tokens(block):
-                    self._drops_L[layer] = True
+                if self.routers[layer].drops_tokens:
                     on_block = functools.partial(self._on_moe_block, layer)
                     hook(block.register_forward_hook(self._callback(on_block)))
         if "hidden_states" in metrics:
@@ -334,18 +359,24 @@ class Monitor(Closeable):
     # -- steps and flushes -------------------------------------------------------------
 
     def step(self) -> None:
-        """Marks the end of a training or serving step; every `flush_every` steps, flushes."""
+        """Marks the end of a training or serving step; every `flush_every` steps, flushes.
+        The step count alone decides: under a global reduction every rank flushes, and so
+        takes part in the collective, at the same step."""
         self.step_count += 1
         if self.step_count - self._window_first_step + 1 >= self.config.flush_every:
             self.flush()
 
     def flush(self) -> None:
-        """Starts copying the window's sums to the host; returns without waiting."""
+        """Starts copying the window's sums to the host; returns without waiting. Under a
+        global reduction, every rank must call it (as `snapshot` and `close` do) together."""
         if self._closed:
             return
         started = time.perf_counter_ns()
         self._fold()
-        if self.step_count < self._window_first_step and not any(self._buffers.calls_L):
+        if self._reduction is not None:
+            # No early return on this rank's own sums: the others would wait for it.
+            self._reduction.reduce(self._buffers)
+        elif self.step_count < self._window_first_step and not any(self._buffers.calls_L):
             return  # nothing new since the last flush
         # Drained first: the routing sums' ready event then covers these copies too.
         hidden = self._window_sample.drain() if self._window_sample is not None else []
@@ -357,7 +388,8 @@ class Monitor(Closeable):
     # -- reading -------------------------------------------------------------------------
 
     def snapshot(self) -> RoutingStats:
-        """Statistics since attach, every step so far included; waits for the device."""
+        """Statistics since attach, every step so far included; waits for the device. Under
+        a global reduction, every rank's are the sums over all ranks."""
         self.flush()
         layers = self._worker.total_stats()
         return RoutingStats(1, self.step_count, layers, self.config.router_sample_rate)

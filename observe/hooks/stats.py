@@ -129,7 +129,7 @@ class RoutingTotals:
         self, n_experts_L: list[int], entropy_slots: int, sample_rate: float = 1.0
     ) -> None:
         """`entropy_slots` 0: the entropy histogram is off."""
-        L, E = len(n_experts_L), max(n_experts_L)
+        L, E = len(n_experts_L), max(n_experts_L, default=1)
         self.n_experts_L = n_experts_L
         self.sample_rate = sample_rate
         self.scalars_LC = np.zeros((L, len(SCALARS)), dtype=np.float64)
@@ -153,7 +153,7 @@ class RoutingTotals:
             totals.scalars_LC += window.scalars_LC.numpy()
             totals.tokens_per_expert_LE += window.tokens_per_expert_LE.numpy()
             totals.entropy_histogram_LES += window.entropy_histogram_LES.numpy()
-            totals.calls_L += np.asarray(window.calls_L, dtype=np.int64)
+            totals.calls_L += window.calls_L.numpy()
         return own
 
     def layer_stats(self, names: list[str], drops_L: list[bool]) -> tuple[LayerStats, ...]:

@@ -79,7 +79,9 @@ class WindowWorker:
             try:
                 sums.wait()
                 one = self.totals.add(sums)
-                if self.sinks:
+                # A window of no step and no router call: a global monitor flushes one
+                # whenever asked, as every rank must take part, but it tells sinks nothing.
+                if self.sinks and (last_step >= first_step or bool(sums.calls_L.any())):
                     stats = one.layer_stats(self.names, self.drops_L)
                     samples = {
                         # Empty when no sink wants the samples: the monitor took none.

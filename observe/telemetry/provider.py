@@ -30,7 +30,14 @@ from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry
 
 from observe import signals
-from observe.catalogue import MODEL_LABEL, RANK_LABEL, RESOURCE_LABELS, RUN_LABEL
+from observe.catalogue import (
+    MODEL_LABEL,
+    RANK_LABEL,
+    RESOURCE_LABELS,
+    RUN_LABEL,
+    WORLD_SIZE_LABEL,
+)
+from observe.distributed import Placement
 from observe.errors import ObserveError
 from observe.instruments import SCOPE
 from observe.settings import Settings
@@ -90,21 +97,29 @@ class Telemetry:
         run_id: str,
         model: str,
         exporters: Sequence[MetricExporter] = (),
-        rank: int | None = None,
+        placement: Placement | None = None,
     ) -> None:
+        """`placement`: this rank's place in a distributed run, whose every series then
+        carries `rank` and `world_size`; None when the process runs alone."""
         attributes: dict[str, str | int] = {
             "service.name": "observe",
             RUN_LABEL: run_id,
             MODEL_LABEL: model,
         }
-        if rank is not None:
-            attributes[RANK_LABEL] = rank
+        port = settings.prometheus_port
+        if placement is not None:
+            attributes[RANK_LABEL] = placement.rank
+            attributes[WORLD_SIZE_LABEL] = placement.world_size
+            # The ranks of one machine each serve /metrics: one port each, which
+            # collectors/prometheus.yml lists as one target per rank.
+            if port:
+                port += placement.local_rank
         readers: list[MetricReader] = []
         self.metrics_port: int | None = None
         self.endpoint: MetricsEndpoint | None = None
         self._linger_s = settings.prometheus_linger_s
         self.final_scrape = FinalScrape.NOT_AWAITED
-        if settings.prometheus_port is not None:
+        if port is not None:
             # A registry of its own: two runs in one process must not share series.
             registry = CollectorRegistry(auto_describe=True)
             readers.append(
@@ -118,7 +133,7 @@ class Telemetry:
             self.endpoint = MetricsEndpoint(
                 registry,
                 settings.prometheus_host,
-                settings.prometheus_port,
+                port,
                 tls=settings.metrics.server_context(),
                 credentials=credentials,
             )

@@ -50,20 +50,22 @@ def _labels(*attribute_sets: Mapping[str, Any] | None) -> dict[str, str]:
 
 
 class StoreExporter(MetricExporter):
-    """Every collection's data points as store samples of one run.
+    """Every collection's data points as store samples of one run; with `heartbeats`, each
+    export also says the run's process lives (in a distributed run, only rank 0's does).
 
     A point whose labels hold text the store cannot keep (a user's attribute with NUL) is
     left out, counted in `refused_samples` and logged once per metric: in its batch, it
     would have made the store refuse every other point with it.
     """
 
-    def __init__(self, delivery: Delivery, run_id: str) -> None:
+    def __init__(self, delivery: Delivery, run_id: str, *, heartbeats: bool = True) -> None:
         super().__init__()
         self.delivery = delivery
         self.run_id = run_id
         # Written by the reader's export thread only (the SDK runs one export at a time).
         self.refused_samples = 0
         self._warned: set[str] = set()
+        self.heartbeats = heartbeats
 
     def export(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
@@ -101,7 +103,7 @@ class StoreExporter(MetricExporter):
                             samples.append(Sample(time, metric.name, labels, float(point.value)))
         # Every export, also one with nothing new, carries the heartbeat: it says the run's
         # process was alive when it was made (observe/store/liveness.py).
-        heartbeat = dt.datetime.now(dt.UTC)
+        heartbeat = dt.datetime.now(dt.UTC) if self.heartbeats else None
         self.delivery.submit(
             Batch(self.run_id, tuple(samples), tuple(histograms), heartbeat=heartbeat)
         )
