@@ -43,7 +43,7 @@ def write_monitoring(directory: Path, alerts: AlertsConfig) -> Path:
     their Grafana provisioning, in `directory`, laid out as in the repository; returns the
     Prometheus configuration's path. Start Grafana from `directory`."""
     files: dict[str, str] = {
-        "prometheus.yml": render_prometheus_config("alerts"),
+        "prometheus.yml": render_prometheus_config("alerts", ranks=1),
         **{f"alerts/{path}": text for path, text in alert_files(alerts).items()},
         **{path: render() for path, render in GENERATED.items() if path.startswith("dashboards/")},
     }

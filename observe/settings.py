@@ -39,6 +39,8 @@ DEFAULT_CONFIG_FILE = Path("observe.toml")
 LOST_AFTER_EXPORTS = 3
 LOST_AFTER_DEFAULT = timedelta(minutes=2)
 ENV_PREFIX = "OBSERVE_"
+# Where /metrics is served unless told otherwise; a distributed rank adds its LOCAL_RANK.
+DEFAULT_PROMETHEUS_PORT = 9464
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ class Settings:
     prometheus_host: str = "127.0.0.1"
     # 0 picks a free port (logged); None serves no /metrics endpoint. In a distributed run
     # each rank serves on this port plus its LOCAL_RANK (0 stays a free port per rank).
-    prometheus_port: int | None = 9464
+    prometheus_port: int | None = DEFAULT_PROMETHEUS_PORT
     # Seconds a closing run keeps serving /metrics for one scrape of its final values, when
     # it has been scraped at all; two scrape intervals of collectors/prometheus.yml. 0: none.
     prometheus_linger_s: float = 10.0

@@ -17,6 +17,7 @@ from conftest import libpq_url
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
+from opentelemetry.proto.metrics.v1.metrics_pb2 import AGGREGATION_TEMPORALITY_CUMULATIVE
 from pg_cluster import PgCluster
 from prometheus_server import StartPrometheus, free_port
 
@@ -169,7 +170,12 @@ class OtlpReceiver(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_otlp_export_reaches_a_collector_endpoint(tmp_path: Path) -> None:
+def test_otlp_export_reaches_a_collector_endpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Remote write, where a Collector sends these, takes cumulative figures only: a user's
+    # preference for deltas must not reach observe's export.
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "delta")
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), OtlpReceiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     endpoint = f"http://127.0.0.1:{server.server_port}"
@@ -186,15 +192,17 @@ def test_otlp_export_reaches_a_collector_endpoint(tmp_path: Path) -> None:
     assert OtlpReceiver.bodies
     # A short job's final state reaches the collector.
     last = ExportMetricsServiceRequest.FromString(OtlpReceiver.bodies[-1])
-    tokens = [
-        point.as_int
-        for resource in last.resource_metrics
+    [resource] = last.resource_metrics
+    attributes = {a.key: a.value.string_value for a in resource.resource.attributes}
+    assert attributes[catalogue.RUN_LABEL] == session.run_id
+    [expert_tokens] = [
+        metric
         for scope in resource.scope_metrics
         for metric in scope.metrics
         if metric.name == catalogue.EXPERT_TOKENS.name
-        for point in metric.sum.data_points
     ]
-    assert sum(tokens) == total_tokens(snapshot)
+    assert expert_tokens.sum.aggregation_temporality == AGGREGATION_TEMPORALITY_CUMULATIVE
+    assert sum(p.as_int for p in expert_tokens.sum.data_points) == total_tokens(snapshot)
     assert session.telemetry.otlp.failed == 0
 
 

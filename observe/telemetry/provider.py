@@ -201,4 +201,28 @@ def _otlp_exporter(endpoint: str) -> MetricExporter:
             f"--otlp-endpoint {endpoint!r} is not an http(s) URL: pass the Collector's "
             "OTLP/HTTP address, e.g. http://127.0.0.1:4318"
         )
-    return OTLPMetricExporter(endpoint=endpoint.rstrip("/") + "/v1/metrics")
+    from opentelemetry.sdk.metrics import (
+        Counter,
+        Histogram,
+        ObservableCounter,
+        ObservableGauge,
+        ObservableUpDownCounter,
+        UpDownCounter,
+    )
+    from opentelemetry.sdk.metrics.export import AggregationTemporality
+
+    # Cumulative whatever OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE says: Prometheus
+    # remote write, where the Collector sends observe's figures, takes no deltas, and a
+    # cumulative point lost on the way is made good by the next one.
+    instruments = (
+        Counter,
+        UpDownCounter,
+        Histogram,
+        ObservableCounter,
+        ObservableUpDownCounter,
+        ObservableGauge,
+    )
+    return OTLPMetricExporter(
+        endpoint=endpoint.rstrip("/") + "/v1/metrics",
+        preferred_temporality=dict.fromkeys(instruments, AggregationTemporality.CUMULATIVE),
+    )
