@@ -11,14 +11,11 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import Connection, select, tuple_
+from sqlalchemy import Connection, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from observe.store.records import Batch, Family, HistogramSample, Sample
 from observe.store.schema import SERIES
-
-# Series looked up per statement: well under SQLite's limit on bound parameters.
-_LOOKUP_CHUNK = 500
 
 # A series as the cache knows it: run, metric name and sorted label pairs (cheaper than JSON).
 SeriesKey = tuple[str, str, tuple[tuple[str, str], ...]]
@@ -108,16 +105,18 @@ def series_ids(
         rows,
     )
     by_text = {(r["name"], r["labels_key"]): key for r, key in zip(rows, wanted, strict=True)}
-    pairs = list(by_text)
+    names = sorted({name for name, _ in by_text})
     found: dict[SeriesKey, int] = {}
-    for start in range(0, len(pairs), _LOOKUP_CHUNK):
-        chunk = pairs[start : start + _LOOKUP_CHUNK]
-        for id_, name, labels_text in connection.execute(
-            select(SERIES.c.id, SERIES.c.name, SERIES.c.labels_key).where(
-                SERIES.c.run_id == run_id, tuple_(SERIES.c.name, SERIES.c.labels_key).in_(chunk)
-            )
-        ):
-            found[by_text[(name, labels_text)]] = id_
+    # By run and metric, not by label set: one statement on the unique index's prefix, where
+    # a list of (name, labels) pairs took a statement per few hundred series.
+    for id_, name, labels_text in connection.execute(
+        select(SERIES.c.id, SERIES.c.name, SERIES.c.labels_key).where(
+            SERIES.c.run_id == run_id, SERIES.c.name.in_(names)
+        )
+    ):
+        key = by_text.get((name, labels_text))
+        if key is not None:
+            found[key] = id_
     return found
 
 
