@@ -104,7 +104,9 @@ def series_ids(
         ),
         rows,
     )
-    by_text = {(r["name"], r["labels_key"]): key for r, key in zip(rows, wanted, strict=True)}
+    by_text: dict[tuple[str, str], SeriesKey] = {
+        (str(r["name"]), str(r["labels_key"])): key for r, key in zip(rows, wanted, strict=True)
+    }
     names = sorted({name for name, _ in by_text})
     found: dict[SeriesKey, int] = {}
     # By run and metric, not by label set: one statement on the unique index's prefix, where
