@@ -18,7 +18,7 @@ from observe.errors import ObserveError
 from observe.store.engine import DEFAULT_SQLITE_PATH, connect, mask_url, resolve_url
 from observe.store.liveness import this_process
 from observe.store.queries import list_runs, parse_since, query
-from observe.store.records import Batch, ExpertLoads, HistogramSample, RunEnd, Sample
+from observe.store.records import Batch, DriftResult, ExpertLoads, HistogramSample, RunEnd, Sample
 from observe.store.schema import EXPERT_LOAD, HISTOGRAMS, RUNS, SERIES
 from observe.store.writer import Store, StoreUnavailable
 
@@ -247,10 +247,10 @@ def test_a_failed_batch_leaves_nothing_behind(store: Store) -> None:
     store.start_run("atomic", "tiny", {})
     before = count(store, "series")
     new_series = Sample(T0, "observe_moe_dead_experts", {"run": "atomic", "layer": "9"}, 1.0)
-    # The expert loads come last: samples and the new series are already sent when they
-    # break the guard of one figure per expert and step.
-    twice = ExpertLoads(1, [0, 0], [0, 0], [5, 5])
-    broken = Batch("atomic", samples=(new_series,), expert_loads=(twice,))
+    # Drift results come after the samples: samples and the new series are already sent
+    # when its details fail to serialise.
+    unwritable = DriftResult(T0, 0, "m", 0.1, None, False, 1, 1, None, {"x": object()})
+    broken = Batch("atomic", samples=(new_series,), drift_results=(unwritable,))
     with pytest.raises(Exception):  # noqa: B017 (whatever the driver raises)
         store.write(broken)
     assert count(store, "samples", RUN_SERIES.format(run="atomic")) == 0
@@ -393,7 +393,7 @@ def test_postgres_samples_go_through_copy(pg_url: str, monkeypatch: pytest.Monke
     store = Store.open(pg_url)
     batch = token_batch("copy", 0, 50)
     store.write(Batch("copy", batch.samples, expert_loads=(ExpertLoads(1, [0], [0], [5]),)))
-    assert [s.split(" (")[0] for s in statements] == ["COPY samples", "COPY expert_load"]
+    assert [s.split(" (")[0] for s in statements] == ["COPY samples", "COPY staged_expert_load"]
     assert count(store, "samples", RUN_SERIES.format(run="copy")) == 50
     store.close()
 

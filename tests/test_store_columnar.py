@@ -102,6 +102,13 @@ def test_spool_lines_of_the_per_row_form_replay(store: Store) -> None:
     assert [r.value for r in query(store.engine, "observe_steps", run="old")] == [math.inf]
 
 
+def test_figures_for_one_step_add_up(store: Store) -> None:
+    # Two windows that end at one step, or two ranks' counts: one row with the total.
+    store.write(Batch("sum", expert_loads=(ExpertLoads(4, [0, 0], [0, 1], [5, 1]),)))
+    store.write(Batch("sum", expert_loads=(ExpertLoads(4, [0], [0], [2]),)))
+    assert expert_totals(store.engine, "sum") == {0: [7, 1]}
+
+
 def test_one_copy_per_table_per_batch(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     statements: list[str] = []
     original = psycopg.Cursor.copy
@@ -115,7 +122,7 @@ def test_one_copy_per_table_per_batch(pg_url: str, monkeypatch: pytest.MonkeyPat
     batch = window("copied", 1)
     store.write(Batch("copied", batch.samples, expert_loads=batch.expert_loads,
                       families=batch.families * 2))  # fmt: skip
-    assert [s.split(" (")[0] for s in statements] == ["COPY samples", "COPY expert_load"]
+    assert [s.split(" (")[0] for s in statements] == ["COPY samples", "COPY staged_expert_load"]
     [run] = [r for r in list_runs(store.engine) if r.id == "copied"]
     assert run.samples == 1 + 2 * LAYERS * EXPERTS * SLOT_LE
     store.close()

@@ -23,7 +23,7 @@ from prometheus_server import free_port
 from observe.errors import ObserveError
 from observe.store.delivery import Delivery
 from observe.store.engine import connect
-from observe.store.records import Batch, ExpertLoads, Sample
+from observe.store.records import Batch, DriftResult, Sample
 from observe.store.spool import Spool
 from observe.store.writer import Store
 
@@ -268,13 +268,13 @@ def test_a_batch_the_store_refuses_is_set_aside(
 ) -> None:
     delivery = Delivery(f"sqlite:///{tmp_path / 'store.db'}", spool_dir, **FAST_RETRY)
     delivery.submit(batch(0))
-    # The same figure twice: the database is fine, these rows never will be.
-    twice = ExpertLoads(1, [0, 0], [0, 0], [2, 2])
-    delivery.submit(Batch("d", expert_loads=(twice,)))
+    # Too big for a 64-bit column: the database is fine, these rows never will be.
+    huge = DriftResult(datetime.now(UTC), 0, "m", 0.1, None, False, 2**70, 2**70, None, {})
+    delivery.submit(Batch("d", drift_results=(huge,)))
     delivery.submit(batch(1))
     wait_for(lambda: delivery.stats().spooled_samples == 0)
     delivery.close()
-    assert delivery.stats().rejected_samples == 2
+    assert delivery.stats().rejected_samples == 1
     assert (spool_dir / "rejected.jsonl").read_text().count("\n") == 1
     assert delivered == [0.0, 1.0]
 
@@ -326,7 +326,7 @@ def test_sigterm_flushes_then_terminates(spool_dir: Path) -> None:
         import logging, time
         from pathlib import Path
         from observe.store.delivery import Delivery, install_sigterm_flush
-        from observe.store.records import Batch, ExpertLoads, Sample
+        from observe.store.records import Batch, DriftResult, Sample
         from datetime import UTC, datetime
 
         logging.basicConfig()

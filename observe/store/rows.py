@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import psycopg
-from sqlalchemy import Connection, Table, insert, update
+from sqlalchemy import Connection, Table, insert, text, update
+from sqlalchemy.dialects import sqlite
 
 from observe.store import binary_copy as copy
-from observe.store.records import Batch
+from observe.store.records import Batch, ExpertLoads
 from observe.store.schema import (
     DRIFT_RESULTS,
     EXPERT_LOAD,
@@ -25,8 +27,8 @@ from observe.store.schema import (
 from observe.store.series import BatchSeries, series_key, upsert
 
 _COPY_SAMPLES = "COPY samples (time, series_id, value) FROM STDIN (FORMAT BINARY)"
-_COPY_EXPERT_LOAD = (
-    "COPY expert_load (run_id, step, layer, expert, tokens) FROM STDIN (FORMAT BINARY)"
+_COPY_STAGED_LOADS = (
+    "COPY staged_expert_load (step, layer, expert, tokens) FROM STDIN (FORMAT BINARY)"
 )
 
 
@@ -91,32 +93,7 @@ def write_rows(connection: Connection, batch: Batch, series: BatchSeries) -> Non
             update(RUNS).where(RUNS.c.id == run).values(samples=RUNS.c.samples + len(samples))
         )
     if batch.expert_loads:
-        loads = batch.expert_loads
-        if postgres:
-            steps = np.repeat([e.step for e in loads], [len(e) for e in loads])
-            encoded = run.encode()
-            data = copy.rows(
-                [
-                    (f"S{len(encoded)}", np.bytes_(encoded)),
-                    (copy.INT8, steps),
-                    (copy.INT4, np.concatenate([e.layer for e in loads])),
-                    (copy.INT4, np.concatenate([e.expert for e in loads])),
-                    (copy.INT8, np.concatenate([e.tokens for e in loads])),
-                ]
-            )
-            _copy(connection, _COPY_EXPERT_LOAD, data)
-        else:
-            connection.execute(
-                insert(EXPERT_LOAD),
-                [
-                    {"run_id": run, "step": e.step, "layer": layer, "expert": expert,
-                     "tokens": tokens}
-                    for e in loads
-                    for layer, expert, tokens in zip(
-                        e.layer.tolist(), e.expert.tolist(), e.tokens.tolist(), strict=True
-                    )
-                ],
-            )  # fmt: skip
+        _add_expert_loads(connection, run, batch.expert_loads, postgres=postgres)
     # Few per batch, with JSON columns: an executemany on both engines.
     if batch.drift_results:
         connection.execute(
@@ -178,6 +155,55 @@ def _replace(connection: Connection, table: Table, rows: list[dict[str, Any]]) -
             set_={c.name: statement.excluded[c.name] for c in table.c if c.name not in key},
         ),
         rows,
+    )
+
+
+def _add_expert_loads(
+    connection: Connection, run: str, loads: Sequence[ExpertLoads], *, postgres: bool
+) -> None:
+    """Adds each row's tokens to the run's figure for its (step, layer, expert).
+
+    A second figure for a key is real traffic, not a copy (a resend is caught by its
+    delivery id): two windows that end at one step, or ranks that each count their own
+    tokens. Adding keeps one row per key with the total.
+    """
+    layer = np.concatenate([e.layer for e in loads])
+    expert = np.concatenate([e.expert for e in loads])
+    tokens = np.concatenate([e.tokens for e in loads])
+    steps = np.repeat([e.step for e in loads], [len(e) for e in loads])
+    if postgres:
+        # COPY cannot resolve conflicts: stage the rows, then one INSERT … ON CONFLICT.
+        connection.exec_driver_sql(
+            "CREATE TEMPORARY TABLE IF NOT EXISTS staged_expert_load "
+            "(step int8, layer int4, expert int4, tokens int8) ON COMMIT DELETE ROWS"
+        )
+        data = copy.rows(
+            [(copy.INT8, steps), (copy.INT4, layer), (copy.INT4, expert), (copy.INT8, tokens)]
+        )
+        _copy(connection, _COPY_STAGED_LOADS, data)
+        connection.execute(
+            text(
+                "INSERT INTO expert_load (run_id, step, layer, expert, tokens) "
+                "SELECT :run, step, layer, expert, sum(tokens) FROM staged_expert_load "
+                "GROUP BY step, layer, expert "
+                "ON CONFLICT (run_id, step, layer, expert) "
+                "DO UPDATE SET tokens = expert_load.tokens + EXCLUDED.tokens"
+            ),
+            {"run": run},
+        )
+        return
+    statement = sqlite.insert(EXPERT_LOAD)
+    connection.execute(
+        statement.on_conflict_do_update(
+            index_elements=["run_id", "step", "layer", "expert"],
+            set_={"tokens": EXPERT_LOAD.c.tokens + statement.excluded.tokens},
+        ),
+        [
+            {"run_id": run, "step": st, "layer": la, "expert": ex, "tokens": to}
+            for st, la, ex, to in zip(
+                steps.tolist(), layer.tolist(), expert.tolist(), tokens.tolist(), strict=True
+            )
+        ],
     )
 
 

@@ -152,7 +152,8 @@ HISTOGRAMS = Table(
     Index("ix_histogram_samples_series_id_time", "series_id", "time"),
 )
 
-# One figure per expert, layer and step of a run: a batch that says it again is refused.
+# One row per expert, layer and step of a run: a second figure for it (two windows ending
+# at one step, or ranks counting their own tokens) adds to the row (observe/store/rows.py).
 # The unique index also serves the per-run totals (its leading column is the run).
 EXPERT_LOAD = Table(
     "expert_load",
