@@ -48,13 +48,16 @@ from observe.store.schema import (
     HISTOGRAMS,
     RUNS,
     SAMPLES,
+    SERIES,
     WINDOW_SAMPLES,
 )
 from observe.workload.config import CONFIGS
 from observe.workload.model import MoETransformer
 
 # Every table a run's rows land in.
-RUN_TABLES = (SAMPLES, HISTOGRAMS, EXPERT_LOAD, DRIFT_RESULTS, HIDDEN_SAMPLES, WINDOW_SAMPLES)
+# Tables with a run column; sample rows belong to their run through their series.
+RUN_TABLES = (EXPERT_LOAD, DRIFT_RESULTS, HIDDEN_SAMPLES, WINDOW_SAMPLES)
+SERIES_TABLES = (SAMPLES, HISTOGRAMS)
 NORMAL, OUTAGE, PARTITION = "normal", "outage", "partition"
 # Bound on waiting for the spool to drain once both faults are over.
 CATCH_UP_S = 600.0
@@ -130,6 +133,13 @@ def stored_rows(url: str, run_id: str) -> tuple[int, str]:
                     sa.select(sa.func.count()).where(table.c.run_id == run_id)
                 ).scalar_one()
                 for table in RUN_TABLES
+            ) + sum(
+                connection.execute(
+                    sa.select(sa.func.count())
+                    .select_from(table.join(SERIES, SERIES.c.id == table.c.series_id))
+                    .where(SERIES.c.run_id == run_id)
+                ).scalar_one()
+                for table in SERIES_TABLES
             )
             status = connection.execute(
                 sa.select(RUNS.c.status).where(RUNS.c.id == run_id)

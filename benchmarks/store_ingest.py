@@ -1,10 +1,17 @@
-"""Samples/s into the SQL store: COPY against one ORM object per sample, side by side.
+"""Samples/s into the SQL store: COPY against one ORM object per sample, side by side; and
+dense windows end to end beside a raw binary COPY of the same rows.
 
 Each round writes `--samples` samples to PostgreSQL with `Store.write` (binary COPY, batches
 of `--batch`), `--naive-samples` with `Store.write_naive` (an ORM object, `session.add` and
 a commit per sample), and `--samples` to SQLite with `Store.write` (executemany). Rates are
 medians over the rounds; the ratio is COPY's rate over the naive rate. Each run uses a
 database of its own on the server, dropped at the end.
+
+Then `dense_ingest`: windows of one layer × expert × slot family (64 × 256 × 16 by default,
+262,144 series) from the batch an exporter makes, through the spool (a line written with
+fsync, read back) and `Store.write` with its delivery id, beside a binary COPY of the same
+rows into a bare table (time, series_id, value; no index, no constraint), alternating, in
+one process. The first window (which creates the series) is not timed.
 
     .venv/bin/python benchmarks/store_ingest.py [--pg-url URL] [--rounds 3]
 """
@@ -17,14 +24,18 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import psycopg
 import sqlalchemy
 
 from observe.catalogue import EXPERT_TOKENS
-from observe.store.records import Batch, Sample
+from observe.store import binary_copy
+from observe.store.records import Batch, Family, Sample
+from observe.store.spool import Spool
 from observe.store.writer import Store
 
 LAYERS, EXPERTS = 4, 32  # the `bench` config: 128 series, as the hooks export them
@@ -57,6 +68,76 @@ def rate(write: Callable[[Batch], None], work: list[Batch]) -> float:
     return sum(len(b) for b in work) / (time.perf_counter() - started)
 
 
+@dataclass(frozen=True)
+class DenseIngest:
+    """Samples/s of each measured window, end to end and raw COPY, in the order run."""
+
+    samples_per_window: int
+    end_to_end: list[float]
+    raw_copy: list[float]
+
+
+def dense_ingest(
+    url: str, layers: int, experts: int, slots: int, windows: int, spool_dir: Path
+) -> DenseIngest:
+    """End-to-end ingest of `windows` dense windows into the store at `url` (migrated here),
+    each beside a raw COPY of the same rows into a bare table."""
+    store = Store.open(url)
+    run = f"dense-{uuid.uuid4().hex[:8]}"
+    store.start_run(run, "bench", {})
+    spool = Spool(spool_dir, 1 << 34)
+    raw = psycopg.connect(sqlalchemy.make_url(url).set(drivername="postgresql").render_as_string(
+        hide_password=False
+    ))  # fmt: skip
+    raw.execute("CREATE TABLE bare (time timestamptz, series_id int4, value float8)")
+    raw.commit()
+    shape = (layers, experts, slots)
+    axes = {"layer": range(layers), "expert": range(experts), "slot_le": range(slots)}
+    t0 = datetime.now(UTC)
+    end_to_end: list[float] = []
+    raw_copy: list[float] = []
+    n = layers * experts * slots
+    ids = np.arange(n, dtype=np.int32)
+    try:
+        for i in range(windows + 1):
+            time_ = t0 + timedelta(seconds=i)
+            values = np.random.default_rng(i).random(shape)
+            started = time.perf_counter()
+            # What an exporter of dense families hands the delivery, and what it does.
+            family = Family.grid(time_, EXPERT_TOKENS.name, {"run": run}, axes, values)
+            spool.append(Batch(run, families=(family,), heartbeat=time_))
+            entry = spool.peek()
+            assert entry is not None
+            store.write(entry.batch, delivery_id=entry.id)
+            spool.ack(entry)
+            e2e = n / (time.perf_counter() - started)
+            data = binary_copy.rows(
+                [
+                    (binary_copy.TIMESTAMPTZ, binary_copy.timestamp(time_)),
+                    (binary_copy.INT4, ids),
+                    (binary_copy.FLOAT8, values.reshape(-1)),
+                ]
+            )
+            started = time.perf_counter()
+            with (
+                raw.cursor() as cursor,
+                cursor.copy(
+                    "COPY bare (time, series_id, value) FROM STDIN (FORMAT BINARY)"
+                ) as copy,
+            ):
+                copy.write(data)
+            raw.commit()
+            bare = n / (time.perf_counter() - started)
+            if i:  # window 0 creates the series
+                end_to_end.append(e2e)
+                raw_copy.append(bare)
+    finally:
+        spool.close()
+        raw.close()
+        store.close()
+    return DenseIngest(n, end_to_end, raw_copy)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
@@ -64,6 +145,11 @@ def main() -> None:
     parser.add_argument("--naive-samples", type=int, default=2_000)
     parser.add_argument("--batch", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--layers", type=int, default=64)
+    parser.add_argument("--experts", type=int, default=256)
+    parser.add_argument("--slots", type=int, default=16)
+    parser.add_argument("--windows", type=int, default=5)
+    parser.add_argument("--dense-only", action="store_true", help="skip the COPY/naive table")
     args = parser.parse_args()
 
     server = sqlalchemy.make_url(args.pg_url)
@@ -74,6 +160,12 @@ def main() -> None:
         connection.execute(f'CREATE DATABASE "{name}"')
     try:
         with tempfile.TemporaryDirectory() as scratch:
+            url = server.set(database=name).render_as_string(hide_password=False)
+            dense = dense_ingest(
+                url, args.layers, args.experts, args.slots, args.windows, Path(scratch) / "spool"
+            )
+            if args.dense_only:
+                args.rounds = 0
             pg = Store.open(server.set(database=name).render_as_string(hide_password=False))
             lite = Store.open(f"sqlite:///{Path(scratch) / 'bench.db'}")
             rates: dict[str, list[float]] = {"copy": [], "naive": [], "sqlite": []}
@@ -97,6 +189,9 @@ def main() -> None:
         with psycopg.connect(admin, autocommit=True) as connection:
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
+    print_dense(dense, args, version[0] if version else "?")
+    if args.dense_only:
+        return
     copy, naive = statistics.median(rates["copy"]), statistics.median(rates["naive"])
     print(
         f"PostgreSQL {version[0] if version else '?'}, psycopg {psycopg.__version__}, "
@@ -117,6 +212,29 @@ def main() -> None:
     print(f"COPY: {copy:,.0f} samples/s (target ≥ 100,000: {'met' if copy >= 1e5 else 'MISSED'})")
     met = "met" if copy >= 10 * naive else "MISSED"
     print(f"COPY / naive: {copy / naive:.1f}× (target ≥ 10×: {met})")
+
+
+def print_dense(dense: DenseIngest, args: argparse.Namespace, version: str) -> None:
+    e2e, raw = statistics.median(dense.end_to_end), statistics.median(dense.raw_copy)
+    print(
+        f"PostgreSQL {version}; dense windows of {args.layers} × {args.experts} × "
+        f"{args.slots} = {dense.samples_per_window:,} samples; median of {args.windows}"
+    )
+    print()
+    print("| path | samples/s (min–max) |")
+    print("|---|---|")
+    for label, rates in (
+        ("end to end (Family → spool → `Store.write`)", dense.end_to_end),
+        ("raw binary COPY into a bare table", dense.raw_copy),
+    ):
+        spread = f"{min(rates):,.0f}–{max(rates):,.0f}"
+        print(f"| {label} | {statistics.median(rates):,.0f} ({spread}) |")
+    print()
+    met = "met" if e2e >= 1e6 else "MISSED"
+    print(f"end to end: {e2e:,.0f} samples/s (target ≥ 1,000,000: {met})")
+    met = "met" if e2e >= raw * 2 / 3 else "MISSED"
+    print(f"end to end / raw COPY: {e2e / raw:.2f} (target ≥ 0.67: {met})")
+    print()
 
 
 if __name__ == "__main__":

@@ -196,7 +196,9 @@ def test_sigterm_on_a_stalled_store_exits_within_the_close_limit_and_loses_nothi
         for s in batch.samples:
             assert (s.metric, tuple(sorted(s.labels.items())), s.time, s.value) in samples
         for load in batch.expert_loads:
-            assert (load.step, load.layer, load.expert, load.tokens) in loads
+            columns = (load.layer.tolist(), load.expert.tolist(), load.tokens.tolist())
+            for row in zip(*columns, strict=True):
+                assert (load.step, *row) in loads
 
 
 def _wait_for(process: subprocess.Popen[bytes], condition: Callable[[], bool], what: str) -> None:
@@ -263,7 +265,7 @@ def _stored_rows(url: str, run_id: str) -> tuple[Counter[Any], Counter[Any]]:
             samples = connection.execute(
                 sa.text(
                     "SELECT s.name, s.labels, x.time, x.value FROM samples x "
-                    "JOIN series s ON s.id = x.series_id WHERE x.run_id = :run"
+                    "JOIN series s ON s.id = x.series_id WHERE s.run_id = :run"
                 ),
                 {"run": run_id},
             )

@@ -98,7 +98,11 @@ def test_the_store_keeps_hostile_text_verbatim(hostile_store: str) -> None:
     run = HOSTILE[0]
     store.write(Batch(run, (Sample(now(), "long", {"run": run, "x": LONG}, 1),)))
     Store(store.engine).write(Batch(run, (Sample(now(), "long", {"x": LONG, "run": run}, 2),)))
-    statement = select(SAMPLES.c.series_id).join(SERIES).where(SAMPLES.c.run_id == run)
+    statement = (
+        select(SAMPLES.c.series_id)
+        .join(SERIES, SERIES.c.id == SAMPLES.c.series_id)
+        .where(SERIES.c.run_id == run)
+    )
     with store.engine.connect() as connection:
         ids = connection.execute(statement.where(SERIES.c.name == "long")).scalars().all()
     store.close()

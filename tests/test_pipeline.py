@@ -132,7 +132,7 @@ def test_the_store_holds_what_the_hooks_counted(tmp_path: Path, pg_url: str) -> 
                 select sum(value) from (
                     select distinct on (s.series_id) s.value
                     from samples s join series on series.id = s.series_id
-                    where s.run_id = :run and series.name = :name
+                    where series.run_id = :run and series.name = :name
                     order by s.series_id, s.time desc
                 ) newest
                 """

@@ -304,7 +304,7 @@ def test_a_run_ending_while_its_store_is_down_ends_when_its_spool_is_replayed(
             samples, distinct_samples = connection.execute(
                 sa.text(
                     "SELECT count(*), count(DISTINCT (series_id, time)) FROM samples "
-                    "WHERE run_id = :run"
+                    "WHERE series_id IN (SELECT id FROM series WHERE run_id = :run)"
                 ),
                 {"run": session.run_id},
             ).one()

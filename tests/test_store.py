@@ -18,8 +18,8 @@ from observe.errors import ObserveError
 from observe.store.engine import DEFAULT_SQLITE_PATH, connect, mask_url, resolve_url
 from observe.store.liveness import this_process
 from observe.store.queries import list_runs, parse_since, query
-from observe.store.records import Batch, ExpertLoad, HistogramSample, RunEnd, Sample
-from observe.store.schema import EXPERT_LOAD, HISTOGRAMS, RUNS
+from observe.store.records import Batch, DriftResult, ExpertLoads, HistogramSample, RunEnd, Sample
+from observe.store.schema import EXPERT_LOAD, HISTOGRAMS, RUNS, SERIES
 from observe.store.writer import Store, StoreUnavailable
 
 SECRET = "pa55-w0rd"
@@ -46,6 +46,9 @@ def token_batch(run: str, start: int, n: int) -> Batch:
             for i in range(n)
         ),
     )
+
+
+RUN_SERIES = "series_id IN (SELECT id FROM series WHERE run_id = '{run}')"
 
 
 def count(store: Store, table: str, where: str = "true") -> int:
@@ -172,7 +175,7 @@ def test_batches_round_trip_through_json() -> None:
         "run-1",
         samples=(Sample(T0, TOKENS, {"layer": "0", "note": "é ✓"}, math.inf),),
         histograms=(HistogramSample(T0, LATENCY, {}, 3, 0.5, (0.1, 1.0), (1, 2, 0)),),
-        expert_loads=(ExpertLoad(7, 1, 3, 120),),
+        expert_loads=(ExpertLoads(7, [1], [3], [120]),),
     )
     assert Batch.from_json(batch.to_json()) == batch
     assert len(batch) == 3
@@ -203,9 +206,7 @@ def test_what_is_written_reads_back(store: Store) -> None:
                     T0, LATENCY, {"run": "rt", "model": "tiny"}, 4, 1.25, (0.1, 1.0), (1, 3, 0)
                 ),
             ),
-            expert_loads=tuple(
-                ExpertLoad(5, layer, e, 10 * e) for layer in (0, 1) for e in range(4)
-            ),
+            expert_loads=(ExpertLoads.of_layers(5, {0: [0, 10, 20, 30], 1: [0, 10, 20, 30]}),),
         )
     )
     store.write(Batch("rt", end=ended_here("finished")))
@@ -223,7 +224,9 @@ def test_what_is_written_reads_back(store: Store) -> None:
     H, E = HISTOGRAMS.c, EXPERT_LOAD.c
     with store.engine.connect() as connection:
         [histogram] = connection.execute(
-            sa.select(H.count, H.sum, H.bounds, H.bucket_counts).where(H.run_id == "rt")
+            sa.select(H.count, H.sum, H.bounds, H.bucket_counts)
+            .join(SERIES, SERIES.c.id == H.series_id)
+            .where(SERIES.c.run_id == "rt")
         ).all()
         loads = connection.execute(
             sa.select(E.layer, E.expert, E.tokens)
@@ -244,21 +247,23 @@ def test_a_failed_batch_leaves_nothing_behind(store: Store) -> None:
     store.start_run("atomic", "tiny", {})
     before = count(store, "series")
     new_series = Sample(T0, "observe_moe_dead_experts", {"run": "atomic", "layer": "9"}, 1.0)
-    # The expert loads come last: samples and the new series are already sent when it fails.
-    broken = Batch("atomic", samples=(new_series,), expert_loads=(ExpertLoad(1, 0, 0, object()),))
+    # Drift results come after the samples: samples and the new series are already sent
+    # when its details fail to serialise.
+    unwritable = DriftResult(T0, 0, "m", 0.1, None, False, 1, 1, None, {"x": object()})
+    broken = Batch("atomic", samples=(new_series,), drift_results=(unwritable,))
     with pytest.raises(Exception):  # noqa: B017 (whatever the driver raises)
         store.write(broken)
-    assert count(store, "samples", "run_id = 'atomic'") == 0
+    assert count(store, "samples", RUN_SERIES.format(run="atomic")) == 0
     assert count(store, "series") == before
     store.write(Batch("atomic", samples=(new_series,)))  # the cache holds no rolled-back id
-    assert count(store, "samples", "run_id = 'atomic'") == 1
+    assert count(store, "samples", RUN_SERIES.format(run="atomic")) == 1
 
 
 def test_a_delivery_id_is_written_once(store: Store) -> None:
     batch = token_batch("once", 0, 5)
     store.write(batch, delivery_id="a" * 32)
     store.write(batch, delivery_id="a" * 32)
-    assert count(store, "samples", "run_id = 'once'") == 5
+    assert count(store, "samples", RUN_SERIES.format(run="once")) == 5
 
 
 def test_query_filters_by_run_and_time(store: Store) -> None:
@@ -387,9 +392,9 @@ def test_postgres_samples_go_through_copy(pg_url: str, monkeypatch: pytest.Monke
     monkeypatch.setattr(psycopg.Cursor, "copy", spy)
     store = Store.open(pg_url)
     batch = token_batch("copy", 0, 50)
-    store.write(Batch("copy", batch.samples, expert_loads=(ExpertLoad(1, 0, 0, 5),)))
-    assert [s.split(" (")[0] for s in statements] == ["COPY samples", "COPY expert_load"]
-    assert count(store, "samples", "run_id = 'copy'") == 50
+    store.write(Batch("copy", batch.samples, expert_loads=(ExpertLoads(1, [0], [0], [5]),)))
+    assert [s.split(" (")[0] for s in statements] == ["COPY samples", "COPY staged_expert_load"]
+    assert count(store, "samples", RUN_SERIES.format(run="copy")) == 50
     store.close()
 
 

@@ -23,7 +23,7 @@ from prometheus_server import free_port
 from observe.errors import ObserveError
 from observe.store.delivery import Delivery
 from observe.store.engine import connect
-from observe.store.records import Batch, ExpertLoad, Sample
+from observe.store.records import Batch, DriftResult, Sample
 from observe.store.spool import Spool
 from observe.store.writer import Store
 
@@ -133,7 +133,10 @@ def stored_counts(url: str, run: str) -> dict[float, int]:
     try:
         with engine.connect() as connection:
             rows = connection.execute(
-                sa.text("SELECT value, count(*) FROM samples WHERE run_id = :run GROUP BY value"),
+                sa.text(
+                    "SELECT value, count(*) FROM samples JOIN series ON series.id = series_id "
+                    "WHERE run_id = :run GROUP BY value"
+                ),
                 {"run": run},
             )
             return {float(value): int(n) for value, n in rows}
@@ -266,7 +269,8 @@ def test_a_batch_the_store_refuses_is_set_aside(
     delivery = Delivery(f"sqlite:///{tmp_path / 'store.db'}", spool_dir, **FAST_RETRY)
     delivery.submit(batch(0))
     # Too big for a 64-bit column: the database is fine, these rows never will be.
-    delivery.submit(Batch("d", expert_loads=(ExpertLoad(1, 0, 0, 2**70),)))
+    huge = DriftResult(datetime.now(UTC), 0, "m", 0.1, None, False, 2**70, 2**70, None, {})
+    delivery.submit(Batch("d", drift_results=(huge,)))
     delivery.submit(batch(1))
     wait_for(lambda: delivery.stats().spooled_samples == 0)
     delivery.close()
@@ -322,7 +326,7 @@ def test_sigterm_flushes_then_terminates(spool_dir: Path) -> None:
         import logging, time
         from pathlib import Path
         from observe.store.delivery import Delivery, install_sigterm_flush
-        from observe.store.records import Batch, ExpertLoad, Sample
+        from observe.store.records import Batch, DriftResult, Sample
         from datetime import UTC, datetime
 
         logging.basicConfig()

@@ -17,8 +17,8 @@ from observe.errors import ObserveError
 from observe.store import migrate
 from observe.store.engine import connect
 from observe.store.records import Batch, Sample
-from observe.store.rows import labels_key
 from observe.store.schema import METADATA, RUNS, SERIES
+from observe.store.series import labels_key
 from observe.store.writer import Store
 
 TABLES = {
@@ -67,7 +67,7 @@ def schema_diff(url: str, metadata: sa.MetaData) -> list[object]:
 def test_upgrade_from_empty_to_head_and_down_to_base(empty_url: str) -> None:
     assert migrate.current(empty_url) is None
     migrate.upgrade(empty_url)
-    assert migrate.current(empty_url) == migrate.head() == "0004"
+    assert migrate.current(empty_url) == migrate.head() == "0005"
     assert tables(empty_url) == TABLES | {"alembic_version"}
     migrate.upgrade(empty_url)  # at head already: nothing to do
     migrate.downgrade(empty_url, "base")
@@ -84,8 +84,16 @@ def test_series_written_before_keys_were_digests_are_found_after(empty_url: str)
     engine = connect(empty_url)
     keys = sa.select(SERIES.c.labels_key)
     try:
+        t = "2026-11-01 10:00:00+00:00"
         with engine.begin() as connection:
+            connection.execute(
+                sa.text(
+                    "INSERT INTO runs (id, model, config, started, status, heartbeat) "
+                    f"VALUES ('r', 'm', '{{}}', '{t}', 'running', '{t}')"
+                )
+            )
             connection.execute(sa.insert(SERIES).values(name="m", labels=labels, labels_key=text))
+            connection.execute(sa.text(f"INSERT INTO samples VALUES ('{t}', 1, 'r', 1.0)"))
         migrate.upgrade(empty_url)
         with engine.connect() as connection:
             assert connection.execute(keys).scalars().all() == [labels_key(labels)]
@@ -209,3 +217,98 @@ def test_runs_gain_liveness_and_lose_it_again(empty_url: str) -> None:
     # The older schema has no `lost`: the run failed, ended at its last sign of life.
     assert [(r[0], r[1]) for r in back] == [("done", "finished"), ("on", "failed")]
     assert back[1][2] is not None and samples == 1
+
+
+def _rows(connection: sa.Connection, sql: str) -> list[tuple[object, ...]]:
+    return [tuple(r) for r in connection.execute(sa.text(sql))]
+
+
+SAMPLES_BY_RUN = (
+    "SELECT s.run_id, series.name, s.{value} FROM {table} AS s "
+    "JOIN series ON series.id = s.series_id ORDER BY s.run_id, series.name, s.{value}"
+)
+
+
+def test_series_take_their_runs_and_give_them_back(empty_url: str) -> None:
+    """0004 → 0005 → 0004 with samples, histograms and expert loads: every row keeps its run,
+    a series two runs shared is split and merged again, duplicate loads keep one row."""
+    migrate.upgrade(empty_url, "0004")
+    t = "2026-11-01 10:00:00+00:00"
+    statements = [
+        *(
+            f"INSERT INTO runs (id, model, config, started, status, heartbeat) "
+            f"VALUES ('{run}', 'm', '{{}}', '{t}', 'running', '{t}')"
+            for run in ("a", "b", "idle")
+        ),
+        # Ids 1, 2 and 3 in a new table, from the table's own sequence.
+        *(
+            f"INSERT INTO series (name, labels, labels_key) VALUES ('{name}', '{labels}', "
+            f"'{labels}')"
+            for name, labels in (("own", '{"run":"a"}'), ("shared", "{}"), ("unused", "{}"))
+        ),
+        f"INSERT INTO samples VALUES ('{t}', 1, 'a', 1.0)",
+        f"INSERT INTO samples VALUES ('{t}', 2, 'a', 2.0)",
+        f"INSERT INTO samples VALUES ('{t}', 2, 'b', 3.0)",
+        f"INSERT INTO histogram_samples VALUES ('{t}', 2, 'b', 4, 1.5, '[1]', '[3, 4]')",
+        # The same figure twice (stored twice), and another expert's.
+        "INSERT INTO expert_load VALUES ('a', 5, 0, 0, 7)",
+        "INSERT INTO expert_load VALUES ('a', 5, 0, 0, 7)",
+        "INSERT INTO expert_load VALUES ('a', 5, 0, 1, 3)",
+    ]
+    engine = connect(empty_url)
+    with engine.begin() as connection:
+        for statement in statements:
+            connection.execute(sa.text(statement))
+        before = _rows(connection, SAMPLES_BY_RUN.format(table="samples", value="value"))
+        histograms_before = _rows(
+            connection, SAMPLES_BY_RUN.format(table="histogram_samples", value="count")
+        )
+    engine.dispose()
+
+    migrate.upgrade(empty_url, "0005")
+    engine = connect(empty_url)
+    by_series = (
+        "SELECT series.run_id, series.name, s.{value} FROM {table} AS s "
+        "JOIN series ON series.id = s.series_id ORDER BY series.run_id, series.name, s.{value}"
+    )
+    with engine.begin() as connection:
+        assert _rows(connection, by_series.format(table="samples", value="value")) == before
+        assert _rows(connection, by_series.format(table="histogram_samples", value="count")) == (
+            histograms_before
+        )
+        assert _rows(connection, "SELECT run_id, name FROM series ORDER BY run_id, name") == [
+            ("a", "own"), ("a", "shared"), ("b", "shared"),
+        ]  # fmt: skip
+        assert _rows(connection, "SELECT id, samples FROM runs ORDER BY id") == [
+            ("a", 2), ("b", 1), ("idle", 0),
+        ]  # fmt: skip
+        assert _rows(connection, "SELECT expert, tokens FROM expert_load ORDER BY expert") == [
+            (0, 7), (1, 3),
+        ]  # fmt: skip
+    # The guard: the same figure again is refused.
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as connection:
+        connection.execute(sa.text("INSERT INTO expert_load VALUES ('a', 5, 0, 0, 8)"))
+    engine.dispose()
+
+    migrate.downgrade(empty_url, "0004")
+    engine = connect(empty_url)
+    with engine.begin() as connection:
+        assert _rows(connection, SAMPLES_BY_RUN.format(table="samples", value="value")) == before
+        assert _rows(connection, "SELECT name FROM series ORDER BY name") == [
+            ("own",), ("shared",),
+        ]  # fmt: skip
+        assert [
+            r[:2]
+            for r in _rows(
+                connection, SAMPLES_BY_RUN.format(table="histogram_samples", value="count")
+            )
+        ] == [r[:2] for r in histograms_before]
+    # The foreign keys are back.
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "INSERT INTO samples (time, series_id, run_id, value) "
+                f"VALUES ('{t}', 1, 'nobody', 1.0)"
+            )
+        )
+    engine.dispose()

@@ -29,7 +29,7 @@ from observe.alerts.text import python_value
 from observe.store import alerting
 from observe.store.alerting import AlertEvent, SeriesPoints
 from observe.store.queries import find_run
-from observe.store.rows import labels_text
+from observe.store.series import labels_text
 
 # Prometheus's lookback: a gauge not sampled for 5 minutes has no value (it went stale).
 LOOKBACK_S = 300.0

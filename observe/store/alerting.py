@@ -12,8 +12,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, insert, select, text
 
 from observe.store.queries import schema_checked
-from observe.store.rows import labels_text
 from observe.store.schema import ALERT_EVENTS, HISTOGRAMS, RUNS, SAMPLES, SERIES
+from observe.store.series import labels_text
 
 # Seconds one read or write may take on PostgreSQL; SQLite waits at most its busy timeout.
 STATEMENT_TIMEOUT_S = 10
@@ -68,7 +68,7 @@ def samples(
     statement = (
         select(SERIES.c.id, SERIES.c.name, SERIES.c.labels, SAMPLES.c.time, SAMPLES.c.value)
         .join(SERIES, SERIES.c.id == SAMPLES.c.series_id)
-        .where(SAMPLES.c.run_id == run_id, SERIES.c.name.in_(names))
+        .where(SERIES.c.run_id == run_id, SERIES.c.name.in_(names))
         .where(SAMPLES.c.time >= since, SAMPLES.c.time <= until)
         .order_by(SAMPLES.c.series_id, SAMPLES.c.time)
     )
@@ -93,7 +93,7 @@ def histograms(
             HISTOGRAMS.c.bucket_counts,
         )
         .join(SERIES, SERIES.c.id == HISTOGRAMS.c.series_id)
-        .where(HISTOGRAMS.c.run_id == run_id, SERIES.c.name == name)
+        .where(SERIES.c.run_id == run_id, SERIES.c.name == name)
         .where(HISTOGRAMS.c.time >= since, HISTOGRAMS.c.time <= until)
         .order_by(HISTOGRAMS.c.series_id, HISTOGRAMS.c.time)
     )
@@ -116,7 +116,9 @@ def last_sample_time(engine: Engine, run_id: str) -> datetime | None:
     """When the run's newest counter or gauge sample was taken."""
     with bounded(engine) as connection:
         return connection.execute(
-            select(func.max(SAMPLES.c.time)).where(SAMPLES.c.run_id == run_id)
+            select(func.max(SAMPLES.c.time))
+            .join(SERIES, SERIES.c.id == SAMPLES.c.series_id)
+            .where(SERIES.c.run_id == run_id)
         ).scalar()
 
 

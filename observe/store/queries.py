@@ -48,22 +48,17 @@ class QueryRow:
 
 def list_runs(engine: Engine) -> list[RunInfo]:
     """Every run, newest first, with the number of samples stored for it."""
-    counts = select(SAMPLES.c.run_id, func.count().label("n")).group_by(SAMPLES.c.run_id).subquery()
-    statement = (
-        select(
-            RUNS.c.id,
-            RUNS.c.model,
-            RUNS.c.status,
-            RUNS.c.started,
-            RUNS.c.ended,
-            RUNS.c.host,
-            RUNS.c.pid,
-            RUNS.c.heartbeat,
-            func.coalesce(counts.c.n, 0),
-        )
-        .outerjoin(counts, counts.c.run_id == RUNS.c.id)
-        .order_by(RUNS.c.started.desc(), RUNS.c.id)
-    )
+    statement = select(
+        RUNS.c.id,
+        RUNS.c.model,
+        RUNS.c.status,
+        RUNS.c.started,
+        RUNS.c.ended,
+        RUNS.c.host,
+        RUNS.c.pid,
+        RUNS.c.heartbeat,
+        RUNS.c.samples,
+    ).order_by(RUNS.c.started.desc(), RUNS.c.id)
     with schema_checked(engine), engine.connect() as connection:
         return [RunInfo(*row) for row in connection.execute(statement)]
 
@@ -123,7 +118,7 @@ def query(
         .order_by(SAMPLES.c.time, SERIES.c.id)
     )
     if run is not None:
-        statement = statement.where(SAMPLES.c.run_id == run)
+        statement = statement.where(SERIES.c.run_id == run)
     if since is not None:
         statement = statement.where(SAMPLES.c.time >= datetime.now(UTC) - since)
     with schema_checked(engine), engine.connect() as connection:

@@ -3,124 +3,97 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import psycopg
-from sqlalchemy import Connection, Table, insert, select, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Table, insert, text, update
+from sqlalchemy.dialects import sqlite
 
-from observe.store.records import Batch
+from observe.store import binary_copy as copy
+from observe.store.records import Batch, ExpertLoads
 from observe.store.schema import (
     DRIFT_RESULTS,
     EXPERT_LOAD,
     HIDDEN_SAMPLES,
     HISTOGRAMS,
+    RUNS,
     SAMPLES,
-    SERIES,
     WINDOW_SAMPLES,
 )
+from observe.store.series import BatchSeries, series_key, upsert
 
-# Binary COPY: no text formatting of timestamps and floats on either side.
-_COPY_SAMPLES = "COPY samples (time, series_id, run_id, value) FROM STDIN (FORMAT BINARY)"
-_SAMPLE_TYPES = ("timestamptz", "int4", "text", "float8")
-_COPY_EXPERT_LOAD = (
-    "COPY expert_load (run_id, step, layer, expert, tokens) FROM STDIN (FORMAT BINARY)"
+_COPY_SAMPLES = "COPY samples (time, series_id, value) FROM STDIN (FORMAT BINARY)"
+_COPY_STAGED_LOADS = (
+    "COPY staged_expert_load (step, layer, expert, tokens) FROM STDIN (FORMAT BINARY)"
 )
-_EXPERT_LOAD_TYPES = ("text", "int8", "int4", "int4", "int8")
-# Series looked up per statement: well under SQLite's limit on bound parameters.
-_LOOKUP_CHUNK = 500
-
-# A series as the cache knows it: metric name and sorted label pairs (cheaper than JSON).
-SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
 
 
-def series_key(metric: str, labels: Mapping[str, str]) -> SeriesKey:
-    return metric, tuple(sorted(labels.items()))
+@dataclasses.dataclass(frozen=True)
+class SampleColumns:
+    """A batch's counter and gauge samples as columns: sparse ones, then each family's."""
+
+    times: list[datetime]
+    # Rows per entry of `times`: 1 for a sparse sample, a family's size for a family.
+    repeats: list[int]
+    series_ids: npt.NDArray[np.int32]
+    values: npt.NDArray[np.float64]
+
+    @classmethod
+    def of(cls, batch: Batch, series: BatchSeries) -> SampleColumns:
+        run = batch.run_id
+        sparse_ids = [series.ids[series_key(run, s.metric, s.labels)] for s in batch.samples]
+        return cls(
+            [s.time for s in batch.samples] + [f.time for f in batch.families],
+            [1] * len(batch.samples) + [len(f) for f in batch.families],
+            np.concatenate([np.asarray(sparse_ids, np.int32), *series.family_ids]),
+            np.concatenate(
+                [np.fromiter((s.value for s in batch.samples), np.float64, len(batch.samples))]
+                + [f.values for f in batch.families]
+            ),
+        )
+
+    def __len__(self) -> int:
+        return int(self.values.size)
+
+    def copy_data(self) -> bytes:
+        micros = np.fromiter(map(copy.timestamp, self.times), np.int64, len(self.times))
+        return copy.rows(
+            [
+                (copy.TIMESTAMPTZ, np.repeat(micros, self.repeats)),
+                (copy.INT4, self.series_ids),
+                (copy.FLOAT8, self.values),
+            ]
+        )
+
+    def row_dicts(self) -> list[dict[str, Any]]:
+        times = [t for t, n in zip(self.times, self.repeats, strict=True) for _ in range(n)]
+        return [
+            {"time": t, "series_id": i, "value": v}
+            for t, i, v in zip(times, self.series_ids.tolist(), self.values.tolist(), strict=True)
+        ]
 
 
-def upsert(connection: Connection) -> Callable[[Table], Any]:
-    """The dialect's INSERT, which has ON CONFLICT on both engines."""
-    return postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
-
-
-def series_ids(
-    connection: Connection, wanted: Mapping[SeriesKey, Mapping[str, str]]
-) -> dict[SeriesKey, int]:
-    """Ids of the `wanted` series, creating those the table lacks."""
-    rows = [
-        {"name": name, "labels": dict(labels), "labels_key": labels_key(labels)}
-        for (name, _), labels in wanted.items()
-    ]
-    connection.execute(
-        upsert(connection)(SERIES).on_conflict_do_nothing(index_elements=["name", "labels_key"]),
-        rows,
-    )
-    by_text = {(r["name"], r["labels_key"]): key for r, key in zip(rows, wanted, strict=True)}
-    pairs = list(by_text)
-    found: dict[SeriesKey, int] = {}
-    for start in range(0, len(pairs), _LOOKUP_CHUNK):
-        chunk = pairs[start : start + _LOOKUP_CHUNK]
-        for id_, name, labels_text in connection.execute(
-            select(SERIES.c.id, SERIES.c.name, SERIES.c.labels_key).where(
-                tuple_(SERIES.c.name, SERIES.c.labels_key).in_(chunk)
-            )
-        ):
-            found[by_text[(name, labels_text)]] = id_
-    return found
-
-
-def write_rows(connection: Connection, batch: Batch, series: Mapping[SeriesKey, int]) -> None:
-    """Every row of `batch`, in the connection's transaction."""
+def write_rows(connection: Connection, batch: Batch, series: BatchSeries) -> None:
+    """Every row of `batch`, in the connection's transaction: one COPY per table on
+    PostgreSQL, an executemany on SQLite."""
     run = batch.run_id
-    if connection.dialect.name == "postgresql":
-        if batch.samples:
-            _copy(
-                connection,
-                _COPY_SAMPLES,
-                _SAMPLE_TYPES,
-                (
-                    (s.time, series[series_key(s.metric, s.labels)], run, s.value)
-                    for s in batch.samples
-                ),
-            )
-        if batch.expert_loads:
-            _copy(
-                connection,
-                _COPY_EXPERT_LOAD,
-                _EXPERT_LOAD_TYPES,
-                ((run, e.step, e.layer, e.expert, e.tokens) for e in batch.expert_loads),
-            )
-    else:
-        if batch.samples:
-            connection.execute(
-                insert(SAMPLES),
-                [
-                    {
-                        "time": s.time,
-                        "series_id": series[series_key(s.metric, s.labels)],
-                        "run_id": run,
-                        "value": s.value,
-                    }
-                    for s in batch.samples
-                ],
-            )
-        if batch.expert_loads:
-            connection.execute(
-                insert(EXPERT_LOAD),
-                [
-                    {
-                        "run_id": run,
-                        "step": e.step,
-                        "layer": e.layer,
-                        "expert": e.expert,
-                        "tokens": e.tokens,
-                    }
-                    for e in batch.expert_loads
-                ],
-            )
+    samples = SampleColumns.of(batch, series)
+    postgres = connection.dialect.name == "postgresql"
+    if len(samples):
+        if postgres:
+            _copy(connection, _COPY_SAMPLES, samples.copy_data())
+        else:
+            connection.execute(insert(SAMPLES), samples.row_dicts())
+        # The run's count rides the same transaction: `observe runs` reads it, not samples.
+        connection.execute(
+            update(RUNS).where(RUNS.c.id == run).values(samples=RUNS.c.samples + len(samples))
+        )
+    if batch.expert_loads:
+        _add_expert_loads(connection, run, batch.expert_loads, postgres=postgres)
     # Few per batch, with JSON columns: an executemany on both engines.
     if batch.drift_results:
         connection.execute(
@@ -161,8 +134,7 @@ def write_rows(connection: Connection, batch: Batch, series: Mapping[SeriesKey, 
             [
                 {
                     "time": h.time,
-                    "series_id": series[series_key(h.metric, h.labels)],
-                    "run_id": run,
+                    "series_id": series.ids[series_key(run, h.metric, h.labels)],
                     "count": h.count,
                     "sum": h.sum,
                     "bounds": list(h.bounds),
@@ -186,25 +158,58 @@ def _replace(connection: Connection, table: Table, rows: list[dict[str, Any]]) -
     )
 
 
-def _copy(
-    connection: Connection, sql: str, types: Sequence[str], rows: Iterable[tuple[Any, ...]]
+def _add_expert_loads(
+    connection: Connection, run: str, loads: Sequence[ExpertLoads], *, postgres: bool
 ) -> None:
+    """Adds each row's tokens to the run's figure for its (step, layer, expert).
+
+    A second figure for a key is real traffic, not a copy (a resend is caught by its
+    delivery id): two windows that end at one step, or ranks that each count their own
+    tokens. Adding keeps one row per key with the total.
+    """
+    layer = np.concatenate([e.layer for e in loads])
+    expert = np.concatenate([e.expert for e in loads])
+    tokens = np.concatenate([e.tokens for e in loads])
+    steps = np.repeat([e.step for e in loads], [len(e) for e in loads])
+    if postgres:
+        # COPY cannot resolve conflicts: stage the rows, then one INSERT … ON CONFLICT.
+        connection.exec_driver_sql(
+            "CREATE TEMPORARY TABLE IF NOT EXISTS staged_expert_load "
+            "(step int8, layer int4, expert int4, tokens int8) ON COMMIT DELETE ROWS"
+        )
+        data = copy.rows(
+            [(copy.INT8, steps), (copy.INT4, layer), (copy.INT4, expert), (copy.INT8, tokens)]
+        )
+        _copy(connection, _COPY_STAGED_LOADS, data)
+        connection.execute(
+            text(
+                "INSERT INTO expert_load (run_id, step, layer, expert, tokens) "
+                "SELECT :run, step, layer, expert, sum(tokens) FROM staged_expert_load "
+                "GROUP BY step, layer, expert "
+                "ON CONFLICT (run_id, step, layer, expert) "
+                "DO UPDATE SET tokens = expert_load.tokens + EXCLUDED.tokens"
+            ),
+            {"run": run},
+        )
+        return
+    statement = sqlite.insert(EXPERT_LOAD)
+    connection.execute(
+        statement.on_conflict_do_update(
+            index_elements=["run_id", "step", "layer", "expert"],
+            set_={"tokens": EXPERT_LOAD.c.tokens + statement.excluded.tokens},
+        ),
+        [
+            {"run_id": run, "step": st, "layer": la, "expert": ex, "tokens": to}
+            for st, la, ex, to in zip(
+                steps.tolist(), layer.tolist(), expert.tolist(), tokens.tolist(), strict=True
+            )
+        ],
+    )
+
+
+def _copy(connection: Connection, sql: str, data: bytes) -> None:
     # COPY is psycopg's, not SQLAlchemy's: run it on the driver connection, which is in the
     # same transaction.
     raw: psycopg.Connection[Any] = connection.connection.driver_connection  # type: ignore[assignment]
-    with raw.cursor() as cursor, cursor.copy(sql) as copy:
-        copy.set_types(list(types))
-        for row in rows:
-            copy.write_row(row)
-
-
-def labels_text(labels: Mapping[str, str]) -> str:
-    """The labels as canonical JSON: the same labels in any order give the same text."""
-    return json.dumps(dict(labels), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def labels_key(labels: Mapping[str, str]) -> str:
-    """`series.labels_key`, the series' unique key with its name: a digest of the canonical
-    text, of fixed size, so that label values of any length fit PostgreSQL's B-tree index,
-    whose entries are capped at 2,704 bytes."""
-    return hashlib.sha256(labels_text(labels).encode()).hexdigest()
+    with raw.cursor() as cursor, cursor.copy(sql) as stream:
+        stream.write(data)

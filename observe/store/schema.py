@@ -101,33 +101,42 @@ RUNS = Table(
     Column("host", Text),
     Column("pid", Integer),
     _required("heartbeat", UTCDateTime),
+    # Rows in `samples` for the run, kept up to date by each batch's transaction:
+    # `observe runs` reads it instead of counting a table of billions of rows.
+    _required("samples", BigInteger, server_default="0"),
     CheckConstraint(_one_of("status", RUN_STATUSES), name="status"),
 )
 
-# A metric name and one set of label values.
+# A metric name and one set of label values, of one run. The run is said here once rather
+# than on every sample row: checked once, by the foreign key, when the series is created.
 SERIES = Table(
     "series",
     METADATA,
     Column("id", Integer, primary_key=True),
+    _required("run_id", Text, ForeignKey("runs.id")),
     _required("name", Text),
     _required("labels", JSONType),
     # SHA-256 (hex) of the labels as canonical JSON text (sorted keys): a JSON column cannot
     # be unique-indexed on SQLite, and JSONB equality would differ from SQLite's text
     # equality; a digest, not the text, so that label values of any length fit the index.
     _required("labels_key", Text),
-    UniqueConstraint("name", "labels_key"),
+    # Also the index a run's series named X are found by.
+    UniqueConstraint("run_id", "name", "labels_key"),
 )
 
+# The sample tables have no foreign keys: the server would check each of millions of rows
+# per batch (a quarter of COPY's rate). Their series ids come from the series the same
+# transaction found or created, and the series carries the run.
 SAMPLES = Table(
     "samples",
     METADATA,
     _required("time", UTCDateTime),
-    _required("series_id", Integer, ForeignKey("series.id")),
-    _required("run_id", Text, ForeignKey("runs.id")),
+    _required("series_id", Integer),
     _required("value", Double),
     # BRIN: rows arrive in time order, so a block range index stays tiny and cheap to
     # maintain. On SQLite, which knows no BRIN, this is an ordinary index.
     Index("ix_samples_time", "time", postgresql_using="brin"),
+    # What every reader asks: one run's series (found in `series`) over a time range.
     Index("ix_samples_series_id_time", "series_id", "time"),
 )
 
@@ -135,8 +144,7 @@ HISTOGRAMS = Table(
     "histogram_samples",
     METADATA,
     _required("time", UTCDateTime),
-    _required("series_id", Integer, ForeignKey("series.id")),
-    _required("run_id", Text, ForeignKey("runs.id")),
+    _required("series_id", Integer),
     _required("count", BigInteger),
     _required("sum", Double),
     _required("bounds", JSONType),
@@ -145,15 +153,18 @@ HISTOGRAMS = Table(
     Index("ix_histogram_samples_series_id_time", "series_id", "time"),
 )
 
+# One row per expert, layer and step of a run: a second figure for it (two windows ending
+# at one step, or ranks counting their own tokens) adds to the row (observe/store/rows.py).
+# The unique index also serves the per-run totals (its leading column is the run).
 EXPERT_LOAD = Table(
     "expert_load",
     METADATA,
-    _required("run_id", Text, ForeignKey("runs.id")),
+    _required("run_id", Text),
     _required("step", BigInteger),
     _required("layer", Integer),
     _required("expert", Integer),
     _required("tokens", BigInteger),
-    Index("ix_expert_load_run_id_step", "run_id", "step"),
+    UniqueConstraint("run_id", "step", "layer", "expert"),
 )
 
 DRIFT_RESULTS = Table(

@@ -17,10 +17,11 @@ from observe.errors import ObserveError
 from observe.store.engine import connect, mask_url, summarise
 from observe.store.liveness import this_process
 from observe.store.migrate import require_head, upgrade_engine
-from observe.store.records import Batch, HistogramSample, Sample
-from observe.store.rows import SeriesKey, series_ids, series_key, upsert, write_rows
+from observe.store.records import Batch, Family, HistogramSample, Sample
+from observe.store.rows import write_rows
 from observe.store.schema import DELIVERED, RUNS, SAMPLES
-from observe.store.storable import check, labels_problem
+from observe.store.series import BatchSeries, SeriesCache, series_key, upsert
+from observe.store.storable import check
 
 
 class StoreUnavailable(ObserveError):
@@ -36,9 +37,8 @@ class Store:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        # Ids of series and runs known to be committed; rows of a rolled-back
-        # transaction never enter these.
-        self._series: dict[SeriesKey, int] = {}
+        # Series and runs known to be committed; a rolled-back transaction's never enter.
+        self._series = SeriesCache()
         self._runs: set[str] = set()
 
     @classmethod
@@ -109,21 +109,21 @@ class Store:
                 ).first()
             ):
                 return
-            new_series = self._prepare(connection, batch)
-            write_rows(connection, batch, self._series | new_series)
+            series = self._prepare(connection, batch)
+            write_rows(connection, batch, series)
             _record_life(connection, batch)
             if delivery_id is not None:
                 connection.execute(insert(DELIVERED), {"id": delivery_id, "delivered": _now()})
-        self._series.update(new_series)
+        self._series.keep(series)
         self._runs.add(batch.run_id)
 
     def write_naive(self, batch: Batch) -> None:
         """One ORM object and one commit per sample: the benchmark's baseline, never used."""
-        if batch.histograms or batch.expert_loads:
+        if batch.histograms or batch.expert_loads or batch.families:
             raise ValueError("write_naive writes samples only")
         with self.engine.begin() as connection:
-            new_series = self._prepare(connection, batch)
-        self._series.update(new_series)
+            series = self._prepare(connection, batch)
+        self._series.keep(series)
         self._runs.add(batch.run_id)
 
         from sqlalchemy.orm import Session
@@ -133,8 +133,7 @@ class Store:
             for s in batch.samples:
                 row = row_class()
                 row.time = s.time
-                row.series_id = self._series[series_key(s.metric, s.labels)]
-                row.run_id = batch.run_id
+                row.series_id = series.ids[series_key(batch.run_id, s.metric, s.labels)]
                 row.value = s.value
                 session.add(row)
                 session.commit()
@@ -142,17 +141,9 @@ class Store:
     def close(self) -> None:
         self.engine.dispose()
 
-    def _prepare(self, connection: Connection, batch: Batch) -> dict[SeriesKey, int]:
-        """Creates the run's row if it is new, and returns ids of series new to the cache.
+    def _prepare(self, connection: Connection, batch: Batch) -> BatchSeries:
+        """Creates the run's row if it is new, and returns the ids of the batch's series.
         Text the store cannot keep is an ObserveError before anything is written."""
-        wanted: dict[SeriesKey, Mapping[str, str]] = {}
-        for s in _labelled(batch):
-            key = series_key(s.metric, s.labels)
-            if key not in self._series and key not in wanted:
-                found = labels_problem(s.labels)
-                if found is not None:
-                    raise ObserveError(f"a series of {s.metric}: {found}")
-                wanted[key] = s.labels
         if batch.run_id not in self._runs:
             check("run id", batch.run_id, identifier=True)
             # A run nobody started (its start was lost, or the exporter never calls
@@ -169,7 +160,7 @@ class Store:
                 )
                 .on_conflict_do_nothing(index_elements=["id"])
             )
-        return series_ids(connection, wanted) if wanted else {}
+        return self._series.resolve(connection, batch)
 
 
 def _record_life(connection: Connection, batch: Batch) -> None:
@@ -239,12 +230,13 @@ def _connection_level(exc: BaseException) -> bool:
     )
 
 
-def _labelled(batch: Batch) -> tuple[Sample | HistogramSample, ...]:
-    return (*batch.samples, *batch.histograms)
-
-
 def _model_label(batch: Batch) -> str:
-    for s in _labelled(batch):
+    labelled: tuple[Sample | HistogramSample | Family, ...] = (
+        *batch.samples,
+        *batch.histograms,
+        *batch.families,
+    )
+    for s in labelled:
         if "model" in s.labels:
             return s.labels["model"]
     return "unknown"

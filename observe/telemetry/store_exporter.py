@@ -26,7 +26,7 @@ from observe.catalogue import DROPPED_SAMPLES, RESOURCE_LABELS, UNSTORABLE_LABEL
 from observe.drift.live import WindowDrift
 from observe.hooks.stats import Window
 from observe.store.delivery import Delivery
-from observe.store.records import Batch, DriftResult, ExpertLoad, HistogramSample, Sample
+from observe.store.records import Batch, DriftResult, ExpertLoads, HistogramSample, Sample
 from observe.store.storable import labels_problem
 
 logger = logging.getLogger("observe")
@@ -137,12 +137,11 @@ class ExpertLoadSink:
         self.run_id = run_id
 
     def consume(self, window: Window) -> None:
-        loads = tuple(
-            ExpertLoad(window.last_step, stats.layer, expert, tokens)
-            for stats in window.routing.layers
-            for expert, tokens in enumerate(stats.tokens_per_expert)
+        loads = ExpertLoads.of_layers(
+            window.last_step,
+            {stats.layer: stats.tokens_per_expert for stats in window.routing.layers},
         )
-        self.delivery.submit(Batch(self.run_id, expert_loads=loads))
+        self.delivery.submit(Batch(self.run_id, expert_loads=(loads,)))
 
 
 class DriftResultWriter:

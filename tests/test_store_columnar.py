@@ -1,0 +1,128 @@
+"""Dense figures as arrays: families and expert loads from the batch to the store's rows,
+once each, on both engines; spool lines of the older per-row form still replay."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+from observe.errors import ObserveError
+from observe.store.queries import expert_totals, list_runs, query
+from observe.store.records import Batch, ExpertLoads, Family, Sample
+from observe.store.writer import Store
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+SLOTS = "observe_moe_slot_tokens"
+LAYERS, EXPERTS, SLOT_LE = 3, 4, 2
+
+
+def window(run: str, step: int) -> Batch:
+    """A window as an exporter of dense families makes it: a layer × expert × slot family,
+    one sparse sample beside it, and the window's expert loads."""
+    values = np.arange(LAYERS * EXPERTS * SLOT_LE, dtype=np.float64) + 1000 * step
+    family = Family.grid(
+        T0 + timedelta(seconds=step),
+        SLOTS,
+        {"run": run, "model": "tiny"},
+        {"layer": range(LAYERS), "expert": range(EXPERTS), "slot_le": ("0.5", "+Inf")},
+        values.reshape(LAYERS, EXPERTS, SLOT_LE),
+    )
+    loads = ExpertLoads.of_layers(step, {layer: [step] * EXPERTS for layer in range(LAYERS)})
+    sparse = Sample(T0 + timedelta(seconds=step), "observe_steps", {"run": run}, float(step))
+    return Batch(run, samples=(sparse,), expert_loads=(loads,), families=(family,))
+
+
+def test_columnar_batches_round_trip_through_json() -> None:
+    batch = window("r", 3)
+    line = batch.to_json()
+    assert Batch.from_json(line) == batch
+    assert len(batch) == 1 + LAYERS * EXPERTS + LAYERS * EXPERTS * SLOT_LE
+    # Arrays, not a JSON object per point: the family is one base64 string.
+    [family] = json.loads(line)["families"]
+    assert isinstance(family[4], str)
+    assert Batch.from_json(line) != window("r", 4)
+
+
+def test_a_family_of_the_wrong_size_is_explained() -> None:
+    with pytest.raises(ObserveError, match="6 values for a grid of"):
+        Family.grid(T0, SLOTS, {}, {"layer": range(2), "expert": range(2)}, np.zeros(6))
+
+
+def test_a_family_is_stored_as_one_row_per_series(store: Store) -> None:
+    store.write(window("dense", 1))
+    store.write(window("dense", 2))
+    rows = query(store.engine, SLOTS, run="dense")
+    assert len(rows) == 2 * LAYERS * EXPERTS * SLOT_LE
+    first = rows[: LAYERS * EXPERTS * SLOT_LE]
+    assert [r.value for r in first] == [1000.0 + i for i in range(LAYERS * EXPERTS * SLOT_LE)]
+    assert dict(first[1].labels) == {
+        "run": "dense", "model": "tiny", "layer": "0", "expert": "0", "slot_le": "+Inf",
+    }  # fmt: skip
+    # A store that never saw the family finds its series rather than making them again.
+    again = Store(store.engine)
+    again.write(window("dense", 3))
+    with store.engine.connect() as connection:
+        series = connection.execute(sa.text("SELECT count(*) FROM series")).scalar_one()
+    assert series == LAYERS * EXPERTS * SLOT_LE + 1
+    [run] = [r for r in list_runs(store.engine) if r.id == "dense"]
+    assert run.samples == 3 * (LAYERS * EXPERTS * SLOT_LE + 1)
+    assert expert_totals(store.engine, "dense") == {layer: [6] * EXPERTS for layer in range(3)}
+
+
+def test_a_columnar_batch_sent_again_is_written_once(store: Store) -> None:
+    batch = Batch.from_json(window("once", 1).to_json())
+    store.write(batch, delivery_id="c" * 32)
+    store.write(batch, delivery_id="c" * 32)
+    [run] = [r for r in list_runs(store.engine) if r.id == "once"]
+    assert run.samples == 1 + LAYERS * EXPERTS * SLOT_LE
+    assert len(query(store.engine, SLOTS, run="once")) == LAYERS * EXPERTS * SLOT_LE
+    assert expert_totals(store.engine, "once") == {layer: [1] * EXPERTS for layer in range(3)}
+
+
+def test_spool_lines_of_the_per_row_form_replay(store: Store) -> None:
+    # As the spool held a batch before arrays: a list per sample and per expert load.
+    old = {
+        "run_id": "old",
+        "samples": [[T0.isoformat(), "observe_steps", {"run": "old"}, math.inf]],
+        "histograms": [],
+        "expert_loads": [[5, 0, 0, 7], [5, 0, 1, 3], [6, 0, 0, 1]],
+    }
+    batch = Batch.from_json(json.dumps(old))
+    assert [(e.step, e.tokens.tolist()) for e in batch.expert_loads] == [(5, [7, 3]), (6, [1])]
+    store.write(batch, delivery_id="d" * 32)
+    store.write(batch, delivery_id="d" * 32)
+    assert expert_totals(store.engine, "old") == {0: [8, 3]}
+    assert [r.value for r in query(store.engine, "observe_steps", run="old")] == [math.inf]
+
+
+def test_figures_for_one_step_add_up(store: Store) -> None:
+    # Two windows that end at one step, or two ranks' counts: one row with the total.
+    store.write(Batch("sum", expert_loads=(ExpertLoads(4, [0, 0], [0, 1], [5, 1]),)))
+    store.write(Batch("sum", expert_loads=(ExpertLoads(4, [0], [0], [2]),)))
+    assert expert_totals(store.engine, "sum") == {0: [7, 1]}
+
+
+def test_one_copy_per_table_per_batch(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    statements: list[str] = []
+    original = psycopg.Cursor.copy
+
+    def spy(self: psycopg.Cursor[Any], statement: Any, *args: Any, **kwargs: Any) -> Any:
+        statements.append(str(statement))
+        return original(self, statement, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "copy", spy)
+    store = Store.open(pg_url)
+    batch = window("copied", 1)
+    store.write(Batch("copied", batch.samples, expert_loads=batch.expert_loads,
+                      families=batch.families * 2))  # fmt: skip
+    assert [s.split(" (")[0] for s in statements] == ["COPY samples", "COPY staged_expert_load"]
+    [run] = [r for r in list_runs(store.engine) if r.id == "copied"]
+    assert run.samples == 1 + 2 * LAYERS * EXPERTS * SLOT_LE
+    store.close()
