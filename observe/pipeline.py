@@ -22,6 +22,7 @@ from opentelemetry.metrics import MeterProvider
 from torch import nn
 
 from observe.alerts.background import BackgroundEvaluator
+from observe.catalogue import MODEL_LABEL, RANK_LABEL, RUN_LABEL
 from observe.errors import ObserveError
 from observe.hooks.adapters import RouterAdapter
 from observe.hooks.config import MonitorConfig
@@ -35,6 +36,7 @@ from observe.store.liveness import this_process
 from observe.store.records import Batch, HiddenSample, RunEnd, WindowSample
 from observe.store.spools import open_delivery
 from observe.store.writer import Store
+from observe.telemetry.expert_families import ExpertFamilies
 from observe.telemetry.freshness import register_freshness
 from observe.telemetry.health import register_health
 from observe.telemetry.limits import LabelLimiter
@@ -91,13 +93,19 @@ class MonitoringSession(Closeable):
         )
         self.delivery = open_delivery(url, settings.spool_dir, settings.spool_max_bytes)
         self.limiter = LabelLimiter(settings.label_limit)
+        rank = rank if rank is not None else distributed_rank()
+        labels = {RUN_LABEL: self.run_id, MODEL_LABEL: model}
+        if rank is not None:
+            labels[RANK_LABEL] = str(rank)
+        self._experts = ExpertFamilies(settings.prometheus_detail, labels, self.limiter)
         try:
             self.telemetry = Telemetry(
                 settings,
                 run_id=self.run_id,
                 model=model,
-                exporters=[StoreExporter(self.delivery, self.run_id)],
-                rank=rank if rank is not None else distributed_rank(),
+                exporters=[StoreExporter(self.delivery, self.run_id, self._experts.stored)],
+                rank=rank,
+                arrays=self._experts,
             )
         except BaseException:
             # E.g. the /metrics port is taken: the run is recorded as failed, not running.
@@ -108,7 +116,7 @@ class MonitoringSession(Closeable):
         self._meter = self.telemetry.meter()
         register_health(self._meter, self.delivery, self.limiter, self.telemetry.otlp)
         self._routing = RoutingInstruments(self._meter, self.limiter)
-        self._sinks = (self._routing, ExpertLoadSink(self.delivery, self.run_id))
+        self._sinks = (self._routing, self._experts, ExpertLoadSink(self.delivery, self.run_id))
         self._monitors: list[Monitor] = []
         self._drift: list[DriftSink] = []
         self._freshness = False
@@ -172,6 +180,7 @@ class MonitoringSession(Closeable):
         self._record_monitor_config(monitor.config)
         # Only the caller's steps flush windows: the limit fits the model before the first.
         self._routing.fit(monitor)
+        self._experts.fit(monitor)
         self._monitors.append(monitor)
         return monitor
 

@@ -90,7 +90,8 @@ def test_prometheus_scrapes_a_running_workload(tmp_path: Path, prometheus: Start
         m.prometheus_name
         for m in (
             catalogue.EXPERT_TOKENS,
-            catalogue.EXPERT_ENTROPY_ASSIGNMENTS,
+            catalogue.ENTROPY_ASSIGNMENTS,  # per expert only in the store, by default
+            catalogue.EXPERT_SHARE,
             catalogue.ROUTING_ENTROPY,
             catalogue.LOAD_IMBALANCE,
             catalogue.DEAD_EXPERTS,
@@ -184,16 +185,22 @@ def test_otlp_export_reaches_a_collector_endpoint(tmp_path: Path) -> None:
     finally:
         server.shutdown()
     assert OtlpReceiver.bodies
-    # A short job's final state reaches the collector.
-    last = ExportMetricsServiceRequest.FromString(OtlpReceiver.bodies[-1])
-    tokens = [
-        point.as_int
-        for resource in last.resource_metrics
-        for scope in resource.scope_metrics
-        for metric in scope.metrics
-        if metric.name == catalogue.EXPERT_TOKENS.name
-        for point in metric.sum.data_points
+    # A short job's final state reaches the collector: the array families through a
+    # provider of their own, in a request of their own.
+    requests = [ExportMetricsServiceRequest.FromString(body) for body in OtlpReceiver.bodies]
+    exports = [
+        [
+            point.as_int
+            for resource in request.resource_metrics
+            for scope in resource.scope_metrics
+            for metric in scope.metrics
+            if metric.name == catalogue.EXPERT_TOKENS.name
+            for point in metric.sum.data_points
+        ]
+        for request in requests
     ]
+    tokens = [points for points in exports if points][-1]
+    assert len(tokens) == 2 * 4  # a series per layer and expert
     assert sum(tokens) == total_tokens(snapshot)
     assert session.telemetry.otlp.failed == 0
 

@@ -371,6 +371,11 @@ class Monitor(Closeable):
         """Time spent in observe's hook callbacks and flushes on the calling threads."""
         return self.overhead_ns / 1e9
 
+    @property
+    def worker_seconds(self) -> float:
+        """Time the background thread spent turning flushed windows into statistics."""
+        return self._worker.busy_ns / 1e9
+
     # -- lifetime ------------------------------------------------------------------------
 
     def close(self) -> None:

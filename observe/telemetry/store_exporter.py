@@ -9,7 +9,7 @@ background: an export never waits for the database and never loses a batch to an
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry.sdk.metrics.export import (
@@ -25,6 +25,7 @@ from observe.drift.live import WindowDrift
 from observe.hooks.stats import Window
 from observe.store.delivery import Delivery
 from observe.store.records import Batch, DriftResult, ExpertLoad, HistogramSample, Sample
+from observe.telemetry.array_family import ArrayFamily
 
 
 def _time(unix_nano: int) -> dt.datetime:
@@ -39,12 +40,19 @@ def _labels(*attribute_sets: Mapping[str, Any] | None) -> dict[str, str]:
 
 
 class StoreExporter(MetricExporter):
-    """Every collection's data points as store samples of one run."""
+    """Every collection's data points as store samples of one run, with the families kept
+    as arrays that `arrays` hands over (`ExpertFamilies.stored`)."""
 
-    def __init__(self, delivery: Delivery, run_id: str) -> None:
+    def __init__(
+        self,
+        delivery: Delivery,
+        run_id: str,
+        arrays: Callable[[], Sequence[ArrayFamily]] = list,
+    ) -> None:
         super().__init__()
         self.delivery = delivery
         self.run_id = run_id
+        self.arrays = arrays
 
     def export(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
@@ -77,6 +85,9 @@ class StoreExporter(MetricExporter):
                             )
                         elif isinstance(point, NumberDataPoint):
                             samples.append(Sample(time, metric.name, labels, float(point.value)))
+        # The row store's path: a Sample per point until the store takes arrays whole.
+        for family in self.arrays():
+            samples.extend(family.samples())
         # Every export, also one with nothing new, carries the heartbeat: it says the run's
         # process was alive when it was made (observe/store/liveness.py).
         heartbeat = dt.datetime.now(dt.UTC)
