@@ -25,6 +25,7 @@ from observe.errors import ObserveError
 from observe.hooks.adapters import SUPPORTED_FAMILIES, RouterAdapter, known_adapters
 from observe.hooks.buffers import RouterCall, RoutingBuffers
 from observe.hooks.config import MonitorConfig
+from observe.hooks.folding import Folder
 from observe.hooks.reservoir import HiddenStateReservoir
 from observe.hooks.stats import RoutingStats, RoutingTotals
 from observe.hooks.worker import WindowSink, WindowWorker
@@ -37,7 +38,8 @@ logger = logging.getLogger("observe")
 
 # Recorded router calls are folded into the sums at each flush, or sooner once this many
 # calls or logits wait: folding many calls at once is what keeps decoding cheap, and the
-# bounds keep the memory the recorded tensors hold small (4M logits: 16 MB in float32).
+# bounds keep the memory the recorded tensors hold small (4M logits: 16 MB in float32, and
+# at most folding.MAX_WAITING more such batches handed to the folder's thread).
 MAX_PENDING_CALLS = 512
 MAX_PENDING_LOGITS = 1 << 22
 
@@ -124,6 +126,7 @@ class Monitor(Closeable):
             histogram=histogram,
             router_losses="router_losses" in metrics,
         )
+        self._folder = Folder(self._buffers, adapter.probabilities, device)
         self._reservoir = HiddenStateReservoir(
             len(attention), config.reservoir_size, device, seed=config.seed
         )
@@ -301,17 +304,12 @@ class Monitor(Closeable):
             self._dropped.append((layer, self.adapter.read_dropped_tokens(output).detach()))
 
     def _fold(self) -> None:
-        """Folds the recorded router calls into the device sums."""
-        with torch.no_grad():
-            if self._calls:
-                self._buffers.add_calls(self._calls, self.adapter.probabilities)
-                self._calls = []
-                self._pending_logit_count = 0
-            if self._dropped:
-                self._buffers.add_dropped(
-                    [layer for layer, _ in self._dropped], [d for _, d in self._dropped]
-                )
-                self._dropped = []
+        """Hands the recorded router calls to the folder (`observe/hooks/folding.py`)."""
+        if self._calls or self._dropped:
+            self._folder.fold(self._calls, self._dropped)
+            self._calls = []
+            self._pending_logit_count = 0
+            self._dropped = []
 
     def _on_attention(
         self, layer: int, module: nn.Module, args: tuple[Any, ...], output: Any
@@ -345,6 +343,7 @@ class Monitor(Closeable):
             return
         started = time.perf_counter_ns()
         self._fold()
+        self._folder.wait()
         if self.step_count < self._window_first_step and not any(self._buffers.calls_L):
             return  # nothing new since the last flush
         # Drained first: the routing sums' ready event then covers these copies too.
@@ -384,6 +383,7 @@ class Monitor(Closeable):
             return
         self.flush()
         self._closed = True
+        self._folder.close()
         self._worker.close()
         if self.drift is not None:
             self.drift.close()
