@@ -141,6 +141,9 @@ class Monitor(Closeable):
         )
         self._random = random.Random(config.seed)
         self._mask: torch.Tensor | None = None
+        # This forward's token mask for one token count: every layer of a forward asks for
+        # the same one, and a decode step's slicing costs as much as the recording.
+        self._token_masks: tuple[int, torch.Tensor | None] | None = None
         self._measure_routing = self._measure_hidden = True
         self._pending_logits: list[torch.Tensor | None] = [None] * len(self.routers)
         self._calls: list[RouterCall] = []
@@ -240,6 +243,7 @@ class Monitor(Closeable):
         if mask is None and len(args) > 1 and isinstance(args[1], torch.Tensor):
             mask = args[1]
         self._mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
+        self._token_masks = None
         config = self.config
         # Draws only where sampling is on: this runs on every forward, decode steps included.
         self._measure_routing = (
@@ -254,8 +258,17 @@ class Monitor(Closeable):
 
     def _after_forward(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         self._mask = None
+        self._token_masks = None
 
     def _token_mask(self, n_tokens: int) -> torch.Tensor | None:
+        cached = self._token_masks
+        if cached is not None and cached[0] == n_tokens:
+            return cached[1]
+        mask_T = self._slice_mask(n_tokens)
+        self._token_masks = (n_tokens, mask_T)
+        return mask_T
+
+    def _slice_mask(self, n_tokens: int) -> torch.Tensor | None:
         """The mask of the newest positions, flattened like the router's tokens; None when
         the shapes do not line up (the module was called outside the model's forward)."""
         mask = self._mask
@@ -288,9 +301,14 @@ class Monitor(Closeable):
     def _add_routing(
         self, layer: int, logits_TE: torch.Tensor, topk_indices_TK: torch.Tensor
     ) -> None:
-        # Only recorded here: folding many calls together later costs far less.
-        logits_TE = logits_TE.detach().reshape(-1, logits_TE.shape[-1])
-        topk_indices_TK = topk_indices_TK.detach().reshape(logits_TE.shape[0], -1)
+        # Only recorded here: folding many calls together later costs far less. Each tensor
+        # op is skipped where it would change nothing: decoding calls this per layer per token.
+        if logits_TE.requires_grad:
+            logits_TE = logits_TE.detach()
+        if logits_TE.dim() != 2:
+            logits_TE = logits_TE.reshape(-1, logits_TE.shape[-1])
+        if topk_indices_TK.dim() != 2:
+            topk_indices_TK = topk_indices_TK.reshape(logits_TE.shape[0], -1)
         mask_T = self._token_mask(logits_TE.shape[0])
         self._calls.append(RouterCall(layer, logits_TE, topk_indices_TK, mask_T))
         self._pending_logit_count += logits_TE.numel()
