@@ -31,6 +31,7 @@ METHOD = "method"
 OUTCOME = "outcome"
 REASON = "reason"
 EXPORTER = "exporter"
+QUANTILE = "quantile"
 
 # Labels on every series: which run and which model; `rank` and `world_size` are added in
 # distributed runs. They come from the run's OpenTelemetry resource, not from the emitters.
@@ -90,7 +91,8 @@ EXPERT_TOKENS = Metric(
     Kind.COUNTER,
     "{token}",
     "(token, expert) assignments each expert received, before any capacity drop; padding "
-    f"excluded. {SAMPLED_COUNT}",
+    'excluded. Always in the store; on /metrics unless prometheus_detail = "layer". '
+    f"{SAMPLED_COUNT}",
     (LAYER, EXPERT),
 )
 ROUTING_ENTROPY = Metric(
@@ -114,8 +116,30 @@ EXPERT_ENTROPY_ASSIGNMENTS = Metric(
     Kind.COUNTER,
     "{token}",
     "Assignments per expert and routing-entropy slot (the expert capacity heatmap); "
-    f"`slot_le` is the slot's upper entropy bound. {SAMPLED_COUNT}",
+    "`slot_le` is the slot's upper entropy bound. Always in the store; on /metrics only with "
+    f'prometheus_detail = "expert_slot". {SAMPLED_COUNT}',
     (LAYER, EXPERT, SLOT_LE),
+)
+ENTROPY_ASSIGNMENTS = Metric(
+    "observe_moe_entropy_assignments",
+    Kind.COUNTER,
+    "{token}",
+    "Assignments per routing-entropy slot, summed over the layer's experts (the layer "
+    "capacity heatmap); `slot_le` is the slot's upper entropy bound. Per expert in the store, "
+    f'and on /metrics with prometheus_detail = "expert_slot". {SAMPLED_COUNT}',
+    (LAYER, SLOT_LE),
+)
+# Quantiles of the experts' shares of a layer's assignments: least-loaded expert, tenth
+# percentile, median, ninetieth percentile, most-loaded.
+EXPERT_SHARE_QUANTILES = (0.0, 0.1, 0.5, 0.9, 1.0)
+EXPERT_SHARE = Metric(
+    "observe_moe_expert_share",
+    Kind.GAUGE,
+    "1",
+    "Quantiles of the experts' shares of the layer's assignments in the last window (0: the "
+    "least-loaded expert, 1: the most-loaded); 1/E each is perfect balance. The per-layer "
+    'summary of observe_moe_expert_tokens, which prometheus_detail = "layer" leaves out.',
+    (LAYER, QUANTILE),
 )
 LOAD_IMBALANCE = Metric(
     "observe_moe_load_imbalance",
@@ -310,6 +334,8 @@ CATALOGUE: tuple[Metric, ...] = (
     ROUTING_ENTROPY,
     ROUTING_ENTROPY_WINDOWS,
     EXPERT_ENTROPY_ASSIGNMENTS,
+    ENTROPY_ASSIGNMENTS,
+    EXPERT_SHARE,
     LOAD_IMBALANCE,
     DEAD_EXPERTS,
     TOP1_PROBABILITY,

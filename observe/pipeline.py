@@ -20,6 +20,7 @@ from opentelemetry.metrics import MeterProvider
 from torch import nn
 
 from observe.alerts.background import BackgroundEvaluator
+from observe.catalogue import MODEL_LABEL, RANK_LABEL, RUN_LABEL, WORLD_SIZE_LABEL
 from observe.distributed import Placement, placement, shared_run_id
 from observe.errors import ObserveError
 from observe.hooks.adapters import RouterAdapter
@@ -35,6 +36,7 @@ from observe.store.records import Batch, HiddenSample, RunEnd, WindowSample
 from observe.store.spools import open_delivery
 from observe.store.storable import check, problem
 from observe.store.writer import Store
+from observe.telemetry.expert_families import ExpertFamilies
 from observe.telemetry.freshness import register_freshness
 from observe.telemetry.health import register_health
 from observe.telemetry.limits import LabelLimiter
@@ -94,7 +96,14 @@ class MonitoringSession(Closeable):
             )
         self.delivery = open_delivery(url, settings.spool_dir, settings.spool_max_bytes)
         self.limiter = LabelLimiter(settings.label_limit)
-        self._store_exporter = StoreExporter(self.delivery, self.run_id, heartbeats=self.leads)
+        labels = {RUN_LABEL: self.run_id, MODEL_LABEL: model}
+        if self.placement is not None:
+            labels[RANK_LABEL] = str(self.placement.rank)
+            labels[WORLD_SIZE_LABEL] = str(self.placement.world_size)
+        self._experts = ExpertFamilies(settings.prometheus_detail, labels, self.limiter)
+        self._store_exporter = StoreExporter(
+            self.delivery, self.run_id, self._experts.stored, heartbeats=self.leads
+        )
         try:
             self.telemetry = Telemetry(
                 settings,
@@ -102,6 +111,7 @@ class MonitoringSession(Closeable):
                 model=model,
                 exporters=[self._store_exporter],
                 placement=self.placement,
+                arrays=self._experts,
             )
         except BaseException:
             # E.g. the /metrics port is taken: the run is recorded as failed, not running.
@@ -116,7 +126,7 @@ class MonitoringSession(Closeable):
         )
         self._routing = RoutingInstruments(self._meter, self.limiter)
         # expert_load rows carry no rank: one rank's per window, rank 0's.
-        self._sinks: tuple[WindowSink, ...] = (self._routing,)
+        self._sinks: tuple[WindowSink, ...] = (self._routing, self._experts)
         if self.leads:
             self._sinks += (ExpertLoadSink(self.delivery, self.run_id),)
         self._monitors: list[Monitor] = []
@@ -187,6 +197,7 @@ class MonitoringSession(Closeable):
         self._record_monitor_config(monitor.config)
         # Only the caller's steps flush windows: the limit fits the model before the first.
         self._routing.fit(monitor)
+        self._experts.fit(monitor)
         self._monitors.append(monitor)
         return monitor
 

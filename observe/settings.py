@@ -31,6 +31,7 @@ from observe.alerts.config import AlertsConfig
 from observe.drift.config import DriftConfig
 from observe.errors import ObserveError
 from observe.hooks.config import MonitorConfig
+from observe.telemetry import series_budget
 from observe.telemetry.endpoint_config import MetricsEndpointConfig
 from observe.telemetry.limits import MAX_LABEL_LIMIT
 
@@ -54,6 +55,10 @@ class Settings:
     # Seconds a closing run keeps serving /metrics for one scrape of its final values, when
     # it has been scraped at all; two scrape intervals of collectors/prometheus.yml. 0: none.
     prometheus_linger_s: float = 10.0
+    # The series budget: how much per-expert detail /metrics (and OTLP) shows. "layer":
+    # per-layer summaries only; "expert": and tokens per expert; "expert_slot": and the
+    # expert × entropy-slot heatmap. The store keeps expert detail whatever this says.
+    prometheus_detail: str = series_budget.EXPERT
     # Who may read /metrics, and over what: TLS and basic auth; off by default.
     metrics: MetricsEndpointConfig = field(default_factory=MetricsEndpointConfig)
     # OTLP/HTTP endpoint of an OpenTelemetry Collector, e.g. http://127.0.0.1:4318.
@@ -85,6 +90,7 @@ class Settings:
                 f"prometheus_port={self.prometheus_port} is not a port: use 0 to 65535 "
                 "(0 picks a free one)"
             )
+        series_budget.check_detail(self.prometheus_detail)
         if self.spool_max_bytes < 1:
             raise ObserveError(f"spool_max_bytes={self.spool_max_bytes} must be at least 1")
         if self.label_limit is not None and not 1 <= self.label_limit <= MAX_LABEL_LIMIT:

@@ -4,6 +4,7 @@ series of a model past OpenTelemetry's default cap, or a count of those a limit 
 
 from __future__ import annotations
 
+import gzip
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,6 +12,9 @@ from typing import Any
 
 import pytest
 import torch
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from prometheus_server import StartPrometheus
@@ -87,8 +91,9 @@ def test_every_series_carries_exactly_its_catalogue_labels(tmp_path: Path) -> No
             model(ids)
         baseline = Baseline.capture(reference, model="tiny", methods=("classifier",))
     trained_until = datetime.now(UTC) - timedelta(days=1)
-    # The test reads /metrics itself before the run ends: no scrape to wait for after.
-    options = settings(tmp_path, prometheus_linger_s=0)
+    # The test reads /metrics itself before the run ends: no scrape to wait for after. At
+    # expert × slot detail /metrics shows every family.
+    options = settings(tmp_path, prometheus_linger_s=0, prometheus_detail="expert_slot")
     with MonitoringSession(options, model="tiny") as session:
         monitor = session.attach(model, baseline=baseline, trained_until=trained_until)
         trainer = Trainer(
@@ -175,10 +180,11 @@ def test_a_run_ends_without_waiting_when_no_scrape_is_due(
 
 def samples_after_windows(tmp_path: Path, windows: int, **options: Any) -> list[Sample]:
     """/metrics after `windows` flushes of a tiny model; `options` override its config, or
-    set the label_limit."""
+    set the label_limit or the prometheus_detail (`detail`)."""
     limit = options.pop("label_limit", None)
+    detail = options.pop("detail", "expert")
     model = MoETransformer(get_config("tiny", **options))
-    options = settings(tmp_path, label_limit=limit, prometheus_linger_s=0)
+    options = settings(tmp_path, label_limit=limit, prometheus_detail=detail, prometheus_linger_s=0)
     with MonitoringSession(options, model="tiny") as session:
         monitor = session.attach(model)
         forward_steps(monitor, model, 2 * windows)  # flush_every=2
@@ -199,7 +205,7 @@ def dropped_over_limit(samples: list[Sample]) -> float:
 
 def test_a_model_past_opentelemetrys_default_cap_shows_every_series(tmp_path: Path) -> None:
     """2 layers × 64 experts × 16 entropy slots: 2,048 series, over the SDK's 2,000."""
-    samples = samples_after_windows(tmp_path, 1, n_routed_experts=64)
+    samples = samples_after_windows(tmp_path, 1, n_routed_experts=64, detail="expert_slot")
     heatmap = of(catalogue.EXPERT_ENTROPY_ASSIGNMENTS, samples)
     assert len(heatmap) == len({tuple(sorted(s.labels.items())) for s in heatmap}) == 2048
     assert len(of(catalogue.EXPERT_TOKENS, samples)) == 2 * 64
@@ -207,11 +213,20 @@ def test_a_model_past_opentelemetrys_default_cap_shows_every_series(tmp_path: Pa
     assert dropped_over_limit(samples) == 0
 
 
+def test_the_heatmap_is_layer_by_slot_unless_asked(tmp_path: Path) -> None:
+    """By default /metrics shows the heatmap summed over experts; the store keeps it all."""
+    samples = samples_after_windows(tmp_path, 1)
+    assert not of(catalogue.EXPERT_ENTROPY_ASSIGNMENTS, samples)
+    assert len(of(catalogue.ENTROPY_ASSIGNMENTS, samples)) == 2 * 16
+    assert len(of(catalogue.EXPERT_TOKENS, samples)) == 2 * 4
+    assert len(of(catalogue.EXPERT_SHARE, samples)) == 2 * len(catalogue.EXPERT_SHARE_QUANTILES)
+
+
 def test_a_configured_limit_that_cuts_a_metric_is_counted_and_logged_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """2 layers × 4 experts × 16 slots: 128 heatmap series, 100 kept; 28 cut per window."""
-    samples = samples_after_windows(tmp_path, 3, label_limit=100)
+    samples = samples_after_windows(tmp_path, 3, label_limit=100, detail="expert_slot")
     assert len(of(catalogue.EXPERT_ENTROPY_ASSIGNMENTS, samples)) == 100
     assert len(of(catalogue.EXPERT_TOKENS, samples)) == 8  # under the limit: whole
     assert not [s for s in samples if "otel_metric_overflow" in s.labels]
@@ -219,3 +234,27 @@ def test_a_configured_limit_that_cuts_a_metric_is_counted_and_logged_once(
     warnings = [r for r in caplog.records if "label_limit" in r.getMessage()]
     assert len(warnings) == 1
     assert catalogue.EXPERT_ENTROPY_ASSIGNMENTS.name in warnings[0].getMessage()
+
+
+def test_openmetrics_and_gzip_scrapes_carry_the_array_families(tmp_path: Path) -> None:
+    """Prometheus asks for OpenMetrics and gzip: the arrays' text sits before `# EOF`."""
+    torch.manual_seed(0)
+    model = MoETransformer(get_config("tiny"))
+    with MonitoringSession(settings(tmp_path, prometheus_linger_s=0), model="tiny") as session:
+        forward_steps(session.attach(model), model, 2)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{session.metrics_port}/metrics",
+            headers={
+                "Accept": "application/openmetrics-text;version=1.0.0",
+                "Accept-Encoding": "gzip",
+            },
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.headers["Content-Encoding"] == "gzip"
+            text = gzip.decompress(response.read()).decode()
+    families = {f.name: f for f in openmetrics_families(text)}
+    assert text.endswith("# EOF\n")
+    tokens = families["observe_moe_expert_tokens"]
+    assert tokens.type == "counter"
+    assert len(tokens.samples) == 2 * 4
+    assert {s.name for s in tokens.samples} == {"observe_moe_expert_tokens_total"}

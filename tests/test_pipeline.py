@@ -91,7 +91,8 @@ def test_prometheus_scrapes_a_running_workload(tmp_path: Path, prometheus: Start
         m.prometheus_name
         for m in (
             catalogue.EXPERT_TOKENS,
-            catalogue.EXPERT_ENTROPY_ASSIGNMENTS,
+            catalogue.ENTROPY_ASSIGNMENTS,  # per expert only in the store, by default
+            catalogue.EXPERT_SHARE,
             catalogue.ROUTING_ENTROPY,
             catalogue.LOAD_IMBALANCE,
             catalogue.DEAD_EXPERTS,
@@ -190,19 +191,24 @@ def test_otlp_export_reaches_a_collector_endpoint(
     finally:
         server.shutdown()
     assert OtlpReceiver.bodies
-    # A short job's final state reaches the collector.
-    last = ExportMetricsServiceRequest.FromString(OtlpReceiver.bodies[-1])
-    [resource] = last.resource_metrics
-    attributes = {a.key: a.value.string_value for a in resource.resource.attributes}
-    assert attributes[catalogue.RUN_LABEL] == session.run_id
-    [expert_tokens] = [
-        metric
+    # A short job's final state reaches the collector: the array families through a
+    # provider of their own, in a request of their own; cumulative, with the run's labels.
+    requests = [ExportMetricsServiceRequest.FromString(body) for body in OtlpReceiver.bodies]
+    found = [
+        (resource, metric)
+        for request in requests
+        for resource in request.resource_metrics
         for scope in resource.scope_metrics
         for metric in scope.metrics
         if metric.name == catalogue.EXPERT_TOKENS.name
     ]
+    resource, expert_tokens = found[-1]
+    attributes = {a.key: a.value.string_value for a in resource.resource.attributes}
+    assert attributes[catalogue.RUN_LABEL] == session.run_id
     assert expert_tokens.sum.aggregation_temporality == AGGREGATION_TEMPORALITY_CUMULATIVE
-    assert sum(p.as_int for p in expert_tokens.sum.data_points) == total_tokens(snapshot)
+    tokens = [point.as_int for point in expert_tokens.sum.data_points]
+    assert len(tokens) == 2 * 4  # a series per layer and expert
+    assert sum(tokens) == total_tokens(snapshot)
     assert session.telemetry.otlp.failed == 0
 
 

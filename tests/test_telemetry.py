@@ -12,6 +12,9 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 import observe
 from observe import catalogue
 from observe.catalogue import Kind
+from observe.errors import ObserveError
+from observe.telemetry import series_budget
+from observe.telemetry.expert_families import ExpertFamilies
 from observe.telemetry.limits import LabelLimiter
 from observe.telemetry.routing_instruments import RoutingInstruments
 from observe.workload.config import get_config
@@ -58,37 +61,68 @@ def test_the_inference_engine_emits_latency_and_cache_figures() -> None:
     assert tuple(latency.explicit_bounds) == catalogue.LATENCY_BUCKETS
 
 
-def test_routing_windows_become_instruments() -> None:
+def test_routing_windows_become_instruments_and_arrays() -> None:
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
-    sink = RoutingInstruments(provider.get_meter("test"), LabelLimiter(10_000))
+    limiter = LabelLimiter(10_000)
+    sink = RoutingInstruments(provider.get_meter("test"), limiter)
+    experts = ExpertFamilies(series_budget.EXPERT_SLOT, {"run": "r", "model": "m"}, limiter)
     torch.manual_seed(0)
     model = MoETransformer(get_config("tiny", capacity_factor=0.5))
     config = observe.MonitorConfig(flush_every=2, entropy_slots=4)
-    with observe.attach(model, config, sinks=[sink]) as monitor:
+    with observe.attach(model, config, sinks=[sink, experts]) as monitor:
+        experts.fit(monitor)
         for _ in range(5):
             model(torch.randint(0, 256, (2, 8)))
             monitor.step()
         total = monitor.snapshot()
-    found = points(reader)
-    tokens = {
-        (p.attributes["layer"], p.attributes["expert"]): p.value
-        for p in found["observe_moe_expert_tokens"]
-    }
+    families = {f.metric.name: dict(f.points()) for f in experts.families()}
+    tokens = families["observe_moe_expert_tokens"]
     for stats in total.layers:
         for expert, n in enumerate(stats.tokens_per_expert):
             assert tokens[(str(stats.layer), str(expert))] == n
-    slots = {p.attributes["slot_le"] for p in found["observe_moe_expert_entropy_assignments"]}
-    assert slots == {"0.25", "0.5", "0.75", "1"}
-    assert sum(p.value for p in found["observe_moe_expert_entropy_assignments"]) == sum(
-        sum(s.tokens_per_expert) for s in total.layers
-    )
+    heatmap = families["observe_moe_expert_entropy_assignments"]
+    assert {slot for _, _, slot in heatmap} == {"0.25", "0.5", "0.75", "1"}
+    assert sum(heatmap.values()) == sum(sum(s.tokens_per_expert) for s in total.layers)
+    by_layer = families["observe_moe_entropy_assignments"]
+    for (layer, slot), n in by_layer.items():
+        assert n == sum(v for (at, _, bound), v in heatmap.items() if (at, bound) == (layer, slot))
+    share = families["observe_moe_expert_share"]
+    assert {q for _, q in share} == {f"{q:g}" for q in catalogue.EXPERT_SHARE_QUANTILES}
+    assert all(0 <= v <= 1 for v in share.values())
+    # The store's share: expert detail once per window, none again until the next.
+    assert {f.metric.name for f in experts.stored()} == {m.name for m in series_budget.STORED}
+    assert experts.stored() == []
+    found = points(reader)
+    assert "observe_moe_expert_tokens" not in found  # arrays, not an object per point
     dropped = {p.attributes["layer"]: p.value for p in found["observe_moe_dropped_tokens"]}
     assert dropped == {str(s.layer): s.dropped_tokens for s in total.layers}
     assert {p.attributes["layer"] for p in found["observe_moe_routing_entropy"]} == {"0", "1"}
     assert [p.value for p in found["observe_monitor_steps"]] == [5]
     histogram = found["observe_moe_routing_entropy_windows"]
     assert sum(p.count for p in histogram) == 3 * 2  # three windows, two layers
+
+
+def test_the_series_budget_shows_per_layer_summaries_and_stores_expert_detail() -> None:
+    limiter = LabelLimiter()
+    experts = ExpertFamilies(series_budget.LAYER, {"run": "r", "model": "m"}, limiter)
+    torch.manual_seed(0)
+    model = MoETransformer(get_config("tiny"))
+    with observe.attach(model, observe.MonitorConfig(flush_every=1), sinks=[experts]) as monitor:
+        experts.fit(monitor)
+        model(torch.randint(0, 256, (2, 8)))
+        monitor.step()
+        monitor.snapshot()
+    text = experts.render(openmetrics=False).decode()
+    assert "observe_moe_expert_tokens_total{" not in text
+    assert "observe_moe_expert_entropy_assignments_total{" not in text
+    assert 'observe_moe_expert_share{run="r",model="m",layer="1",quantile="0.5"} ' in text
+    assert "observe_moe_entropy_assignments_total{" in text
+    stored = {f.metric.name: f for f in experts.stored()}
+    assert set(stored) == {m.name for m in series_budget.STORED}
+    assert len(stored["observe_moe_expert_tokens"].samples()) == 2 * 4
+    with pytest.raises(ObserveError, match="prometheus_detail='experts' is not a detail"):
+        series_budget.shown("experts")
 
 
 def test_label_combinations_over_the_cap_are_counted_not_kept(
@@ -99,7 +133,8 @@ def test_label_combinations_over_the_cap_are_counted_not_kept(
     assert admitted == [True, True, True, False, False, True]
     assert limiter.admit("other", 99)
     assert limiter.dropped_samples == 2
-    assert sum("more than 3 label combinations" in r.message for r in caplog.records) == 1
+    assert limiter.admit_shape("dense", 5) == 3  # a whole shape, admitted once
+    assert sum("more than 3 label combinations" in r.message for r in caplog.records) == 2
 
 
 def test_an_unset_limit_is_sized_to_the_models_a_configured_one_is_kept() -> None:

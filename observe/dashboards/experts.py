@@ -40,8 +40,8 @@ def dashboard() -> model.Dashboard:
         "tokens. Generated from observe's metric catalogue by `make generate`.",
         prometheus_variables(),
         [
-            ("Token share", [_token_share()]),
-            ("Expert × routing-entropy slot", [_entropy_slots()]),
+            ("Token share", [_token_share(), _expert_share()]),
+            ("Layer × routing-entropy slot", [_entropy_slots()]),
             (
                 "Balance",
                 [
@@ -63,7 +63,8 @@ def _token_share() -> PanelBuilder:
         heatmap_panel(
             "Token share, layer × expert",
             "Each expert's share of its layer's (token, expert) assignments over the rate "
-            f"interval; a row per layer and expert. {metric.description}",
+            f"interval; a row per layer and expert. {metric.description} Empty under "
+            'prometheus_detail = "layer": read the expert share quantiles below.',
             [
                 promql(
                     f"{tokens} / ignoring ({EXPERT}) group_left {layer_total}",
@@ -78,30 +79,38 @@ def _token_share() -> PanelBuilder:
 
 
 def _entropy_slots() -> PanelBuilder:
-    metric = c.EXPERT_ENTROPY_ASSIGNMENTS
-    # One instant query, turned into a matrix: a row per expert, a column per slot.
+    metric = c.ENTROPY_ASSIGNMENTS
+    # One instant query, turned into a matrix: a row per layer, a column per slot.
     matrix = model.DataTransformerConfig(
         id_val="groupingToMatrix",
-        options={"rowField": EXPERT, "columnField": SLOT, "valueField": "Value"},
+        options={"rowField": LAYER, "columnField": SLOT, "valueField": "Value"},
     )
     cells = TableColoredBackgroundCellOptions(mode=TableCellBackgroundDisplayMode.GRADIENT)
     return (
         table_panel(
-            f"Expert × routing-entropy slot, layer ${LAYER}",
+            "Layer × routing-entropy slot",
             f"{metric.description} Assignments per second over the rate interval, at the "
-            "end of the time range; a table per layer.",
-            [promql(f"sum by ({EXPERT}, {SLOT}) ({rate(metric)})", table=True)],
+            "end of the time range. Per expert: the store (the history dashboard).",
+            [promql(f"sum by ({LAYER}, {SLOT}) ({rate(metric)})", table=True)],
             unit=grafana_unit(metric.unit),
         )
         .with_transformation(matrix)
         .cell_options(cells)
         .color_scheme(db.FieldColor().mode(model.FieldColorModeId.CONTINUOUS_BL_YL_RD))
-        .repeat(LAYER)
-        .repeat_direction("h")
-        .max_per_row(2)
         .span(24)
         .height(12)
     )
+
+
+def _expert_share() -> PanelBuilder:
+    metric = c.EXPERT_SHARE
+    return timeseries_panel(
+        "Expert share quantiles",
+        f"{metric.description} Shown whatever prometheus_detail says: the token-share "
+        'heatmap above is empty under prometheus_detail = "layer", this is not.',
+        [promql(selector(metric), legend(RUN, LAYER, c.QUANTILE))],
+        unit=grafana_unit(metric.unit, fraction=True),
+    ).span(24)
 
 
 def _per_layer(metric: Metric, title: str, *, fraction: bool = False) -> PanelBuilder:

@@ -25,6 +25,7 @@ from observe.errors import ObserveError
 from observe.hooks.adapters import SUPPORTED_FAMILIES, RouterAdapter, known_adapters
 from observe.hooks.buffers import RouterCall, RoutingBuffers
 from observe.hooks.config import MonitorConfig
+from observe.hooks.folding import Folder
 from observe.hooks.reduction import GlobalReduction, RouterLayout
 from observe.hooks.reservoir import HiddenStateReservoir
 from observe.hooks.stats import RoutingStats, RoutingTotals
@@ -38,7 +39,8 @@ logger = logging.getLogger("observe")
 
 # Recorded router calls are folded into the sums at each flush, or sooner once this many
 # calls or logits wait: folding many calls at once is what keeps decoding cheap, and the
-# bounds keep the memory the recorded tensors hold small (4M logits: 16 MB in float32).
+# bounds keep the memory the recorded tensors hold small (4M logits: 16 MB in float32, and
+# at most folding.MAX_WAITING more such batches handed to the folder's thread).
 MAX_PENDING_CALLS = 512
 MAX_PENDING_LOGITS = 1 << 22
 
@@ -149,6 +151,7 @@ class Monitor(Closeable):
             histogram=histogram,
             router_losses="router_losses" in metrics,
         )
+        self._folder = Folder(self._buffers, adapter.probabilities, device)
         self._reservoir = HiddenStateReservoir(
             len(attention), config.reservoir_size, device, seed=config.seed
         )
@@ -163,6 +166,9 @@ class Monitor(Closeable):
         )
         self._random = random.Random(config.seed)
         self._mask: torch.Tensor | None = None
+        # This forward's token mask for one token count: every layer of a forward asks for
+        # the same one, and a decode step's slicing costs as much as the recording.
+        self._token_masks: tuple[int, torch.Tensor | None] | None = None
         self._measure_routing = self._measure_hidden = True
         self._pending_logits: list[torch.Tensor | None] = [None] * len(self.routers)
         self._calls: list[RouterCall] = []
@@ -262,6 +268,7 @@ class Monitor(Closeable):
         if mask is None and len(args) > 1 and isinstance(args[1], torch.Tensor):
             mask = args[1]
         self._mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
+        self._token_masks = None
         config = self.config
         # Draws only where sampling is on: this runs on every forward, decode steps included.
         self._measure_routing = (
@@ -276,8 +283,17 @@ class Monitor(Closeable):
 
     def _after_forward(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         self._mask = None
+        self._token_masks = None
 
     def _token_mask(self, n_tokens: int) -> torch.Tensor | None:
+        cached = self._token_masks
+        if cached is not None and cached[0] == n_tokens:
+            return cached[1]
+        mask_T = self._slice_mask(n_tokens)
+        self._token_masks = (n_tokens, mask_T)
+        return mask_T
+
+    def _slice_mask(self, n_tokens: int) -> torch.Tensor | None:
         """The mask of the newest positions, flattened like the router's tokens; None when
         the shapes do not line up (the module was called outside the model's forward)."""
         mask = self._mask
@@ -310,9 +326,14 @@ class Monitor(Closeable):
     def _add_routing(
         self, layer: int, logits_TE: torch.Tensor, topk_indices_TK: torch.Tensor
     ) -> None:
-        # Only recorded here: folding many calls together later costs far less.
-        logits_TE = logits_TE.detach().reshape(-1, logits_TE.shape[-1])
-        topk_indices_TK = topk_indices_TK.detach().reshape(logits_TE.shape[0], -1)
+        # Only recorded here: folding many calls together later costs far less. Each tensor
+        # op is skipped where it would change nothing: decoding calls this per layer per token.
+        if logits_TE.requires_grad:
+            logits_TE = logits_TE.detach()
+        if logits_TE.dim() != 2:
+            logits_TE = logits_TE.reshape(-1, logits_TE.shape[-1])
+        if topk_indices_TK.dim() != 2:
+            topk_indices_TK = topk_indices_TK.reshape(logits_TE.shape[0], -1)
         mask_T = self._token_mask(logits_TE.shape[0])
         self._calls.append(RouterCall(layer, logits_TE, topk_indices_TK, mask_T))
         self._pending_logit_count += logits_TE.numel()
@@ -326,17 +347,12 @@ class Monitor(Closeable):
             self._dropped.append((layer, self.adapter.read_dropped_tokens(output).detach()))
 
     def _fold(self) -> None:
-        """Folds the recorded router calls into the device sums."""
-        with torch.no_grad():
-            if self._calls:
-                self._buffers.add_calls(self._calls, self.adapter.probabilities)
-                self._calls = []
-                self._pending_logit_count = 0
-            if self._dropped:
-                self._buffers.add_dropped(
-                    [layer for layer, _ in self._dropped], [d for _, d in self._dropped]
-                )
-                self._dropped = []
+        """Hands the recorded router calls to the folder (`observe/hooks/folding.py`)."""
+        if self._calls or self._dropped:
+            self._folder.fold(self._calls, self._dropped)
+            self._calls = []
+            self._pending_logit_count = 0
+            self._dropped = []
 
     def _on_attention(
         self, layer: int, module: nn.Module, args: tuple[Any, ...], output: Any
@@ -373,6 +389,7 @@ class Monitor(Closeable):
             return
         started = time.perf_counter_ns()
         self._fold()
+        self._folder.wait()
         if self._reduction is not None:
             # No early return on this rank's own sums: the others would wait for it.
             self._reduction.reduce(self._buffers)
@@ -403,6 +420,11 @@ class Monitor(Closeable):
         """Time spent in observe's hook callbacks and flushes on the calling threads."""
         return self.overhead_ns / 1e9
 
+    @property
+    def worker_seconds(self) -> float:
+        """Time the background thread spent turning flushed windows into statistics."""
+        return self._worker.busy_ns / 1e9
+
     # -- lifetime ------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -411,6 +433,7 @@ class Monitor(Closeable):
             return
         self.flush()
         self._closed = True
+        self._folder.close()
         self._worker.close()
         if self.drift is not None:
             self.drift.close()

@@ -107,6 +107,11 @@ class Window:
 
     routing: RoutingStats
     hidden_states: Mapping[str, np.ndarray]
+    # The window's estimated counts as arrays, layers × the widest layer's experts (× entropy
+    # slots), zero past a layer's own experts: for sinks that take them whole. None where
+    # the window was not flushed by a monitor.
+    expert_tokens_LE: np.ndarray | None = None
+    entropy_histogram_LES: np.ndarray | None = None
 
     @property
     def first_step(self) -> int:
@@ -156,9 +161,12 @@ class RoutingTotals:
             totals.calls_L += window.calls_L.numpy()
         return own
 
-    def layer_stats(self, names: list[str], drops_L: list[bool]) -> tuple[LayerStats, ...]:
-        """`drops_L`: layers whose dropped assignments were measured (others report None)."""
-        counts_LC, tokens_per_expert_LE, histogram_LES = self._estimates()
+    def layer_stats(
+        self, names: list[str], drops_L: list[bool], estimates: _Sums | None = None
+    ) -> tuple[LayerStats, ...]:
+        """`drops_L`: layers whose dropped assignments were measured (others report None);
+        `estimates`: these totals' `estimates()`, when the caller has them already."""
+        counts_LC, tokens_per_expert_LE, histogram_LES = estimates or self.estimates()
         layers = []
         for layer, name in enumerate(names):
             E = self.n_experts_L[layer]
@@ -173,7 +181,7 @@ class RoutingTotals:
                     layer=layer,
                     name=name,
                     tokens=int(counts[TOKENS]),
-                    tokens_per_expert=tuple(int(n) for n in tokens_per_expert_LE[layer, :E]),
+                    tokens_per_expert=tuple(tokens_per_expert_LE[layer, :E].tolist()),
                     routing_entropy=_mean(scalars[ENTROPY], n_tokens),
                     load_imbalance=float(measured_E.max() / mean_load) if mean_load else 0.0,
                     dead_experts=tuple(int(e) for e in np.flatnonzero(measured_E == 0)),
@@ -187,7 +195,7 @@ class RoutingTotals:
             )
         return tuple(layers)
 
-    def _estimates(self) -> _Sums:
+    def estimates(self) -> _Sums:
         """The sums scaled to every forward, as whole counts. A window's are rounded on top
         of its run's until then: rounding each window on its own would leave the windows'
         sum up to half a count per window off the run's."""
@@ -210,7 +218,7 @@ def _rows(histogram_ES: np.ndarray) -> tuple[tuple[int, ...], ...]:
     # No slots: the histogram is off, and reads as empty rather than as empty rows.
     if not histogram_ES.shape[-1]:
         return ()
-    return tuple(tuple(int(n) for n in row) for row in histogram_ES)
+    return tuple(map(tuple, histogram_ES.tolist()))
 
 
 def _mean(total: float, count: float) -> float:

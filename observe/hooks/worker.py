@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
@@ -52,6 +53,8 @@ class WindowWorker:
         self._thread: threading.Thread | None = None
         self._failed_sinks: set[int] = set()
         self._failed = False
+        # Time spent on windows (waiting for the device copy included), for benchmarks.
+        self.busy_ns = 0
 
     def put(
         self, sums: WindowSums, hidden: list[torch.Tensor], first_step: int, last_step: int
@@ -76,20 +79,23 @@ class WindowWorker:
     def _run(self) -> None:
         while (item := self._windows.get()) is not None:
             sums, hidden, first_step, last_step = item
+            started = time.perf_counter_ns()
             try:
                 sums.wait()
                 one = self.totals.add(sums)
                 # A window of no step and no router call: a global monitor flushes one
                 # whenever asked, as every rank must take part, but it tells sinks nothing.
                 if self.sinks and (last_step >= first_step or bool(sums.calls_L.any())):
-                    stats = one.layer_stats(self.names, self.drops_L)
+                    estimates = one.estimates()
+                    stats = one.layer_stats(self.names, self.drops_L, estimates)
                     samples = {
                         # Empty when no sink wants the samples: the monitor took none.
                         name: rows.numpy()
                         for name, rows in zip(self.attention_names, hidden, strict=False)
                     }
                     routing = RoutingStats(first_step, last_step, stats, self.totals.sample_rate)
-                    self._hand_to_sinks(Window(routing, samples))
+                    _, tokens_LE, histogram_LES = estimates
+                    self._hand_to_sinks(Window(routing, samples, tokens_LE, histogram_LES))
             except Exception:
                 # The thread lives on: were it to die, every later window would wait in the
                 # queue for ever, and snapshot() and close() with them.
@@ -97,6 +103,7 @@ class WindowWorker:
                     self._failed = True
                     logger.exception("observe: a flushed window could not be processed")
             finally:
+                self.busy_ns += time.perf_counter_ns() - started
                 self._windows.task_done()
         self._windows.task_done()
 

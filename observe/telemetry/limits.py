@@ -39,6 +39,20 @@ class LabelLimiter:
             with self._lock:
                 self.limit = min(max(self.limit, combinations), MAX_LABEL_LIMIT)
 
+    def admit_shape(self, metric: str, points: int) -> int:
+        """How many of a dense family's `points` are admitted, the first in row-major
+        order: its whole shape is admitted once (at fit), not each label set each window."""
+        with self._lock:
+            kept = min(points, self.limit)
+        if kept < points:
+            self._warn(metric)
+        return kept
+
+    def refuse(self, samples: int) -> None:
+        """Counts `samples` refused by a shape admitted with `admit_shape`."""
+        with self._lock:
+            self.dropped_samples += samples
+
     def admit(self, metric: str, labels: Hashable) -> bool:
         with self._lock:
             seen = self._seen.setdefault(metric, set())
@@ -47,16 +61,21 @@ class LabelLimiter:
             if len(seen) < self.limit:
                 seen.add(labels)
                 return True
-            if metric not in self._warned:
-                self._warned.add(metric)
-                logger.warning(
-                    "observe: %s has more than %d label combinations (label_limit); further "
-                    "ones are dropped and counted in observe_pipeline_dropped_samples_total"
-                    '{reason="%s"}: raise label_limit, or leave it unset to size it from the '
-                    "model",
-                    metric,
-                    self.limit,
-                    LABEL_LIMIT,
-                )
             self.dropped_samples += 1
-            return False
+        self._warn(metric)
+        return False
+
+    def _warn(self, metric: str) -> None:
+        with self._lock:
+            if metric in self._warned:
+                return
+            self._warned.add(metric)
+        logger.warning(
+            "observe: %s has more than %d label combinations (label_limit); further "
+            "ones are dropped and counted in observe_pipeline_dropped_samples_total"
+            '{reason="%s"}: raise label_limit, leave it unset to size it from the '
+            'model, or cut per-expert series with prometheus_detail = "layer"',
+            metric,
+            self.limit,
+            LABEL_LIMIT,
+        )

@@ -2,9 +2,10 @@
 
 One `MeterProvider` per monitored run. The Prometheus reader serves scrapes from its own
 registry on the run's `MetricsEndpoint` (127.0.0.1 by default, with the TLS and basic auth
-of `[metrics]`); a periodic reader feeds the store exporter; another, when configured, an
-OpenTelemetry Collector over OTLP. Each periodic reader exports a last time when the
-provider shuts down.
+of `[metrics]`), with the families kept as arrays (`ArraySource`) rendered beside them; a
+periodic reader feeds the store exporter; another, when configured, an OpenTelemetry
+Collector over OTLP, which reads the array families through a provider of their own
+(`otlp_arrays`). Each periodic reader exports a last time when the provider shuts down.
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ from observe.catalogue import (
 from observe.distributed import Placement
 from observe.errors import ObserveError
 from observe.instruments import SCOPE
+from observe.lifetime import Deadline
 from observe.settings import Settings
+from observe.telemetry.array_family import ArraySource
 from observe.telemetry.exposition import MetricsEndpoint
 from observe.telemetry.limits import MAX_LABEL_LIMIT
 
@@ -98,6 +101,7 @@ class Telemetry:
         model: str,
         exporters: Sequence[MetricExporter] = (),
         placement: Placement | None = None,
+        arrays: ArraySource | None = None,
     ) -> None:
         """`placement`: this rank's place in a distributed run, whose every series then
         carries `rank` and `world_size`; None when the process runs alone."""
@@ -115,6 +119,8 @@ class Telemetry:
             if port:
                 port += placement.local_rank
         readers: list[MetricReader] = []
+        # The periodic ones, which export on `force_flush` (benchmarks time an export).
+        self.periodic_readers: list[PeriodicExportingMetricReader] = []
         self.metrics_port: int | None = None
         self.endpoint: MetricsEndpoint | None = None
         self._linger_s = settings.prometheus_linger_s
@@ -136,6 +142,7 @@ class Telemetry:
                 port,
                 tls=settings.metrics.server_context(),
                 credentials=credentials,
+                arrays=arrays.render if arrays is not None else None,
             )
             self.metrics_port = self.endpoint.port
             logger.info(
@@ -151,16 +158,24 @@ class Telemetry:
             exporters = (*exporters, self.otlp)
         interval_ms = settings.export_interval_s * 1000
         with signals.blocked():  # each reader starts its export thread here
-            readers.extend(
+            self.periodic_readers = [
                 PeriodicExportingMetricReader(e, export_interval_millis=interval_ms)
                 for e in exporters
-            )
+            ]
+        readers.extend(self.periodic_readers)
         # observe's LabelLimiter caps its instruments, counting what it cuts: the SDK's own
         # cap, which would fold series silently, stays above it.
         uncapped = View(meter_name=SCOPE, aggregation_cardinality_limit=MAX_LABEL_LIMIT)
-        self.provider = MeterProvider(
-            resource=Resource.create(attributes), metric_readers=readers, views=[uncapped]
-        )
+        resource = Resource.create(attributes)
+        self.provider = MeterProvider(resource=resource, metric_readers=readers, views=[uncapped])
+        self._array_provider: MeterProvider | None = None
+        if self.otlp is not None and arrays is not None:
+            from observe.telemetry.otlp_arrays import array_provider
+
+            with signals.blocked():
+                self._array_provider = array_provider(
+                    arrays, arrays.metrics, resource, self.otlp, interval_ms
+                )
 
     def meter(self) -> Meter:
         return self.provider.get_meter(SCOPE)
@@ -173,7 +188,11 @@ class Telemetry:
     def shutdown(self, timeout_s: float) -> None:
         """Exports a last time through every reader within `timeout_s`, then stops
         `/metrics`."""
-        self.provider.shutdown(timeout_millis=timeout_s * 1000)
+        deadline = Deadline(timeout_s)
+        if self._array_provider is not None:
+            # First: it exports through the OTLP exporter, which the main provider closes.
+            self._array_provider.shutdown(timeout_millis=deadline.left() * 1000)
+        self.provider.shutdown(timeout_millis=deadline.left() * 1000)
         if self.endpoint is not None:
             self.endpoint.close()
 

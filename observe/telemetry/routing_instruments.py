@@ -1,8 +1,8 @@
-"""The monitor's windows as OpenTelemetry instruments, read at collection time.
+"""The monitor's per-layer figures as OpenTelemetry instruments, read at collection time.
 
-Layer × expert figures would cost one instrument call per layer per expert per step;
-instead the monitor's background thread folds each window into totals here, and
-observable instruments report them whenever a reader collects.
+Per-layer figures would cost one instrument call per layer per step; instead the monitor's
+background thread folds each window into totals here, and observable instruments report
+them whenever a reader collects. Per-expert families are arrays (`expert_families`).
 """
 
 from __future__ import annotations
@@ -44,13 +44,7 @@ class RoutingInstruments:
         self._lock = threading.Lock()
         # Cumulative counts per series, and the last window's gauge values.
         self._totals: dict[str, dict[Values, int]] = {
-            m.name: {}
-            for m in (
-                catalogue.EXPERT_TOKENS,
-                catalogue.EXPERT_ENTROPY_ASSIGNMENTS,
-                catalogue.DROPPED_TOKENS,
-                catalogue.ROUTER_NONFINITE_TOKENS,
-            )
+            m.name: {} for m in (catalogue.DROPPED_TOKENS, catalogue.ROUTER_NONFINITE_TOKENS)
         }
         self._gauges: dict[str, dict[Values, float]] = {m.name: {} for m, _ in _LAYER_GAUGES}
         for name in self._totals:
@@ -64,12 +58,10 @@ class RoutingInstruments:
 
     def fit(self, monitor: Monitor) -> None:
         """Readies the figures for `monitor` before its first window: its router sample
-        rate, which says whether the counts are estimates, and the label limit sized to
-        its model (the expert × entropy-slot heatmap has the most series, experts × slots
-        per layer). The session's newest monitor gives the rate."""
+        rate, which says whether the counts are estimates, and the label limit, at least a
+        series per layer. The session's newest monitor gives the rate."""
         self._sample_rate.set(monitor.config.router_sample_rate)
-        slots = monitor.config.entropy_slots if "entropy_histogram" in monitor.config.metrics else 1
-        self._limiter.fit(sum(router.n_experts for router in monitor.routers) * slots)
+        self._limiter.fit(len(monitor.routers))
 
     def consume(self, window: Window) -> None:
         with self._lock:
@@ -83,20 +75,14 @@ class RoutingInstruments:
 
     def _add_layer(self, stats: LayerStats) -> None:
         layer = str(stats.layer)
-        for expert, tokens in enumerate(stats.tokens_per_expert):
-            self._add(catalogue.EXPERT_TOKENS, (layer, str(expert)), tokens)
-        slots = len(stats.entropy_histogram[0]) if stats.entropy_histogram else 0
-        for expert, row in enumerate(stats.entropy_histogram):
-            for slot, n in enumerate(row):
-                bound = f"{(slot + 1) / slots:g}"
-                self._add(catalogue.EXPERT_ENTROPY_ASSIGNMENTS, (layer, str(expert), bound), n)
         if stats.dropped_tokens is not None:
             self._add(catalogue.DROPPED_TOKENS, (layer,), stats.dropped_tokens)
         self._add(catalogue.ROUTER_NONFINITE_TOKENS, (layer,), stats.nonfinite_tokens)
         if stats.tokens:
             for metric, value in _LAYER_GAUGES:
-                if self._limiter.admit(metric.name, (layer,)):
-                    self._gauges[metric.name][(layer,)] = float(value(stats))
+                gauges = self._gauges[metric.name]
+                if (layer,) in gauges or self._limiter.admit(metric.name, (layer,)):
+                    gauges[(layer,)] = float(value(stats))
 
     def _add(self, metric: Metric, values: Values, n: int) -> None:
         totals = self._totals[metric.name]

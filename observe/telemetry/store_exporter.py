@@ -11,9 +11,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from opentelemetry.sdk.metrics.export import (
     HistogramDataPoint,
     MetricExporter,
@@ -28,6 +29,7 @@ from observe.hooks.stats import Window
 from observe.store.delivery import Delivery
 from observe.store.records import Batch, DriftResult, ExpertLoads, HistogramSample, Sample
 from observe.store.storable import labels_problem
+from observe.telemetry.array_family import ArrayFamily
 
 logger = logging.getLogger("observe")
 
@@ -50,7 +52,8 @@ def _labels(*attribute_sets: Mapping[str, Any] | None) -> dict[str, str]:
 
 
 class StoreExporter(MetricExporter):
-    """Every collection's data points as store samples of one run; with `heartbeats`, each
+    """Every collection's data points as store samples of one run, with the families kept
+    as arrays that `arrays` hands over (`ExpertFamilies.stored`); with `heartbeats`, each
     export also says the run's process lives (in a distributed run, only rank 0's does).
 
     A point whose labels hold text the store cannot keep (a user's attribute with NUL) is
@@ -58,10 +61,18 @@ class StoreExporter(MetricExporter):
     would have made the store refuse every other point with it.
     """
 
-    def __init__(self, delivery: Delivery, run_id: str, *, heartbeats: bool = True) -> None:
+    def __init__(
+        self,
+        delivery: Delivery,
+        run_id: str,
+        arrays: Callable[[], Sequence[ArrayFamily]] = list,
+        *,
+        heartbeats: bool = True,
+    ) -> None:
         super().__init__()
         self.delivery = delivery
         self.run_id = run_id
+        self.arrays = arrays
         # Written by the reader's export thread only (the SDK runs one export at a time).
         self.refused_samples = 0
         self._warned: set[str] = set()
@@ -101,11 +112,25 @@ class StoreExporter(MetricExporter):
                             )
                         elif isinstance(point, NumberDataPoint):
                             samples.append(Sample(time, metric.name, labels, float(point.value)))
+        # Dense families go whole, as arrays (one COPY); one with points not measured yet
+        # (NaN) goes as samples of the points that were.
+        families = []
+        for array in self.arrays():
+            if np.isnan(array.values).any():
+                samples.extend(array.samples())
+            else:
+                families.append(array.family())
         # Every export, also one with nothing new, carries the heartbeat: it says the run's
         # process was alive when it was made (observe/store/liveness.py).
         heartbeat = dt.datetime.now(dt.UTC) if self.heartbeats else None
         self.delivery.submit(
-            Batch(self.run_id, tuple(samples), tuple(histograms), heartbeat=heartbeat)
+            Batch(
+                self.run_id,
+                tuple(samples),
+                tuple(histograms),
+                families=tuple(families),
+                heartbeat=heartbeat,
+            )
         )
         return MetricExportResult.SUCCESS
 

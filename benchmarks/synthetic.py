@@ -1,0 +1,204 @@
+"""What a monitored run's telemetry costs at layers × experts, on a synthetic router-only model.
+
+`SyntheticMoE` is a stack of the reference model's `Router` modules and nothing else: the
+monitor sees L MoE layers of E experts while the model itself costs next to nothing, so the
+figures are the monitor's and the pipeline's. `measure` drives one `MonitoringSession`
+(SQLite store, `/metrics` on a free port, no OTLP) through `steps` steps and returns:
+
+- flush: the calling thread's time in `monitor.flush()` and the worker's time per window
+  (statistics and sinks), per window;
+- export: one collection and export through every periodic reader (the store's);
+- scrape: a GET of `/metrics` after a new window, median of three: its seconds and bytes,
+  how many expert-tokens series it shows, and whether OpenTelemetry folded any into
+  `otel_metric_overflow`;
+- memory: the process's resident-set growth over the session, and the hooks' share of the
+  calling thread's time (`monitor.overhead_seconds` over the steps' wall time).
+
+    .venv/bin/python benchmarks/synthetic.py [--steps 20] [--sizes 4x8,16x64,64x256]
+
+`benchmarks/scaling.py` builds on `measure`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from observe import catalogue
+from observe.hooks import MonitorConfig
+from observe.pipeline import MonitoringSession
+from observe.settings import Settings
+from observe.workload.router import Router
+
+D_MODEL, TOP_K = 16, 2
+# Tokens per forward: 8 sequences × 32 positions, a training micro-batch's worth.
+BATCH, SEQ = 8, 32
+SCRAPES = 3
+
+
+class SyntheticMoE(nn.Module):
+    """`layers` routers of `experts` experts each; the input passes through unchanged."""
+
+    def __init__(self, layers: int, experts: int) -> None:
+        super().__init__()
+        self.routers = nn.ModuleList(Router(D_MODEL, experts, TOP_K) for _ in range(layers))
+
+    def forward(self, x_BSD: torch.Tensor) -> torch.Tensor:
+        x_TD = x_BSD.reshape(-1, x_BSD.shape[-1])
+        for router in self.routers:
+            router(x_TD)
+        return x_BSD
+
+
+@dataclass(frozen=True)
+class Figures:
+    layers: int
+    experts: int
+    steps: int
+    windows: int
+    flush_s: float  # per window, calling thread
+    worker_s: float  # per window, background thread
+    step_s: float  # per step, wall
+    hook_share: float  # monitor.overhead_seconds / steps' wall time
+    export_s: float
+    scrape_s: float
+    scrape_bytes: int
+    expert_series: int
+    overflow: bool
+    rss_growth_bytes: int
+
+
+def measure(
+    layers: int,
+    experts: int,
+    *,
+    steps: int = 20,
+    flush_every: int = 10,
+    directory: Path | None = None,
+    **settings: Any,
+) -> Figures:
+    """One monitored run of `steps` steps; `settings` override `Settings` fields."""
+    with tempfile.TemporaryDirectory() as scratch:
+        root = directory or Path(scratch)
+        options = Settings(
+            **{
+                "db_url": f"sqlite:///{root / 'observe.db'}",
+                "prometheus_port": 0,
+                "prometheus_linger_s": 0,
+                "spool_dir": root / "spool",
+                # Exports only when asked: each is timed on its own.
+                "export_interval_s": 3600,
+                "monitor": MonitorConfig(flush_every=flush_every, metrics=_ROUTING),
+                **settings,
+            }
+        )
+        torch.manual_seed(0)
+        model = SyntheticMoE(layers, experts)
+        x_BSD = torch.randn(BATCH, SEQ, D_MODEL)
+        rss_before = _rss_bytes()
+        with MonitoringSession(options, model="synthetic") as session, torch.no_grad():
+            monitor = session.attach(model)
+            flush_ns = 0
+            started = time.perf_counter()
+            for _ in range(steps):
+                model(x_BSD)
+                before = monitor.overhead_ns
+                monitor.step()
+                flush_ns += monitor.overhead_ns - before
+            monitor.snapshot()  # waits for the worker
+            wall = time.perf_counter() - started
+            windows = max(steps // flush_every, 1)
+            exported = time.perf_counter()
+            for reader in session.telemetry.periodic_readers:
+                reader.force_flush()
+            export_s = time.perf_counter() - exported
+            # Each scrape after a new window, as Prometheus mostly sees it: nothing cached.
+            scrapes = []
+            for _ in range(SCRAPES):
+                model(x_BSD)
+                monitor.flush()
+                monitor.snapshot()
+                scrapes.append(_scrape(session))
+            text = scrapes[-1][0]
+            scrape_s = statistics.median(seconds for _, seconds in scrapes)
+            rss_growth = _rss_bytes() - rss_before
+            figures = Figures(
+                layers=layers,
+                experts=experts,
+                steps=steps,
+                windows=windows,
+                flush_s=flush_ns / 1e9 / windows,
+                worker_s=monitor.worker_seconds / windows,
+                step_s=wall / steps,
+                hook_share=monitor.overhead_seconds / wall,
+                export_s=export_s,
+                scrape_s=scrape_s,
+                scrape_bytes=len(text),
+                expert_series=_count(text, catalogue.EXPERT_TOKENS.prometheus_name),
+                overflow="otel_metric_overflow" in text,
+                rss_growth_bytes=rss_growth,
+            )
+    return figures
+
+
+_ROUTING = frozenset({"routing", "router_losses", "entropy_histogram"})
+
+
+def _scrape(session: MonitoringSession) -> tuple[str, float]:
+    url = f"http://127.0.0.1:{session.metrics_port}/metrics"
+    started = time.perf_counter()
+    with urllib.request.urlopen(url, timeout=60) as response:
+        text = response.read().decode()
+    return text, time.perf_counter() - started
+
+
+def _count(text: str, name: str) -> int:
+    prefix = name + "{"
+    return sum(line.startswith(prefix) for line in text.splitlines())
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096
+
+
+def table(rows: Sequence[Figures]) -> str:
+    lines = [
+        "| layers × experts | flush s/window | worker s/window | export s | scrape s "
+        "| /metrics bytes | expert series | overflow | RSS growth MB | hook share |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for f in rows:
+        lines.append(
+            f"| {f.layers} × {f.experts} | {f.flush_s:.4f} | {f.worker_s:.4f} "
+            f"| {f.export_s:.3f} | {f.scrape_s:.3f} | {f.scrape_bytes:,} "
+            f"| {f.expert_series:,} of {f.layers * f.experts:,} | {f.overflow} "
+            f"| {f.rss_growth_bytes / 2**20:.0f} | {f.hook_share:.2%} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--sizes", default="4x8,16x64,64x256", help="LxE,LxE,…")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    sizes = [tuple(int(n) for n in size.split("x")) for size in args.sizes.split(",")]
+    print(f"torch {torch.__version__}, {args.threads} thread(s); {args.steps} steps per run")
+    print(table([measure(layers, experts, steps=args.steps) for layers, experts in sizes]))
+
+
+if __name__ == "__main__":
+    main()
