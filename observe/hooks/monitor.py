@@ -349,10 +349,11 @@ class Monitor(Closeable):
     def _fold(self) -> None:
         """Hands the recorded router calls to the folder (`observe/hooks/folding.py`)."""
         if self._calls or self._dropped:
-            self._folder.fold(self._calls, self._dropped)
-            self._calls = []
-            self._pending_logit_count = 0
-            self._dropped = []
+            # Taken before handing over: a signal raised while the folder's queue is full
+            # must not leave them here to be handed over twice.
+            calls, dropped = self._calls, self._dropped
+            self._calls, self._dropped, self._pending_logit_count = [], [], 0
+            self._folder.fold(calls, dropped)
 
     def _on_attention(
         self, layer: int, module: nn.Module, args: tuple[Any, ...], output: Any
