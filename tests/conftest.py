@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -152,3 +153,17 @@ def isolated_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         mp.setenv("OBSERVE_SPOOL_DIR", str(where / "spool"))
         mp.setenv("OBSERVE_PROMETHEUS_PORT", "0")
         yield where
+
+
+@pytest.fixture
+def copy_statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The COPY statements psycopg runs during the test, in order; each still runs."""
+    statements: list[str] = []
+    original = psycopg.Cursor.copy
+
+    def spy(self: psycopg.Cursor[Any], statement: Any, *args: Any, **kwargs: Any) -> Any:
+        statements.append(str(statement))
+        return original(self, statement, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "copy", spy)
+    return statements

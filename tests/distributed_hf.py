@@ -12,7 +12,14 @@ import sys
 from pathlib import Path
 
 import transformers
-from test_integration_hf import ACCUMULATION, BATCH, STEPS, RandomTokens, tiny_mixtral
+from test_integration_hf import (
+    ACCUMULATION,
+    BATCH,
+    STEPS,
+    RandomTokens,
+    tiny_mixtral,
+    training_args,
+)
 
 from observe.integrations.hf import ObserveCallback
 from observe.settings import Settings
@@ -26,16 +33,8 @@ def main() -> None:
     )
     callback = ObserveCallback(settings=settings)
     model = tiny_mixtral()
-    args = transformers.TrainingArguments(
-        output_dir=str(out / "trainer"),
-        max_steps=STEPS,
-        per_device_train_batch_size=BATCH,
-        gradient_accumulation_steps=ACCUMULATION,
-        report_to=[],
-        save_strategy="no",
-        logging_strategy="no",
-        use_cpu=True,
-        disable_tqdm=True,
+    args = training_args(
+        out / "trainer",
         ddp_backend="gloo",
         # Experts no token chose this step have no gradient.
         ddp_find_unused_parameters=True,

@@ -55,9 +55,10 @@ def tiny_mixtral() -> transformers.MixtralForCausalLM:
     return transformers.MixtralForCausalLM(config)
 
 
-def training_args(tmp_path: Path) -> transformers.TrainingArguments:
+def training_args(output_dir: Path, **more: Any) -> transformers.TrainingArguments:
+    """The tests' trainer settings on CPU, plus `more` (e.g. DDP's)."""
     return transformers.TrainingArguments(
-        output_dir=str(tmp_path),
+        output_dir=str(output_dir),
         max_steps=STEPS,
         per_device_train_batch_size=BATCH,
         gradient_accumulation_steps=ACCUMULATION,
@@ -66,6 +67,7 @@ def training_args(tmp_path: Path) -> transformers.TrainingArguments:
         logging_strategy="no",
         use_cpu=True,
         disable_tqdm=True,
+        **more,
     )
 
 

@@ -6,9 +6,7 @@ import math
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-import psycopg
 import pytest
 import sqlalchemy as sa
 from pg_cluster import PgCluster
@@ -381,19 +379,12 @@ def test_opening_without_upgrade_asks_for_one(tmp_path: Path) -> None:
     Store.open(f"sqlite:///{tmp_path / 'empty.db'}", upgrade=False).close()
 
 
-def test_postgres_samples_go_through_copy(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    statements: list[str] = []
-    original = psycopg.Cursor.copy
-
-    def spy(self: psycopg.Cursor[Any], statement: Any, *args: Any, **kwargs: Any) -> Any:
-        statements.append(str(statement))
-        return original(self, statement, *args, **kwargs)
-
-    monkeypatch.setattr(psycopg.Cursor, "copy", spy)
+def test_postgres_samples_go_through_copy(pg_url: str, copy_statements: list[str]) -> None:
     store = Store.open(pg_url)
     batch = token_batch("copy", 0, 50)
     store.write(Batch("copy", batch.samples, expert_loads=(ExpertLoads(1, [0], [0], [5]),)))
-    assert [s.split(" (")[0] for s in statements] == ["COPY samples", "COPY staged_expert_load"]
+    tables = [s.split(" (")[0] for s in copy_statements]
+    assert tables == ["COPY samples", "COPY staged_expert_load"]
     assert count(store, "samples", RUN_SERIES.format(run="copy")) == 50
     store.close()
 
