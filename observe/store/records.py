@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from observe.errors import ObserveError
+from observe.store.schema import END_STATUSES
 
 
 def _check_time(time: datetime) -> None:
@@ -286,10 +287,6 @@ class WindowSample:
     first_step: int
     last_step: int
     data: bytes
-
-
-# How a run ends, as its process says; `lost` is the store's verdict on a silent one.
-END_STATUSES = ("finished", "failed")
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-from observe.store.records import END_STATUSES
-
 # Constraint and index names are fixed here so migrations can name what they drop.
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -45,6 +43,8 @@ NAMING_CONVENTION = {
 # JSONB on PostgreSQL: binary, indexable, compared by value.
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 
+# How a run ends, as its process says.
+END_STATUSES = ("finished", "failed")
 # `lost`: still `running` in the store, but its process is gone (no heartbeat for
 # `lost_after_s`, or its pid no longer runs on its host); observe/store/liveness.py decides.
 RUN_STATUSES = ("running", *END_STATUSES, "lost")
