@@ -1,4 +1,5 @@
-"""The folder: recorded router calls folded off the calling thread, to the same sums."""
+"""The folder: recorded router calls folded off the calling thread (as on CUDA, here on
+CPU), to the same sums."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def test_folds_run_on_the_folders_thread_and_give_the_inline_sums() -> None:
     cpu = torch.device("cpu")
     folded = RoutingBuffers([8, 8, 8], 4, cpu)
     inline = RoutingBuffers([8, 8, 8], 4, cpu)
-    folder = Folder(folded, probabilities, cpu)
+    folder = Folder(folded, probabilities, cpu, offload=True)
     # More batches than may wait: the calling thread waits for room, and nothing is lost.
     for seed in range(MAX_WAITING + 3):
         batch = calls(seed, 4)

@@ -2,10 +2,12 @@
 device allows.
 
 A large model (64 layers × 256 experts) reaches the bound on recorded logits every forward,
-and a fold there cost the training loop ~100 ms a step. On CPU the folds run on a thread of
-their own; on CUDA that thread queues them on a side stream that waits (on the device, not
-the host) for the forward that recorded the tensors. Elsewhere (MPS, XLA) they run on the
-calling thread, as before. Folds keep their order, so the sums are the same either way.
+and a fold there cost the training loop ~100 ms a step. On CUDA a thread of the folder's own
+queues the folds on a side stream that waits (on the device, not the host) for the forward
+that recorded the tensors. On CPU the folds run on the calling thread: a thread of their own
+only takes a core from torch's intra-op threads, which cost `bench` inference 17 % of its
+throughput on 2 cores (hook_overhead.py) against about 3 % inline. Elsewhere (MPS, XLA) they
+run on the calling thread too. Folds keep their order, so the sums are the same either way.
 """
 
 from __future__ import annotations
@@ -38,10 +40,13 @@ class Folder:
         buffers: RoutingBuffers,
         probabilities: Callable[[torch.Tensor], torch.Tensor],
         device: torch.device,
+        *,
+        offload: bool | None = None,
     ) -> None:
+        """`offload`: fold on the folder's thread (None: on CUDA only)."""
         self._buffers = buffers
         self._probabilities = probabilities
-        self._offload = device.type in ("cpu", "cuda")
+        self._offload = device.type == "cuda" if offload is None else offload
         self._stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self._work: queue.Queue[_Work | None] = queue.Queue(MAX_WAITING)
         self._thread: threading.Thread | None = None
