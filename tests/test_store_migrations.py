@@ -67,7 +67,7 @@ def schema_diff(url: str, metadata: sa.MetaData) -> list[object]:
 def test_upgrade_from_empty_to_head_and_down_to_base(empty_url: str) -> None:
     assert migrate.current(empty_url) is None
     migrate.upgrade(empty_url)
-    assert migrate.current(empty_url) == migrate.head() == "0005"
+    assert migrate.current(empty_url) == migrate.head() == "0006"
     assert tables(empty_url) == TABLES | {"alembic_version"}
     migrate.upgrade(empty_url)  # at head already: nothing to do
     migrate.downgrade(empty_url, "base")
@@ -312,3 +312,53 @@ def test_series_take_their_runs_and_give_them_back(empty_url: str) -> None:
             )
         )
     engine.dispose()
+
+
+def test_runs_gain_their_sample_spans_and_samples_lose_the_series_index(empty_url: str) -> None:
+    """0005 → 0006 → 0005: each run's span is computed from the samples it holds, and the
+    (series_id, time) index goes, then comes back."""
+    migrate.upgrade(empty_url, "0005")
+    t = "2026-11-01 10:00:{:02d}+00:00"
+    statements = [
+        *(
+            f"INSERT INTO runs (id, model, config, started, status, heartbeat) "
+            f"VALUES ('{run}', 'm', '{{}}', '{t.format(0)}', 'running', '{t.format(0)}')"
+            for run in ("a", "b", "idle")
+        ),
+        "INSERT INTO series (run_id, name, labels, labels_key) VALUES ('a', 'x', '{}', 'k')",
+        "INSERT INTO series (run_id, name, labels, labels_key) VALUES ('b', 'x', '{}', 'k')",
+        f"INSERT INTO samples VALUES ('{t.format(30)}', 1, 1.0)",
+        f"INSERT INTO samples VALUES ('{t.format(10)}', 1, 2.0)",
+        f"INSERT INTO samples VALUES ('{t.format(20)}', 2, 3.0)",
+    ]
+    engine = connect(empty_url)
+    with engine.begin() as connection:
+        for statement in statements:
+            connection.execute(sa.text(statement))
+    engine.dispose()
+
+    migrate.upgrade(empty_url, "0006")
+    engine = connect(empty_url)
+    with engine.connect() as connection:
+        spans = connection.execute(
+            sa.select(RUNS.c.id, RUNS.c.first_sample, RUNS.c.last_sample).order_by(RUNS.c.id)
+        ).all()
+    assert [tuple(row) for row in spans] == [
+        ("a", _at(10), _at(30)), ("b", _at(20), _at(20)), ("idle", None, None),
+    ]  # fmt: skip
+    assert _sample_indexes(engine) == {"ix_samples_time"}
+    engine.dispose()
+
+    migrate.downgrade(empty_url, "0005")
+    engine = connect(empty_url)
+    assert _sample_indexes(engine) == {"ix_samples_time", "ix_samples_series_id_time"}
+    assert "first_sample" not in {c["name"] for c in sa.inspect(engine).get_columns("runs")}
+    engine.dispose()
+
+
+def _at(second: int) -> datetime:
+    return datetime(2026, 11, 1, 10, 0, second, tzinfo=UTC)
+
+
+def _sample_indexes(engine: sa.Engine) -> set[str]:
+    return {str(index["name"]) for index in sa.inspect(engine).get_indexes("samples")}

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select, text
+from sqlalchemy import Connection, Engine, insert, select, text
 
 from observe.store.queries import schema_checked
 from observe.store.schema import ALERT_EVENTS, HISTOGRAMS, RUNS, SAMPLES, SERIES
@@ -115,11 +115,7 @@ def histograms(
 def last_sample_time(engine: Engine, run_id: str) -> datetime | None:
     """When the run's newest counter or gauge sample was taken."""
     with bounded(engine) as connection:
-        return connection.execute(
-            select(func.max(SAMPLES.c.time))
-            .join(SERIES, SERIES.c.id == SAMPLES.c.series_id)
-            .where(SERIES.c.run_id == run_id)
-        ).scalar()
+        return connection.execute(select(RUNS.c.last_sample).where(RUNS.c.id == run_id)).scalar()
 
 
 def latest_run(engine: Engine) -> str | None:

@@ -118,7 +118,14 @@ def query(
         .order_by(SAMPLES.c.time, SERIES.c.id)
     )
     if run is not None:
-        statement = statement.where(SERIES.c.run_id == run)
+        # Within the run's span: `samples` is found by time (observe/store/schema.py).
+        first, last = (
+            select(bound).where(RUNS.c.id == run).scalar_subquery()
+            for bound in (RUNS.c.first_sample, RUNS.c.last_sample)
+        )
+        statement = statement.where(
+            SERIES.c.run_id == run, SAMPLES.c.time >= first, SAMPLES.c.time <= last
+        )
     if since is not None:
         statement = statement.where(SAMPLES.c.time >= datetime.now(UTC) - since)
     with schema_checked(engine), engine.connect() as connection:

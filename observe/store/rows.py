@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import psycopg
-from sqlalchemy import Connection, Table, insert, text, update
+from sqlalchemy import Connection, Table, insert, text
 from sqlalchemy.dialects import sqlite
 
 from observe.store import binary_copy as copy
@@ -20,7 +20,6 @@ from observe.store.schema import (
     EXPERT_LOAD,
     HIDDEN_SAMPLES,
     HISTOGRAMS,
-    RUNS,
     SAMPLES,
     WINDOW_SAMPLES,
 )
@@ -77,7 +76,17 @@ class SampleColumns:
         ]
 
 
-def write_rows(connection: Connection, batch: Batch, series: BatchSeries) -> None:
+@dataclasses.dataclass(frozen=True)
+class Written:
+    """What a batch added to `samples`, which its run's row keeps count of."""
+
+    samples: int
+    # The oldest and newest sample time; None without samples.
+    first: datetime | None
+    last: datetime | None
+
+
+def write_rows(connection: Connection, batch: Batch, series: BatchSeries) -> Written:
     """Every row of `batch`, in the connection's transaction: one COPY per table on
     PostgreSQL, an executemany on SQLite."""
     run = batch.run_id
@@ -88,10 +97,6 @@ def write_rows(connection: Connection, batch: Batch, series: BatchSeries) -> Non
             _copy(connection, _COPY_SAMPLES, samples.copy_data())
         else:
             connection.execute(insert(SAMPLES), samples.row_dicts())
-        # The run's count rides the same transaction: `observe runs` reads it, not samples.
-        connection.execute(
-            update(RUNS).where(RUNS.c.id == run).values(samples=RUNS.c.samples + len(samples))
-        )
     if batch.expert_loads:
         _add_expert_loads(connection, run, batch.expert_loads, postgres=postgres)
     # Few per batch, with JSON columns: an executemany on both engines.
@@ -143,6 +148,9 @@ def write_rows(connection: Connection, batch: Batch, series: BatchSeries) -> Non
                 for h in batch.histograms
             ],
         )
+    if not len(samples):
+        return Written(0, None, None)
+    return Written(len(samples), min(samples.times), max(samples.times))
 
 
 def _replace(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:

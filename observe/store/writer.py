@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from sqlalchemy import Connection, Engine, and_, insert, or_, select, update
+from sqlalchemy import Column, Connection, Engine, and_, case, insert, literal, or_, select, update
 from sqlalchemy.exc import DBAPIError
 
 from observe.errors import ObserveError
@@ -18,8 +18,8 @@ from observe.store.engine import connect, mask_url, summarise
 from observe.store.liveness import this_process
 from observe.store.migrate import require_head, upgrade_engine
 from observe.store.records import Batch, Family, HistogramSample, Sample
-from observe.store.rows import write_rows
-from observe.store.schema import DELIVERED, RUNS, SAMPLES
+from observe.store.rows import Written, write_rows
+from observe.store.schema import DELIVERED, RUNS, SAMPLES, UTCDateTime
 from observe.store.series import BatchSeries, SeriesCache, series_key, upsert
 from observe.store.storable import check
 
@@ -110,10 +110,12 @@ class Store:
             ):
                 return
             series = self._prepare(connection, batch)
-            write_rows(connection, batch, series)
-            _record_life(connection, batch)
+            written = write_rows(connection, batch, series)
             if delivery_id is not None:
                 connection.execute(insert(DELIVERED), {"id": delivery_id, "delivered": _now()})
+            # Last: the run's row is locked from its update to the commit, and every rank of
+            # a job writes its batches under the one run.
+            _record_life(connection, batch, written)
         self._series.keep(series)
         self._runs.add(batch.run_id)
 
@@ -163,8 +165,9 @@ class Store:
         return self._series.resolve(connection, batch)
 
 
-def _record_life(connection: Connection, batch: Batch) -> None:
-    """The run's end and heartbeat, as `batch` carries them, in its transaction."""
+def _record_life(connection: Connection, batch: Batch, written: Written) -> None:
+    """The run's end, heartbeat and sample count, as `batch` carries them, in its
+    transaction: one UPDATE of the run's row for a batch that does not end it."""
     run = RUNS.c.id == batch.run_id
     end = batch.end
     if end is not None:
@@ -176,23 +179,37 @@ def _record_life(connection: Connection, batch: Batch) -> None:
             .where(run, or_(RUNS.c.host.is_(None), ours))
             .values(status=end.status, ended=end.time)
         )
+    values: dict[str, Any] = {}
+    if written.samples:
+        # `observe runs` reads the count, and per-run reads of samples are bounded by the
+        # span: the table has no index by series (see observe/store/schema.py).
+        values["samples"] = RUNS.c.samples + written.samples
+        values["first_sample"] = _earliest(RUNS.c.first_sample, written.first)
+        values["last_sample"] = _latest(RUNS.c.last_sample, written.last)
     # An end is a sign of life too.
     signs = [t for t in (batch.heartbeat, end.time if end else None) if t is not None]
-    if not signs:
-        return
-    heartbeat = max(signs)
-    # The latest wins: a heartbeat replayed late says when its process was last alive.
-    connection.execute(
-        update(RUNS).where(run, RUNS.c.heartbeat < heartbeat).values(heartbeat=heartbeat)
-    )
-    # Delivered by the run's own process, a heartbeat proves it alive: a run marked lost
-    # while the store could not hear from it (a partition) runs again.
-    process = this_process()
-    connection.execute(
-        update(RUNS)
-        .where(run, RUNS.c.status == "lost", RUNS.c.host == process.host, RUNS.c.pid == process.pid)
-        .values(status="running")
-    )
+    if signs:
+        # The latest wins: a heartbeat replayed late says when its process was last alive.
+        values["heartbeat"] = _latest(RUNS.c.heartbeat, max(signs))
+        # Delivered by the run's own process, a heartbeat proves it alive: a run marked
+        # lost while the store could not hear from it (a partition) runs again.
+        process = this_process()
+        revived = and_(
+            RUNS.c.status == "lost", RUNS.c.host == process.host, RUNS.c.pid == process.pid
+        )
+        values["status"] = case((revived, "running"), else_=RUNS.c.status)
+    if values:
+        connection.execute(update(RUNS).where(run).values(values))
+
+
+def _earliest(column: Column[datetime], time: datetime | None) -> Any:
+    value = literal(time, UTCDateTime())
+    return case((or_(column.is_(None), column > value), value), else_=column)
+
+
+def _latest(column: Column[datetime], time: datetime | None) -> Any:
+    value = literal(time, UTCDateTime())
+    return case((or_(column.is_(None), column < value), value), else_=column)
 
 
 @contextmanager
