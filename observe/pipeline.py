@@ -125,10 +125,14 @@ class MonitoringSession(Closeable):
             self._meter, self.delivery, self.limiter, self._store_exporter, self.telemetry.otlp
         )
         self._routing = RoutingInstruments(self._meter, self.limiter)
-        # expert_load rows carry no rank: one rank's per window, rank 0's.
-        self._sinks: tuple[WindowSink, ...] = (self._routing, self._experts)
-        if self.leads:
-            self._sinks += (ExpertLoadSink(self.delivery, self.run_id),)
+        # Every rank's windows reach expert_load, whose rows are the run's: the store adds
+        # each rank's tokens to a (step, layer, expert) row. Under a global reduction only
+        # rank 0 has windows, of every rank's tokens. Per-rank figures are in the series.
+        self._sinks: tuple[WindowSink, ...] = (
+            self._routing,
+            self._experts,
+            ExpertLoadSink(self.delivery, self.run_id),
+        )
         self._monitors: list[Monitor] = []
         self._drift: list[DriftSink] = []
         self._freshness = False

@@ -193,7 +193,9 @@ def _add_expert_loads(
             text(
                 "INSERT INTO expert_load (run_id, step, layer, expert, tokens) "
                 "SELECT :run, step, layer, expert, sum(tokens) FROM staged_expert_load "
-                "GROUP BY step, layer, expert "
+                # In key order: ranks adding to the same rows lock them in one order, so
+                # they wait for each other rather than deadlock.
+                "GROUP BY step, layer, expert ORDER BY step, layer, expert "
                 "ON CONFLICT (run_id, step, layer, expert) "
                 "DO UPDATE SET tokens = expert_load.tokens + EXCLUDED.tokens"
             ),
