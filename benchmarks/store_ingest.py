@@ -20,11 +20,12 @@ process. The first window (which creates the series) is timed on its own.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,12 +36,47 @@ import psycopg
 import sqlalchemy
 
 from observe.catalogue import EXPERT_TOKENS
+from observe.hooks.config import MonitorConfig
 from observe.store import binary_copy
 from observe.store.records import Batch, Family, Sample
 from observe.store.spool import Spool
 from observe.store.writer import Store
 
 LAYERS, EXPERTS = 4, 32  # the `bench` config: 128 series, as the hooks export them
+# Dense windows' targets (the scaling issue): samples/s end to end, and its share of what a
+# raw COPY of the same rows manages in the same run.
+DENSE_SAMPLES_S = 1_000_000
+DENSE_SHARE_OF_RAW = 2 / 3
+
+
+def libpq(url: str) -> str:
+    """A SQLAlchemy URL as psycopg takes it."""
+    return (
+        sqlalchemy.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    )
+
+
+@dataclass(frozen=True)
+class ScratchDatabase:
+    url: str
+    server_version: str
+
+
+@contextlib.contextmanager
+def scratch_database(server_url: str) -> Iterator[ScratchDatabase]:
+    """A new, empty database on the server at `server_url`, dropped on the way out."""
+    name = f"observe_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(libpq(server_url), autocommit=True) as connection:
+        version = connection.execute("SHOW server_version").fetchone()
+        connection.execute(f'CREATE DATABASE "{name}"')
+    try:
+        url = sqlalchemy.make_url(server_url).set(database=name)
+        yield ScratchDatabase(
+            url.render_as_string(hide_password=False), version[0] if version else "?"
+        )
+    finally:
+        with psycopg.connect(libpq(server_url), autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def batches(run: str, total: int, size: int, start: int) -> list[Batch]:
@@ -83,6 +119,29 @@ class DenseIngest:
     # Seconds of the first window end to end, which creates the family's series.
     first_window_s: float
 
+    @property
+    def median_end_to_end(self) -> float:
+        return statistics.median(self.end_to_end)
+
+    @property
+    def median_raw_copy(self) -> float:
+        return statistics.median(self.raw_copy)
+
+    def verdicts(self) -> list[str]:
+        """The median end-to-end rate and its share of raw COPY's, each against its target."""
+        e2e, raw = self.median_end_to_end, self.median_raw_copy
+        met = "met" if e2e >= DENSE_SAMPLES_S else "MISSED"
+        share = "met" if e2e >= raw * DENSE_SHARE_OF_RAW else "MISSED"
+        return [
+            f"end to end: {e2e:,.0f} samples/s (target ≥ {DENSE_SAMPLES_S:,}: {met})",
+            f"end to end / raw COPY into a bare table: {e2e / raw:.2f} "
+            f"(target ≥ {DENSE_SHARE_OF_RAW:.2f}: {share})",
+            "end to end / raw COPY into a table like `samples`: "
+            f"{e2e / statistics.median(self.raw_copy_indexed):.2f}",
+            f"first window (creates {self.samples_per_window:,} series): "
+            f"{self.first_window_s:.1f} s",
+        ]
+
 
 def dense_ingest(
     url: str, layers: int, experts: int, slots: int, windows: int, spool_dir: Path
@@ -93,9 +152,7 @@ def dense_ingest(
     run = f"dense-{uuid.uuid4().hex[:8]}"
     store.start_run(run, "bench", {})
     spool = Spool(spool_dir, 1 << 34)
-    raw = psycopg.connect(sqlalchemy.make_url(url).set(drivername="postgresql").render_as_string(
-        hide_password=False
-    ))  # fmt: skip
+    raw = psycopg.connect(libpq(url))
     raw.execute("CREATE TABLE bare (time timestamptz, series_id int4, value float8)")
     raw.execute("CREATE TABLE indexed (LIKE samples INCLUDING INDEXES)")
     raw.commit()
@@ -162,54 +219,48 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--layers", type=int, default=64)
     parser.add_argument("--experts", type=int, default=256)
-    parser.add_argument("--slots", type=int, default=16)
+    parser.add_argument("--slots", type=int, default=MonitorConfig().entropy_slots)
     parser.add_argument("--windows", type=int, default=5)
     parser.add_argument("--dense-only", action="store_true", help="skip the COPY/naive table")
     args = parser.parse_args()
 
-    server = sqlalchemy.make_url(args.pg_url)
-    admin = server.set(drivername="postgresql").render_as_string(hide_password=False)
-    name = f"observe_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin, autocommit=True) as connection:
-        version = connection.execute("SHOW server_version").fetchone()
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        with tempfile.TemporaryDirectory() as scratch:
-            url = server.set(database=name).render_as_string(hide_password=False)
-            dense = dense_ingest(
-                url, args.layers, args.experts, args.slots, args.windows, Path(scratch) / "spool"
-            )
-            if args.dense_only:
-                args.rounds = 0
-            pg = Store.open(server.set(database=name).render_as_string(hide_password=False))
-            lite = Store.open(f"sqlite:///{Path(scratch) / 'bench.db'}")
-            rates: dict[str, list[float]] = {"copy": [], "naive": [], "sqlite": []}
-            offset = 0
-            for round_ in range(args.rounds + 1):  # round 0 warms caches and the series table
-                copy_work = batches("copy", args.samples, args.batch, offset)
-                naive_work = batches("naive", args.naive_samples, args.naive_samples, offset)
-                lite_work = batches("sqlite", args.samples, args.batch, offset)
-                offset += args.samples
-                measured = {
-                    "copy": rate(pg.write, copy_work),
-                    "naive": rate(pg.write_naive, naive_work),
-                    "sqlite": rate(lite.write, lite_work),
-                }
-                if round_:
-                    for key, value in measured.items():
-                        rates[key].append(value)
-            pg.close()
-            lite.close()
-    finally:
-        with psycopg.connect(admin, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database(args.pg_url) as database, tempfile.TemporaryDirectory() as scratch:
+        dense = dense_ingest(
+            database.url,
+            args.layers,
+            args.experts,
+            args.slots,
+            args.windows,
+            Path(scratch) / "spool",
+        )
+        if args.dense_only:
+            args.rounds = 0
+        pg = Store.open(database.url)
+        lite = Store.open(f"sqlite:///{Path(scratch) / 'bench.db'}")
+        rates: dict[str, list[float]] = {"copy": [], "naive": [], "sqlite": []}
+        offset = 0
+        for round_ in range(args.rounds + 1):  # round 0 warms caches and the series table
+            copy_work = batches("copy", args.samples, args.batch, offset)
+            naive_work = batches("naive", args.naive_samples, args.naive_samples, offset)
+            lite_work = batches("sqlite", args.samples, args.batch, offset)
+            offset += args.samples
+            measured = {
+                "copy": rate(pg.write, copy_work),
+                "naive": rate(pg.write_naive, naive_work),
+                "sqlite": rate(lite.write, lite_work),
+            }
+            if round_:
+                for key, value in measured.items():
+                    rates[key].append(value)
+        pg.close()
+        lite.close()
 
-    print_dense(dense, args, version[0] if version else "?")
+    print_dense(dense, args, database.server_version)
     if args.dense_only:
         return
     copy, naive = statistics.median(rates["copy"]), statistics.median(rates["naive"])
     print(
-        f"PostgreSQL {version[0] if version else '?'}, psycopg {psycopg.__version__}, "
+        f"PostgreSQL {database.server_version}, psycopg {psycopg.__version__}, "
         f"SQLAlchemy {sqlalchemy.__version__}; median of {args.rounds} rounds"
     )
     print()
@@ -230,7 +281,6 @@ def main() -> None:
 
 
 def print_dense(dense: DenseIngest, args: argparse.Namespace, version: str) -> None:
-    e2e, raw = statistics.median(dense.end_to_end), statistics.median(dense.raw_copy)
     print(
         f"PostgreSQL {version}; dense windows of {args.layers} × {args.experts} × "
         f"{args.slots} = {dense.samples_per_window:,} samples; median of {args.windows}"
@@ -246,15 +296,7 @@ def print_dense(dense: DenseIngest, args: argparse.Namespace, version: str) -> N
         spread = f"{min(rates):,.0f}–{max(rates):,.0f}"
         print(f"| {label} | {statistics.median(rates):,.0f} ({spread}) |")
     print()
-    met = "met" if e2e >= 1e6 else "MISSED"
-    print(f"end to end: {e2e:,.0f} samples/s (target ≥ 1,000,000: {met})")
-    met = "met" if e2e >= raw * 2 / 3 else "MISSED"
-    print(f"end to end / raw COPY into a bare table: {e2e / raw:.2f} (target ≥ 0.67: {met})")
-    indexed = statistics.median(dense.raw_copy_indexed)
-    print(f"end to end / raw COPY into a table like `samples`: {e2e / indexed:.2f}")
-    print(
-        f"first window (creates {dense.samples_per_window:,} series): {dense.first_window_s:.1f} s"
-    )
+    print("\n".join(dense.verdicts()))
     print()
 
 
