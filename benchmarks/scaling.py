@@ -36,10 +36,10 @@ timed per size), `--pg-url`, `--threads` (torch threads in each measured run).
 from __future__ import annotations
 
 import argparse
-import statistics
 import math
 import multiprocessing
 import os
+import statistics
 import sys
 import tempfile
 import time
