@@ -32,6 +32,8 @@ OUTCOME = "outcome"
 REASON = "reason"
 EXPORTER = "exporter"
 QUANTILE = "quantile"
+ROUTE = "route"
+STATUS_CODE = "status_code"
 
 # Labels on every series: which run and which model; `rank` and `world_size` are added in
 # distributed runs. They come from the run's OpenTelemetry resource, not from the emitters.
@@ -239,6 +241,45 @@ CACHE_MISSES = Metric(
     "Requests the model had to generate.",
 )
 
+# -- the served model (`observe serve`) --------------------------------------------------------
+SERVER_REQUESTS = Metric(
+    "observe_server_requests",
+    Kind.COUNTER,
+    "{request}",
+    "HTTP requests the server answered, by route and status code (429: its queue was full).",
+    (ROUTE, STATUS_CODE),
+)
+SERVER_REQUEST_LATENCY = Metric(
+    "observe_server_request_latency",
+    Kind.HISTOGRAM,
+    "s",
+    "From a generation request's arrival to its last byte sent, time queued included.",
+    (ROUTE,),
+    buckets=LATENCY_BUCKETS,
+)
+SERVER_TIME_TO_FIRST_TOKEN = Metric(
+    "observe_server_time_to_first_token",
+    Kind.HISTOGRAM,
+    "s",
+    "From a streamed request's arrival to its first generated text sent.",
+    (ROUTE,),
+    buckets=LATENCY_BUCKETS,
+)
+SERVER_PROMPT_TOKENS = Metric(
+    "observe_server_prompt_tokens",
+    Kind.COUNTER,
+    "{token}",
+    "Prompt tokens of answered generation requests, as their `usage` counts them.",
+    (ROUTE,),
+)
+SERVER_COMPLETION_TOKENS = Metric(
+    "observe_server_completion_tokens",
+    Kind.COUNTER,
+    "{token}",
+    "Generated tokens of answered generation requests, as their `usage` counts them.",
+    (ROUTE,),
+)
+
 # -- drift -------------------------------------------------------------------------------------
 SEMANTIC_DRIFT = Metric(
     "observe_drift_semantic_score",
@@ -350,6 +391,11 @@ CATALOGUE: tuple[Metric, ...] = (
     INFERENCE_LATENCY,
     CACHE_HITS,
     CACHE_MISSES,
+    SERVER_REQUESTS,
+    SERVER_REQUEST_LATENCY,
+    SERVER_TIME_TO_FIRST_TOKEN,
+    SERVER_PROMPT_TOKENS,
+    SERVER_COMPLETION_TOKENS,
     SEMANTIC_DRIFT,
     SEMANTIC_DRIFT_THRESHOLD,
     ROUTING_DRIFT,

@@ -8,10 +8,12 @@ drift baseline; serving scores drift against it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,6 +40,7 @@ from observe.workload.job_config import (
     FineTuneConfig,
     GenerationSettings,
     ServeConfig,
+    ServerConfig,
     TrainConfig,
 )
 from observe.workload.model import MoETransformer
@@ -260,6 +263,58 @@ def serve(
     return Serving(
         TrafficReport(tuple(responses), seconds), routing, session.run_id, tuple(phases), scores
     )
+
+
+def serve_http(
+    settings: Settings,
+    model: MoETransformer,
+    model_name: str,
+    config: ServerConfig,
+    *,
+    drift: DriftConfig | None = None,
+    trained_until: datetime | None = None,
+) -> str:
+    """Serves `model` over an OpenAI-compatible HTTP API until SIGTERM or Ctrl-C, as one
+    monitored run, each window scored for drift against the model's active baseline when
+    `drift` is given; returns the run's id once it ended."""
+    # Imported here: only this job needs FastAPI and uvicorn.
+    from observe.workload.server import http
+    from observe.workload.server.app import Service, Slots, create_app
+    from observe.workload.server.figures import ServerFigures
+    from observe.workload.server.openai_api import ServedModel
+
+    sock = http.bind(config.host, config.port)
+    run_config = {"server": _plain(config)}
+    with (
+        contextlib.closing(sock),
+        MonitoringSession(settings, model=model_name, config=run_config) as session,
+    ):
+        monitor = _attach_serving(session, model, drift, trained_until)
+        with InferenceEngine(
+            model,
+            cache_size=config.cache_size,
+            max_batch_size=config.max_batch_size,
+            seed=config.seed,
+            on_batch=monitor.step,
+            meter_provider=session.meter_provider,
+        ) as engine:
+            served = ServedModel(model_name, model.config.max_seq_len, int(time.time()))
+            service = Service(
+                engine, served, ServerFigures(session.meter_provider), Slots(config.max_queue)
+            )
+            host, port = sock.getsockname()[:2]
+            logger.info(
+                "observe: serving %s at http://%s:%d/v1 (run %s); try:\n  curl -s "
+                "http://%s:%d/v1/completions -H 'Content-Type: application/json' "
+                '-d \'{"model": "%s", "prompt": "Hello", "max_tokens": 16}\'',
+                model_name, host, port, session.run_id, host, port, model_name,
+            )  # fmt: skip
+
+            def draining() -> None:
+                service.ready = False
+
+            http.Server(create_app(service), config.drain_s, draining).run(sockets=[sock])
+    return session.run_id
 
 
 def _attach_serving(

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from observe.cli.app import (
     DbUrl,
@@ -22,6 +23,7 @@ from observe.cli.app import (
     errors,
     explains_errors,
     settings,
+    shown,
 )
 from observe.cli.options import config_options
 from observe.workload.job_config import (
@@ -29,6 +31,7 @@ from observe.workload.job_config import (
     FineTuneConfig,
     GenerationSettings,
     ServeConfig,
+    ServerConfig,
     TrainConfig,
 )
 
@@ -114,6 +117,38 @@ def infer(
     console.print(serving.format(), highlight=False, markup=False, soft_wrap=True)
 
 
+@app.command()
+@explains_errors
+@config_options("config", ServerConfig())
+def serve(
+    ctx: typer.Context,
+    checkpoint: Annotated[Path, typer.Option(help="Checkpoint directory from `observe train`.")],
+    config: ServerConfig,
+    drift: DriftFlag = True,
+    db_url: DbUrl = None,
+    prometheus_port: PrometheusPort = None,
+    otlp_endpoint: OtlpEndpoint = None,
+) -> None:
+    """Serve a checkpoint over an OpenAI-compatible HTTP API (/v1/completions,
+    /v1/chat/completions, /v1/models), monitored live, until SIGTERM or Ctrl-C."""
+    from observe import jobs
+    from observe.workload.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(checkpoint)
+    options = settings(
+        ctx, db_url=db_url, prometheus_port=prometheus_port, otlp_endpoint=otlp_endpoint
+    )
+    run_id = jobs.serve_http(
+        options,
+        loaded.build_model(),
+        checkpoint.name,
+        config,
+        drift=options.drift if drift else None,
+        trained_until=loaded.trained_until,
+    )
+    console.print(Text("observe serve: run ") + shown(run_id) + Text(" ended"), highlight=False)
+
+
 DEMO = DemoConfig()
 
 
@@ -122,14 +157,24 @@ DEMO = DemoConfig()
 @config_options("fine_tune", DEMO.fine_tune, only=("model_size", "domain"))
 @config_options("train_config", DEMO.train, only=("steps",))
 @config_options("serve", DEMO.serve, only=("traffic", "requests"))
+@config_options("server", ServerConfig(), only=("host", "port"))
 def demo(
     ctx: typer.Context,
     fine_tune: FineTuneConfig,
     train_config: TrainConfig,
     serve: ServeConfig,
+    server: ServerConfig,
     out: Annotated[Path, typer.Option(help="Where the demo keeps its checkpoint.")] = Path(
         ".observe/demo"
     ),
+    serve_after: Annotated[
+        bool,
+        typer.Option(
+            "--serve",
+            help="End by serving the fine-tuned model over HTTP, as `observe serve` does, "
+            "until Ctrl-C.",
+        ),
+    ] = False,
     progress: Progress = True,
     db_url: DbUrl = None,
     prometheus_port: PrometheusPort = None,
@@ -148,3 +193,15 @@ def demo(
     console.print("alerts on the serving run:", highlight=False)
     console.print(alert_table(result.alerts))
     console.print(result.next_steps(), highlight=False, markup=False, soft_wrap=True)
+    if serve_after:
+        from observe import jobs
+
+        trained = result.training.result
+        jobs.serve_http(
+            options,
+            trained.model,
+            out.name,
+            server,
+            drift=options.drift,
+            trained_until=trained.trained_until,
+        )

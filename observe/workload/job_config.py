@@ -159,6 +159,32 @@ class ServeConfig:
 
 
 @dataclass(frozen=True)
+class ServerConfig:
+    """`observe serve`: the model behind an OpenAI-compatible HTTP API."""
+
+    host: str = setting("127.0.0.1", "Address to listen on; 0.0.0.0 reaches other machines.")
+    port: int = setting(8000, "Port to listen on; 0 takes a free one.")
+    max_queue: int = setting(
+        64, "Generation requests held at once, queued or generating; past it, 429."
+    )
+    cache_size: int = setting(256, "Responses kept in the LRU cache.")
+    max_batch_size: int = setting(8, "Requests batched together.")
+    seed: int = setting(0, "Sampling seed of requests that bring none.")
+    drain_s: float = setting(
+        10.0, "Seconds in-flight requests have to finish after SIGTERM or Ctrl-C."
+    )
+
+    def __post_init__(self) -> None:
+        _at_least_one(self, "max_queue", "max_batch_size")
+        if not 0 <= self.port <= 65535:
+            raise ObserveError(f"port={self.port} is not a TCP port: pass 0–65535")
+        if self.cache_size < 0:
+            raise ObserveError(f"cache_size={self.cache_size} is negative: pass 0 to disable")
+        if not self.drain_s > 0:
+            raise ObserveError(f"drain_s={self.drain_s} must be positive: e.g. 10 (seconds)")
+
+
+@dataclass(frozen=True)
 class DemoConfig:
     """Fine-tune on one domain, then serve traffic that starts there and shifts away."""
 
