@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
+from concurrent.futures import Future
+from dataclasses import replace
 
 import pytest
 import torch
@@ -12,6 +15,7 @@ from observe.workload.config import get_config
 from observe.workload.generation import GenerationSettings, generate_batch
 from observe.workload.inference import InferenceEngine, Response, ResponseCache
 from observe.workload.model import MoETransformer
+from observe.workload.stops import StopScanner
 from observe.workload.tokenizer import ByteTokenizer
 
 EOS = ByteTokenizer.EOS_ID
@@ -23,6 +27,7 @@ PROMPTS = [
     "The Licensee shall not assign this Agreement",
 ]
 GREEDY = GenerationSettings(max_new_tokens=8)
+SAMPLING = GenerationSettings(max_new_tokens=8, top_p=0.95, temperature=2.0)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +68,13 @@ def test_greedy_matches_a_loop_without_kv_cache(
     assert generate_batch(model, [PROMPTS[0]], GREEDY) == [expected]
     response = engine.generate(PROMPTS[0], 8)
     assert response == Response(
-        PROMPTS[0], ByteTokenizer().decode(expected), 8, response.latency_s, cached=False
+        PROMPTS[0],
+        ByteTokenizer().decode(expected),
+        8,
+        response.latency_s,
+        cached=False,
+        finish_reason="length",
+        prompt_tokens=len(PROMPTS[0]) + 1,
     )
     assert not model.training
 
@@ -80,6 +91,12 @@ def test_engine_runs_concurrent_prompts_as_one_batch(model: MoETransformer) -> N
         futures = [engine.submit(prompt, GREEDY) for prompt in PROMPTS]
         assert [f.result(timeout=10).text for f in futures] == alone
         assert engine.stats.batches == 1
+
+
+def test_on_step_gets_each_steps_ids_as_they_come(model: MoETransformer) -> None:
+    steps: list[list[int]] = []
+    rows = generate_batch(model, PROMPTS, GREEDY, on_step=steps.append)
+    assert [list(column) for column in zip(*steps, strict=True)] == rows
 
 
 def test_a_row_stops_at_eos_and_the_loop_when_every_row_has(model: MoETransformer) -> None:
@@ -146,7 +163,7 @@ def test_a_repeated_request_is_a_cache_hit(engine: InferenceEngine) -> None:
 
 def test_the_cache_evicts_the_least_recently_used() -> None:
     cache = ResponseCache(capacity=2)
-    response = Response("", "", 0, 0.0, cached=False)
+    response = Response("", "", 0, 0.0, cached=False, finish_reason="stop", prompt_tokens=1)
     cache.put("a", GREEDY, response)
     cache.put("b", GREEDY, response)
     assert cache.get("a", GREEDY) is response
@@ -233,9 +250,12 @@ def test_a_failing_generation_fails_its_batch_and_the_engine_goes_on(
         ({"top_p": 0.0}, r"top_p=0.0 must be in \(0, 1\]"),
         ({"top_p": 1.5}, r"top_p=1.5 must be in \(0, 1\]"),
         ({"temperature": 0.0}, "temperature=0.0 must be positive"),
+        ({"stop": ("",)}, "stop sequence '' is not a non-empty string"),
+        ({"stop": ("a", "b", "c", "d", "e")}, "5 stop sequences given: pass at most 4"),
+        ({"stop": ["a"]}, r"stop=\['a'\] is not a tuple"),
     ],
 )
-def test_bad_settings_are_explained(settings: dict[str, float], match: str) -> None:
+def test_bad_settings_are_explained(settings: dict[str, object], match: str) -> None:
     with pytest.raises(ObserveError, match=match):
         GenerationSettings(**settings)  # type: ignore[arg-type]
 
@@ -266,3 +286,168 @@ def test_a_failing_on_batch_fails_its_batch_instead_of_hanging(model: MoETransfo
 
     with InferenceEngine(model, on_batch=fail) as engine:
         assert isinstance(engine.submit("Hi", GREEDY).exception(timeout=30), RuntimeError)
+
+
+def force_eos(model: MoETransformer) -> torch.utils.hooks.RemovableHandle:
+    def hook(module: nn.Module, args: object, logits_BSV: torch.Tensor) -> torch.Tensor:
+        logits_BSV = logits_BSV.clone()
+        logits_BSV[:, :, EOS] = 1e4
+        return logits_BSV
+
+    return model.lm_head.register_forward_hook(hook)
+
+
+LONG = GenerationSettings(max_new_tokens=16)
+# Stops but no sequence the random model will meet.
+STOPPING = replace(LONG, stop=("never said",))
+
+
+def first_ascii_pair(ids: list[int]) -> tuple[str, int]:
+    """Two ASCII bytes of a generated row, past its first byte, and where they first occur."""
+    data = bytes(ids)
+    stop = next(data[k : k + 2] for k in range(1, len(data) - 1) if data[k : k + 2].isascii())
+    return stop.decode(), data.find(stop)
+
+
+def test_a_request_seed_samples_the_same_text_in_any_batch(model: MoETransformer) -> None:
+    seeded = replace(SAMPLING, seed=7)
+    with InferenceEngine(model) as engine:
+        alone = engine.submit("Hi", seeded).result(timeout=30)
+        other_seed = engine.submit("Hi", replace(seeded, seed=8)).result(timeout=30)
+    assert other_seed.text != alone.text
+    with InferenceEngine(model, max_batch_size=len(PROMPTS), batch_wait_s=1.0, seed=3) as engine:
+        futures = [engine.submit(prompt, seeded) for prompt in PROMPTS]
+        assert futures[PROMPTS.index("Hi")].result(timeout=30).text == alone.text
+        assert engine.stats.batches == 1
+    # Unset, the request's seed is the engine's.
+    with InferenceEngine(model, seed=7) as engine:
+        assert engine.submit("Hi", SAMPLING).result(timeout=30).text == alone.text
+
+
+def test_stop_sequences_cut_the_output_before_the_earliest(
+    model: MoETransformer, engine: InferenceEngine
+) -> None:
+    full = generate_batch(model, [PROMPTS[1]], LONG)[0]
+    stop, first = first_ascii_pair(full)
+    response = engine.submit(PROMPTS[1], replace(LONG, stop=("never said", stop))).result(
+        timeout=30
+    )
+    assert response.text == ByteTokenizer().decode(full[:first])
+    assert (response.finish_reason, response.new_tokens) == ("stop", first + 2)
+    assert response.prompt_tokens == len(PROMPTS[1]) + 1
+
+
+def test_finish_reasons_and_token_counts(model: MoETransformer, engine: InferenceEngine) -> None:
+    response = engine.submit("Hi", GREEDY).result(timeout=30)
+    assert (response.finish_reason, response.new_tokens, response.prompt_tokens) == (
+        "length",
+        8,
+        3,
+    )
+    long_prompt = "The Licensee shall not assign this Agreement. " * 4
+    response = engine.submit(long_prompt, GREEDY).result(timeout=30)
+    assert response.prompt_tokens == model.config.max_seq_len - 8
+    handle = force_eos(model)
+    try:
+        response = engine.submit("Hi", STOPPING).result(timeout=30)
+    finally:
+        handle.remove()
+    assert (response.text, response.finish_reason, response.new_tokens) == ("", "stop", 1)
+
+
+def test_streamed_ids_give_the_response_text(model: MoETransformer) -> None:
+    full = generate_batch(model, [PROMPTS[1]], LONG)[0]
+    stop, _ = first_ascii_pair(full)
+    settings = replace(STOPPING, stop=("never said", stop))
+    # Two requests of one prompt share a row; each is streamed to, before it is done.
+    streamed: list[list[int]] = [[], []]
+    futures: list[Future[Response]] = []
+    threads: set[str] = set()
+
+    def stream(i: int, ids: list[int]) -> None:
+        assert not futures[i].done()
+        threads.add(threading.current_thread().name)
+        streamed[i] += ids
+
+    with InferenceEngine(model, max_batch_size=3, batch_wait_s=1.0) as engine:
+        for i in range(2):
+            futures.append(
+                engine.submit(PROMPTS[1], settings, on_tokens=lambda ids, i=i: stream(i, ids))
+            )
+        futures.append(engine.submit(PROMPTS[0], settings))
+        responses = [future.result(timeout=30) for future in futures]
+        assert engine.stats.batches == 1
+    assert responses[0] == replace(responses[1], latency_s=responses[0].latency_s)
+    assert streamed[0] == streamed[1] == full
+    scanner = StopScanner(settings.stop)
+    assert ByteTokenizer().decode(scanner.feed(full) + scanner.finish()) == responses[0].text
+    assert threads == {"observe-inference"}
+
+
+def test_streaming_stops_after_eos(model: MoETransformer, engine: InferenceEngine) -> None:
+    streamed: list[int] = []
+    handle = force_eos(model)
+    try:
+        response = engine.submit("Hi", LONG, on_tokens=streamed.extend).result(timeout=30)
+    finally:
+        handle.remove()
+    assert streamed == [EOS]
+    assert (response.text, response.new_tokens) == ("", 1)
+
+
+def test_a_cache_hit_is_the_same_response_and_streams_nothing(engine: InferenceEngine) -> None:
+    settings = replace(LONG, stop=("never said",), seed=1, top_p=0.9)
+    first = engine.submit("Hi", settings).result(timeout=30)
+    streamed: list[int] = []
+    future = engine.submit("Hi", settings, on_tokens=streamed.extend)
+    assert future.done()
+    again = future.result()
+    assert again == replace(first, cached=True, latency_s=again.latency_s)
+    assert streamed == []
+
+
+def test_a_failing_stream_is_logged_once_and_spares_its_batch(
+    model: MoETransformer, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls = 0
+
+    def broken(ids: list[int]) -> None:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("client went away")
+
+    streamed: list[int] = []
+    with InferenceEngine(model, max_batch_size=2, batch_wait_s=1.0) as engine:
+        with caplog.at_level(logging.ERROR, logger="observe"):
+            failing = engine.submit(PROMPTS[0], LONG, on_tokens=broken)
+            healthy = engine.submit(PROMPTS[1], LONG, on_tokens=streamed.extend)
+            responses = [failing.result(timeout=30), healthy.result(timeout=30)]
+        assert engine.stats.batches == 1
+    assert calls == 1
+    assert [r.message for r in caplog.records] == [
+        "observe: an on_tokens callback failed; it gets no more ids"
+    ]
+    assert responses[0].new_tokens == responses[1].new_tokens == 16
+    assert ByteTokenizer().decode(streamed) == responses[1].text
+
+
+def test_a_request_cancelled_before_its_batch_is_dropped(model: MoETransformer) -> None:
+    # The first request's stream holds the worker while the second waits and is cancelled.
+    release = threading.Event()
+    streaming = threading.Event()
+
+    def hold(ids: list[int]) -> None:
+        streaming.set()
+        release.wait(timeout=30)
+
+    streamed: list[int] = []
+    with InferenceEngine(model, max_batch_size=1, batch_wait_s=0.0) as engine:
+        first = engine.submit(PROMPTS[0], GREEDY, on_tokens=hold)
+        assert streaming.wait(timeout=30)
+        second = engine.submit(PROMPTS[1], GREEDY, on_tokens=streamed.extend)
+        assert second.cancel()
+        release.set()
+        assert first.result(timeout=30).new_tokens == 8
+        engine.generate("Hi", 2)
+        assert engine.stats.batched_requests == 2
+    assert streamed == []

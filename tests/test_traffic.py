@@ -135,7 +135,8 @@ def test_a_concurrent_replay_reports_consistent_numbers(engine: InferenceEngine)
 def test_latency_quantiles_interpolate() -> None:
     planned = PlannedRequest("medical", "Hi", 0, repeated=False)
     responses = tuple(
-        (planned, Response("Hi", "", 1, latency, cached=False)) for latency in (4.0, 1.0, 3.0, 2.0)
+        (planned, Response("Hi", "", 1, latency, False, "stop", 3))
+        for latency in (4.0, 1.0, 3.0, 2.0)
     )
     report = TrafficReport(responses, seconds=2.0)
     assert (report.latency_quantile(0.0), report.p50, report.latency_quantile(1.0)) == (

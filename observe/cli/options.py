@@ -2,7 +2,8 @@
 
 A field's name gives the option (`batch_size` → `--batch-size`), its type the parsing, its
 default the default and its `metadata["help"]` the help text; the command receives the
-dataclass, checked by its own `__post_init__`.
+dataclass, checked by its own `__post_init__`. A `tuple[X, ...]` field is an option given
+once per item.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import functools
 import inspect
 import typing
 from collections.abc import Callable, Collection
+from types import GenericAlias
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -29,15 +31,8 @@ def config_options(
     unknown = set(only or ()) - {f.name for f in fields}
     if unknown:
         raise ValueError(f"{type(default).__name__} has no fields {sorted(unknown)}")
-    options = [
-        inspect.Parameter(
-            f.name,
-            inspect.Parameter.KEYWORD_ONLY,
-            default=getattr(default, f.name),
-            annotation=Annotated[hints[f.name], typer.Option(help=f.metadata.get("help"))],
-        )
-        for f in fields
-    ]
+    repeated = {f.name for f in fields if _is_variadic_tuple(hints[f.name])}
+    options = [_option(f, getattr(default, f.name), hints[f.name]) for f in fields]
 
     def decorate(command: Callable[..., R]) -> Callable[..., R]:
         signature = inspect.signature(command, eval_str=True)
@@ -51,6 +46,7 @@ def config_options(
         @functools.wraps(command)
         def run(*args: Any, **kwargs: Any) -> R:
             given = {f.name: kwargs.pop(f.name) for f in fields}
+            given |= {name: tuple(given[name]) for name in repeated}
             kwargs[parameter] = dataclasses.replace(default, **given)
             return command(*args, **kwargs)
 
@@ -62,3 +58,20 @@ def config_options(
         return run
 
     return decorate
+
+
+def _option(field: dataclasses.Field[Any], default: Any, hint: Any) -> inspect.Parameter:
+    if _is_variadic_tuple(hint):
+        # Typer parses tuples only of a fixed length: the option is given once per item.
+        hint, default = GenericAlias(list, typing.get_args(hint)[0]), list(default)
+    return inspect.Parameter(
+        field.name,
+        inspect.Parameter.KEYWORD_ONLY,
+        default=default,
+        annotation=Annotated[hint, typer.Option(help=field.metadata.get("help"))],
+    )
+
+
+def _is_variadic_tuple(hint: Any) -> bool:
+    args = typing.get_args(hint)
+    return typing.get_origin(hint) is tuple and len(args) == 2 and args[1] is Ellipsis

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -31,12 +31,15 @@ def generate_batch(
     *,
     tokenizer: ByteTokenizer | None = None,
     seed: int = 0,
-    stop: threading.Event | None = None,
+    abort: threading.Event | None = None,
+    on_step: Callable[[list[int]], None] | None = None,
 ) -> list[list[int]]:
     """New token ids for each prompt, generated as one left-padded batch with a KV cache.
 
     A row ends at its first EOS, which it keeps. Prompts too long to leave room for
-    `max_new_tokens` lose their oldest tokens. Setting `stop` aborts between steps.
+    `max_new_tokens` lose their oldest tokens. Sampling is seeded by `settings.seed`, or by
+    `seed` when that is unset. `on_step` gets each step's next id per row (PAD for a row
+    already ended) as soon as it is chosen. Setting `abort` aborts between steps.
     """
     if not prompts:
         return []
@@ -47,12 +50,13 @@ def generate_batch(
     input_ids_BS, attention_mask_BS = tokenizer.encode_batch(prompts)
     # Left padding ends every prompt in the last column, so keeping the last columns keeps
     # each prompt's most recent tokens.
-    prompt_limit = config.max_seq_len - settings.max_new_tokens
-    input_ids_BS = input_ids_BS[:, -prompt_limit:].to(device)
-    attention_mask_BS = attention_mask_BS[:, -prompt_limit:].to(device)
+    limit = prompt_limit(settings, config.max_seq_len)
+    input_ids_BS = input_ids_BS[:, -limit:].to(device)
+    attention_mask_BS = attention_mask_BS[:, -limit:].to(device)
     generators = []
     if settings.top_p is not None:
-        generators = [_request_generator(seed, prompt) for prompt in prompts]
+        request_seed = seed if settings.seed is None else settings.seed
+        generators = [_request_generator(request_seed, prompt) for prompt in prompts]
 
     kv_cache = KVCache(config.n_layers)
     finished_B = torch.zeros(len(prompts), dtype=torch.bool, device=device)
@@ -60,12 +64,14 @@ def generate_batch(
     model.eval()
     with torch.inference_mode():
         for _ in range(settings.max_new_tokens):
-            if stop is not None and stop.is_set():
+            if abort is not None and abort.is_set():
                 raise ObserveError(CLOSED_MESSAGE)
             output = model(input_ids_BS, attention_mask=attention_mask_BS, kv_cache=kv_cache)
             next_B = _next_tokens(output.logits_BSV[:, -1], settings, generators)
             next_B = next_B.masked_fill(finished_B, tokenizer.PAD_ID)
             step_ids_B.append(next_B)
+            if on_step is not None:
+                on_step(next_B.tolist())
             finished_B |= next_B == tokenizer.EOS_ID
             if finished_B.all():
                 break
@@ -84,6 +90,11 @@ def check_fits(settings: GenerationSettings, max_seq_len: int) -> None:
             f"max_new_tokens={settings.max_new_tokens} leaves no room for a prompt in the "
             f"model's max_seq_len={max_seq_len}: ask for fewer than {max_seq_len} new tokens"
         )
+
+
+def prompt_limit(settings: GenerationSettings, max_seq_len: int) -> int:
+    """Prompt tokens, BOS included, the model is fed at most: the rest make room for new ones."""
+    return max_seq_len - settings.max_new_tokens
 
 
 def _request_generator(seed: int, prompt: str) -> torch.Generator:

@@ -2,12 +2,14 @@
 
 Concurrent requests are gathered into batches, identical prompts in a batch are generated once,
 and repeated requests are answered from an LRU cache, so replayed traffic meets the batching
-and caching a real inference server does.
+and caching a real inference server does. A request may stream its row's new ids as they are
+generated; its response is cut at its stop sequences.
 
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -15,6 +17,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
+from typing import Literal
 
 from opentelemetry.metrics import MeterProvider
 
@@ -26,23 +29,34 @@ from observe.workload.generation import (
     GenerationSettings,
     check_fits,
     generate_batch,
+    prompt_limit,
 )
 from observe.workload.model import MoETransformer
+from observe.workload.stops import StopScanner
 from observe.workload.tokenizer import ByteTokenizer
 
 # Enough latencies for stable tail quantiles without growing for the life of a server.
 LATENCY_WINDOW = 100_000
 
+logger = logging.getLogger("observe")
+
+# "stop": EOS or a stop sequence ended the output; "length": max_new_tokens did.
+FinishReason = Literal["stop", "length"]
+
 
 @dataclass(frozen=True)
 class Response:
     prompt: str
+    # The output, up to and without the stop sequence that ended it.
     text: str
-    # Tokens the model generated, a closing EOS included.
+    # Tokens generated up to the finish: through the stop sequence or EOS that ended it.
     new_tokens: int
     # From submit() to the result, for this request.
     latency_s: float
     cached: bool
+    finish_reason: FinishReason
+    # Ids fed to the model for the prompt, BOS included, after any truncation.
+    prompt_tokens: int
 
 
 class ResponseCache:
@@ -110,6 +124,31 @@ class _Request:
     settings: GenerationSettings
     future: Future[Response]
     submitted_at: float
+    on_tokens: Callable[[list[int]], None] | None
+
+
+class _Streams:
+    """Hands each step's new id of a row to the requests that stream it, until its EOS."""
+
+    def __init__(self, prompts: list[str], requests: list[_Request]) -> None:
+        row = {prompt: i for i, prompt in enumerate(prompts)}
+        self._listeners: list[list[Callable[[list[int]], None]]] = [[] for _ in prompts]
+        for request in requests:
+            if request.on_tokens is not None:
+                self._listeners[row[request.prompt]].append(request.on_tokens)
+
+    def step(self, ids_B: list[int]) -> None:
+        for row, id_ in enumerate(ids_B):
+            kept = []
+            for on_tokens in self._listeners[row]:
+                try:
+                    on_tokens([id_])
+                except Exception:
+                    # One caller's broken stream must not fail the batch it shares.
+                    logger.exception("observe: an on_tokens callback failed; it gets no more ids")
+                else:
+                    kept.append(on_tokens)
+            self._listeners[row] = [] if id_ == ByteTokenizer.EOS_ID else kept
 
 
 class InferenceEngine(Closeable):
@@ -159,8 +198,20 @@ class InferenceEngine(Closeable):
         self._batched_requests = 0
         self._latencies_s: deque[float] = deque(maxlen=LATENCY_WINDOW)
 
-    def submit(self, prompt: str, settings: GenerationSettings | None = None) -> Future[Response]:
-        """A future of the response: already done on a cache hit, else queued for a batch."""
+    def submit(
+        self,
+        prompt: str,
+        settings: GenerationSettings | None = None,
+        *,
+        on_tokens: Callable[[list[int]], None] | None = None,
+    ) -> Future[Response]:
+        """A future of the response: already done on a cache hit, else queued for a batch.
+
+        `on_tokens` streams a generated request: on the worker thread, after each step, it
+        gets the step's new id of this request's row (EOS included, then no more), always
+        before the future is done. A cache hit does not call it: stream the response's text.
+        If it raises, the error is logged and it gets no more ids; the request goes on.
+        """
         submitted_at = time.perf_counter()
         settings = settings or GenerationSettings()
         check_fits(settings, self.model.config.max_seq_len)
@@ -179,7 +230,7 @@ class InferenceEngine(Closeable):
                         target=self._serve, name="observe-inference", daemon=True
                     )
                     signals.start(self._worker)
-                self._queue.put(_Request(prompt, settings, future, submitted_at))
+                self._queue.put(_Request(prompt, settings, future, submitted_at, on_tokens))
                 self._cache_misses.add(1)
                 return future
             response = replace(cached, cached=True, latency_s=time.perf_counter() - submitted_at)
@@ -263,6 +314,9 @@ class InferenceEngine(Closeable):
 
     def _run_group(self, settings: GenerationSettings, requests: list[_Request]) -> None:
         prompts = list(dict.fromkeys(r.prompt for r in requests))
+        streams = None
+        if any(r.on_tokens is not None for r in requests):
+            streams = _Streams(prompts, requests)
         try:
             new_ids = generate_batch(
                 self.model,
@@ -270,11 +324,11 @@ class InferenceEngine(Closeable):
                 settings,
                 tokenizer=self.tokenizer,
                 seed=self.seed,
-                stop=self._stopping,
+                abort=self._stopping,
+                on_step=None if streams is None else streams.step,
             )
-            # Latency is per request, filled in below.
             responses = {
-                prompt: Response(prompt, self.tokenizer.decode(ids), len(ids), 0.0, cached=False)
+                prompt: self._respond(prompt, settings, ids)
                 for prompt, ids in zip(prompts, new_ids, strict=True)
             }
             if self.on_batch is not None:
@@ -295,3 +349,18 @@ class InferenceEngine(Closeable):
         for request, latency_s in zip(requests, latencies_s, strict=True):
             self._latency.record(latency_s)
             request.future.set_result(replace(responses[request.prompt], latency_s=latency_s))
+
+    def _respond(self, prompt: str, settings: GenerationSettings, new_ids: list[int]) -> Response:
+        """A generated row's response, cut at its stop sequences; latency is filled in later."""
+        scanner = StopScanner(settings.stop)
+        shown = scanner.feed(new_ids) + scanner.finish()
+        limit = prompt_limit(settings, self.model.config.max_seq_len)
+        return Response(
+            prompt,
+            self.tokenizer.decode(shown),
+            scanner.consumed,
+            0.0,
+            cached=False,
+            finish_reason="stop" if scanner.stopped else "length",
+            prompt_tokens=min(len(self.tokenizer.encode(prompt)), limit),
+        )

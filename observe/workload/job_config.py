@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,24 @@ from observe.errors import ObserveError
 
 # Tokens per training sequence unless told: capped at the model size's max_seq_len.
 DEFAULT_SEQ_LEN = 128
+# Stop sequences a request may give: as many as OpenAI's API takes, which `observe serve` speaks.
+MAX_STOPS = 4
 
 
 def setting(default: Any, help: str) -> Any:
     """A dataclass field whose help text the CLI shows for its option."""
     return field(default=default, metadata={"help": help})
+
+
+def check_stops(stops: Sequence[str]) -> None:
+    """ObserveError unless `stops` are at most MAX_STOPS non-empty strings."""
+    if len(stops) > MAX_STOPS:
+        raise ObserveError(f"{len(stops)} stop sequences given: pass at most {MAX_STOPS}")
+    for stop in stops:
+        if not isinstance(stop, str) or not stop:
+            raise ObserveError(
+                f"stop sequence {stop!r} is not a non-empty string: drop it or give its text"
+            )
 
 
 def _at_least_one(config: Any, *names: str) -> None:
@@ -121,6 +135,14 @@ class GenerationSettings:
     temperature: float = setting(
         1.0, "Divides the logits before nucleus sampling; greedy decoding ignores it."
     )
+    seed: int | None = setting(
+        None,
+        "Seed for this request's nucleus sampling, the same whatever batch it lands in; "
+        "the engine's seed when unset.",
+    )
+    stop: tuple[str, ...] = setting(
+        (), f"Up to {MAX_STOPS} sequences, any of which ends the output just before itself."
+    )
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -137,6 +159,12 @@ class GenerationSettings:
                 f"temperature={self.temperature} must be positive: use e.g. 1.0, lower for "
                 "more conservative samples"
             )
+        # A tuple, not a list: settings are hashed as part of the response cache's key.
+        if not isinstance(self.stop, tuple):
+            raise ObserveError(
+                f"stop={self.stop!r} is not a tuple: pass the stop sequences as a tuple of strings"
+            )
+        check_stops(self.stop)
 
 
 @dataclass(frozen=True)
