@@ -304,7 +304,7 @@ def serve_http(
             )
             host, port = sock.getsockname()[:2]
             logger.info(
-                "observe: serving %s at http://%s:%d/v1 (run %s); try:\n  curl -s "
+                "observe: OpenAI-compatible API of %s at http://%s:%d/v1 (run %s); try:\n  curl -s "
                 "http://%s:%d/v1/completions -H 'Content-Type: application/json' "
                 '-d \'{"model": "%s", "prompt": "Hello", "max_tokens": 16}\'',
                 model_name, host, port, session.run_id, host, port, model_name,

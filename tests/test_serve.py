@@ -77,8 +77,11 @@ def tiny_model() -> MoETransformer:
 
 
 @contextlib.contextmanager
-def serving(tmp: Path, max_queue: int = 64) -> Iterator[Served]:
-    """The tiny model served in this process, monitored by a session of its own."""
+def serving(
+    tmp: Path, max_queue: int = 64, gate: threading.Event | None = None
+) -> Iterator[Served]:
+    """The tiny model served in this process, monitored by a session of its own. With a
+    `gate`, each batch's requests are answered only once it is set."""
     settings = Settings(
         db_url=f"sqlite:///{tmp / 'observe.db'}",
         prometheus_port=0,
@@ -88,9 +91,13 @@ def serving(tmp: Path, max_queue: int = 64) -> Iterator[Served]:
     model = tiny_model()
     with MonitoringSession(settings, model=MODEL) as session:
         monitor = session.attach(model)
-        with InferenceEngine(
-            model, on_batch=monitor.step, meter_provider=session.meter_provider
-        ) as engine:
+
+        def step() -> None:
+            monitor.step()
+            if gate is not None:
+                gate.wait(BOUND_S)
+
+        with InferenceEngine(model, on_batch=step, meter_provider=session.meter_provider) as engine:
             served = ServedModel(MODEL, model.config.max_seq_len, int(time.time()))
             figures = ServerFigures(session.meter_provider)
             service = Service(engine, served, figures, Slots(max_queue))
@@ -279,7 +286,7 @@ def test_the_client_raises_what_the_server_refuses(served: Served) -> None:
     [
         ("POST", "/v1/completions", b"{not json", 400, "invalid_json"),
         ("POST", "/v1/completions", b"[1, 2]", 400, "invalid_body"),
-        ("POST", "/v1/chat/completions", b"", 400, "invalid_json"),
+        ("POST", "/v1/chat/completions", b"", 400, "invalid_body"),
         ("GET", "/v1/completions", b"", 405, "method_not_allowed"),
         ("POST", "/v1/embeddings", b"{}", 404, "unknown_url"),
     ],
@@ -330,23 +337,25 @@ def test_concurrent_requests_are_all_answered_and_counted(served: Served) -> Non
 def test_a_full_queue_is_429_and_a_client_gone_mid_stream_frees_its_slot(
     tmp_path: Path,
 ) -> None:
-    with serving(tmp_path, max_queue=1) as one:
+    gate = threading.Event()
+    with serving(tmp_path, max_queue=1, gate=gate) as one:
         client = one.client()
-        with client.completions.create(
-            model=MODEL, prompt="long", max_tokens=100, temperature=0, stream=True
-        ) as stream:
-            next(iter(stream))  # generating: the one slot is taken
-            refused = httpx.post(
-                f"{one.url}/v1/completions", json=greedy(prompt="more"), timeout=BOUND_S
-            )
+        url = f"{one.url}/v1/completions"
+        with httpx.stream("POST", url, json=greedy(prompt="held", stream=True), timeout=BOUND_S):
+            # Generated, but held at the gate: the one slot stays taken.
+            deadline = time.monotonic() + BOUND_S
+            while not one.service.slots.held:
+                assert time.monotonic() < deadline, "the stream never took its slot"
+                time.sleep(0.01)
+            refused = httpx.post(url, json=greedy(prompt="more"), timeout=BOUND_S)
             assert refused.status_code == 429
             assert refused.headers["Retry-After"] == "1"
             assert error(refused)["code"] == "queue_full"
-        # The client went away mid-stream: its slot is free again.
-        deadline = time.monotonic() + BOUND_S
+        # The client went away mid-stream, its answer still held: its slot is free again.
         while one.service.slots.held:
             assert time.monotonic() < deadline, "the stream's slot was never freed"
             time.sleep(0.01)
+        gate.set()
         assert client.completions.create(**greedy(prompt="more")).choices
         counted = one.metrics()
         key = (
@@ -375,7 +384,7 @@ def test_sigterm_finishes_the_stream_in_flight_and_ends_the_run(tmp_path: Path) 
         url = _served_url(process)
         client = openai.OpenAI(base_url=url, api_key="none", max_retries=0, timeout=BOUND_S)
         with client.completions.create(
-            model="ckpt", prompt="last words", max_tokens=60, temperature=0, stream=True
+            model="ckpt", prompt="last words", max_tokens=40, temperature=0, stream=True
         ) as stream:
             pieces = iter(stream)
             first = next(pieces)
@@ -423,7 +432,7 @@ def _served_url(process: subprocess.Popen[str]) -> str:
     assert process.stderr is not None
     deadline = time.monotonic() + BOUND_S
     for line in process.stderr:
-        if " at http://" in line:
+        if line.startswith("observe: OpenAI-compatible API of "):
             return line.split(" at ", 1)[1].split()[0]
         assert time.monotonic() < deadline and process.poll() is None, line
     raise AssertionError(f"observe serve exited with {process.wait()} before listening")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -21,6 +22,9 @@ INVALID_REQUEST = "invalid_request_error"
 NOT_FOUND = "not_found_error"
 OVERLOADED = "rate_limit_error"
 SERVER_ERROR = "server_error"
+
+# Pydantic's tag of a union member in an error's location: a type, not a field of ours.
+_UNION_MEMBER = re.compile(r"(str|int|float|bool|dict|list|none)(\[.*\])?|[A-Z]\w*|.*\[.*")
 
 
 class ApiError(Exception):
@@ -94,7 +98,12 @@ def install(app: FastAPI) -> None:
 def _invalid(errors: Any) -> ApiError:
     """The first of pydantic's complaints, in words and with the field it is about."""
     first = errors[0] if errors else {}
-    location = [str(part) for part in first.get("loc", ()) if part != "body"]
+    # A union's members name themselves in the location (`prompt.str`): the field is the rest.
+    location = [
+        str(part)
+        for part in first.get("loc", ())
+        if part != "body" and not (isinstance(part, str) and _UNION_MEMBER.fullmatch(part))
+    ]
     kind = first.get("type", "")
     if kind == "json_invalid":
         context = first.get("ctx", {}).get("error", "")

@@ -16,6 +16,9 @@ from fastapi import FastAPI
 
 from observe.errors import ObserveError
 
+# uvicorn's own default.
+_BACKLOG = 2048
+
 
 def bind(host: str, port: int) -> socket.socket:
     """The listening socket, bound here so that a taken port is an error that says so
@@ -35,6 +38,8 @@ def bind(host: str, port: int) -> socket.socket:
                 f"port {port} on {host} is taken: pass another --port, or 0 for a free one"
             ) from None
         raise ObserveError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
+    # Listening from here: a client that connects before uvicorn starts waits, not refused.
+    sock.listen(_BACKLOG)
     return sock
 
 
