@@ -36,12 +36,13 @@ from observe.store.records import Batch, HiddenSample, RunEnd, WindowSample
 from observe.store.spools import open_delivery
 from observe.store.storable import check, problem
 from observe.store.writer import Store
+from observe.telemetry.array_family import AnyFamily
 from observe.telemetry.expert_families import ExpertFamilies
 from observe.telemetry.freshness import register_freshness
 from observe.telemetry.health import register_health
+from observe.telemetry.layer_families import LayerFamilies
 from observe.telemetry.limits import LabelLimiter
 from observe.telemetry.provider import Telemetry
-from observe.telemetry.routing_instruments import RoutingInstruments
 from observe.telemetry.store_exporter import ExpertLoadSink, StoreExporter
 
 if TYPE_CHECKING:
@@ -101,8 +102,9 @@ class MonitoringSession(Closeable):
             labels[RANK_LABEL] = str(self.placement.rank)
             labels[WORLD_SIZE_LABEL] = str(self.placement.world_size)
         self._experts = ExpertFamilies(settings.prometheus_detail, labels, self.limiter)
+        self._layers = LayerFamilies(labels, self.limiter)
         self._store_exporter = StoreExporter(
-            self.delivery, self.run_id, self._experts.stored, heartbeats=self.leads
+            self.delivery, self.run_id, self._stored_families, heartbeats=self.leads
         )
         try:
             self.telemetry = Telemetry(
@@ -111,7 +113,7 @@ class MonitoringSession(Closeable):
                 model=model,
                 exporters=[self._store_exporter],
                 placement=self.placement,
-                arrays=self._experts,
+                arrays=(self._layers, self._experts),
             )
         except BaseException:
             # E.g. the /metrics port is taken: the run is recorded as failed, not running.
@@ -124,12 +126,11 @@ class MonitoringSession(Closeable):
         register_health(
             self._meter, self.delivery, self.limiter, self._store_exporter, self.telemetry.otlp
         )
-        self._routing = RoutingInstruments(self._meter, self.limiter)
         # Every rank's windows reach expert_load, whose rows are the run's: the store adds
         # each rank's tokens to a (step, layer, expert) row. Under a global reduction only
         # rank 0 has windows, of every rank's tokens. Per-rank figures are in the series.
         self._sinks: tuple[WindowSink, ...] = (
-            self._routing,
+            self._layers,
             self._experts,
             ExpertLoadSink(self.delivery, self.run_id),
         )
@@ -143,6 +144,11 @@ class MonitoringSession(Closeable):
             if interval_s > 0 and self.leads
             else None
         )
+
+    def _stored_families(self) -> list[AnyFamily]:
+        """What each store export takes as arrays: the per-expert families once per window,
+        the per-layer ones every time (`LayerFamilies` says why)."""
+        return [*self._experts.stored(), *self._layers.families()]
 
     @property
     def store(self) -> Store:
@@ -200,7 +206,7 @@ class MonitoringSession(Closeable):
         )
         self._record_monitor_config(monitor.config)
         # Only the caller's steps flush windows: the limit fits the model before the first.
-        self._routing.fit(monitor)
+        self._layers.fit(monitor)
         self._experts.fit(monitor)
         self._monitors.append(monitor)
         return monitor

@@ -1,11 +1,13 @@
 """What a monitored run's /metrics shows: every series with exactly the labels the catalogue
-declares for it, the final values of a finished run, which Prometheus reads, and every
-series of a model past OpenTelemetry's default cap, or a count of those a limit cuts."""
+declares for it, the final values of a finished run, which Prometheus reads, the monitor's
+per-layer figures as it measured them, and every series of a model past OpenTelemetry's
+default cap, or a count of those a limit cuts."""
 
 from __future__ import annotations
 
 import gzip
 import urllib.request
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from observe import catalogue
 from observe.catalogue import Kind, Metric
 from observe.drift.baseline import Baseline
 from observe.hooks import MonitorConfig
+from observe.hooks.stats import LayerStats, Window
 from observe.pipeline import MonitoringSession
 from observe.settings import Settings
 from observe.telemetry.provider import FinalScrape
@@ -128,6 +131,71 @@ def test_every_series_carries_exactly_its_catalogue_labels(tmp_path: Path) -> No
     assert shown == {m.name for m in catalogue.CATALOGUE}, {
         m.name for m in catalogue.CATALOGUE
     } - shown
+
+
+class Windows:
+    """A sink keeping every window the monitor flushes."""
+
+    def __init__(self) -> None:
+        self.seen: list[Window] = []
+
+    def consume(self, window: Window) -> None:
+        self.seen.append(window)
+
+
+def test_per_layer_families_on_metrics_are_the_monitors_figures(tmp_path: Path) -> None:
+    """Each per-layer family read back from /metrics: the last window's gauges, and the
+    counts and entropy histogram of every window, as the monitor measured them."""
+    torch.manual_seed(0)
+    model = MoETransformer(get_config("tiny", capacity_factor=0.5))  # it drops tokens
+    windows = Windows()
+    with MonitoringSession(settings(tmp_path, prometheus_linger_s=0), model="tiny") as session:
+        monitor = session.attach(model, sinks=[windows])
+        forward_steps(monitor, model, 6)  # flush_every=2: three windows
+        total = monitor.snapshot()
+        text = scrape(session)
+    samples = observe_samples(text)
+
+    def by_layer(metric: Metric, suffix: str = "") -> dict[str, float]:
+        name = metric.prometheus_name + suffix
+        found = {s.labels["layer"]: s.value for s in samples if s.name == name}
+        assert found, f"{name} is missing from /metrics"
+        return found
+
+    assert len(windows.seen) == 3
+    last = windows.seen[-1].routing.layers
+    gauges: dict[Metric, Callable[[LayerStats], float]] = {
+        catalogue.ROUTING_ENTROPY: lambda s: s.routing_entropy,
+        catalogue.LOAD_IMBALANCE: lambda s: s.load_imbalance,
+        catalogue.DEAD_EXPERTS: lambda s: len(s.dead_experts),
+        catalogue.TOP1_PROBABILITY: lambda s: s.top1_probability,
+        catalogue.AUX_LOSS: lambda s: s.aux_loss,
+        catalogue.Z_LOSS: lambda s: s.z_loss,
+    }
+    for metric, value in gauges.items():
+        assert by_layer(metric) == {str(s.layer): value(s) for s in last}, metric.name
+    assert by_layer(catalogue.DROPPED_TOKENS) == {
+        str(s.layer): s.dropped_tokens for s in total.layers
+    }
+    assert by_layer(catalogue.ROUTER_NONFINITE_TOKENS) == {
+        str(s.layer): s.nonfinite_tokens for s in total.layers
+    }
+    histogram = catalogue.ROUTING_ENTROPY_WINDOWS
+    entropies = {
+        str(s.layer): [w.routing.layer(s.layer).routing_entropy for w in windows.seen]
+        for s in total.layers
+    }
+    assert by_layer(histogram, "_count") == {k: len(v) for k, v in entropies.items()}
+    assert by_layer(histogram, "_sum") == {k: sum(v) for k, v in entropies.items()}
+    buckets = [s for s in samples if s.name == f"{histogram.prometheus_name}_bucket"]
+    for layer, values in entropies.items():
+        counts = {s.labels["le"]: s.value for s in buckets if s.labels["layer"] == layer}
+        below = {f"{bound}": sum(v <= bound for v in values) for bound in histogram.buckets or ()}
+        assert counts == {**below, "+Inf": len(values)}
+    [steps] = of(catalogue.MONITOR_STEPS, samples)
+    assert steps.value == total.last_step - total.first_step + 1 == 6
+    [rate] = of(catalogue.ROUTER_SAMPLE_RATE, samples)
+    assert rate.value == total.router_sample_rate
 
 
 def forward_steps(monitor: observe.Monitor, model: MoETransformer, steps: int) -> None:

@@ -16,7 +16,7 @@ NO_TORCH = """
 import sys
 from typer.testing import CliRunner
 import observe, observe.catalogue, observe.settings, observe.store.writer, observe.store.queries
-import observe.hooks.stats, observe.hooks.config, observe.telemetry.routing_instruments
+import observe.hooks.stats, observe.hooks.config, observe.telemetry.layer_families
 import observe.drift.projection, observe.drift.score, observe.drift.calibration
 import observe.drift.divergence, observe.drift.report
 import observe.alerts.files, observe.alerts.promtool, observe.dashboards, observe.generate

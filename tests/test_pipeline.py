@@ -143,9 +143,37 @@ def test_the_store_holds_what_the_hooks_counted(tmp_path: Path, pg_url: str) -> 
         status = db.execute(
             sa.text("select status from runs where id = :run"), {"run": run}
         ).scalar()
+        # The per-layer figures too: each export's, the newest the run's final ones.
+        steps = db.execute(
+            sa.text(
+                """
+                select s.value from samples s join series on series.id = s.series_id
+                where series.run_id = :run and series.name = :name
+                order by s.time desc limit 1
+                """
+            ),
+            {"run": run, "name": catalogue.MONITOR_STEPS.name},
+        ).scalar()
+        windows = (
+            db.execute(
+                sa.text(
+                    """
+                select distinct on (h.series_id) h.count from histogram_samples h
+                join series on series.id = h.series_id
+                where series.run_id = :run and series.name = :name
+                order by h.series_id, h.time desc
+                """
+                ),
+                {"run": run, "name": catalogue.ROUTING_ENTROPY_WINDOWS.name},
+            )
+            .scalars()
+            .all()
+        )
     engine.dispose()
     assert loads == total_tokens(snapshot)
     assert latest == total_tokens(snapshot)
+    assert steps == snapshot.last_step - snapshot.first_step + 1
+    assert len(windows) == len(snapshot.layers) and all(n > 0 for n in windows)
     assert status == "finished"
 
 
@@ -209,6 +237,25 @@ def test_otlp_export_reaches_a_collector_endpoint(
     tokens = [point.as_int for point in expert_tokens.sum.data_points]
     assert len(tokens) == 2 * 4  # a series per layer and expert
     assert sum(tokens) == total_tokens(snapshot)
+    # The per-layer figures come the same way, the entropy histogram as a histogram.
+    last = {
+        metric.name: metric
+        for request in requests
+        for resource in request.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+    }
+    entropy = last[catalogue.ROUTING_ENTROPY.name].gauge.data_points
+    assert {p.attributes[0].value.string_value for p in entropy} == {"0", "1"}
+    [steps] = last[catalogue.MONITOR_STEPS.name].sum.data_points
+    assert steps.as_int == snapshot.last_step - snapshot.first_step + 1
+    windows = last[catalogue.ROUTING_ENTROPY_WINDOWS.name].histogram
+    assert windows.aggregation_temporality == AGGREGATION_TEMPORALITY_CUMULATIVE
+    assert len(windows.data_points) == 2  # a series per layer
+    for point in windows.data_points:
+        assert point.count == sum(point.bucket_counts) > 0
+        assert list(point.explicit_bounds) == list(catalogue.ENTROPY_BUCKETS)
+        assert point.min <= point.sum / point.count <= point.max
     assert session.telemetry.otlp.failed == 0
 
 

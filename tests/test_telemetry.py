@@ -1,4 +1,5 @@
-"""The catalogue's instruments: names, the workload's own figures, routing windows, caps."""
+"""The catalogue's instruments: names, the workload's own figures, routing windows as arrays,
+caps."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ from observe import catalogue
 from observe.catalogue import Kind
 from observe.errors import ObserveError
 from observe.telemetry import series_budget
+from observe.telemetry.array_family import HistogramFamily
 from observe.telemetry.expert_families import ExpertFamilies
+from observe.telemetry.layer_families import LayerFamilies
 from observe.telemetry.limits import LabelLimiter
-from observe.telemetry.routing_instruments import RoutingInstruments
 from observe.workload.config import get_config
 from observe.workload.inference import InferenceEngine
 from observe.workload.model import MoETransformer
@@ -61,16 +63,16 @@ def test_the_inference_engine_emits_latency_and_cache_figures() -> None:
     assert tuple(latency.explicit_bounds) == catalogue.LATENCY_BUCKETS
 
 
-def test_routing_windows_become_instruments_and_arrays() -> None:
-    reader = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[reader])
+def test_routing_windows_become_arrays() -> None:
     limiter = LabelLimiter(10_000)
-    sink = RoutingInstruments(provider.get_meter("test"), limiter)
-    experts = ExpertFamilies(series_budget.EXPERT_SLOT, {"run": "r", "model": "m"}, limiter)
+    labels = {"run": "r", "model": "m"}
+    layers = LayerFamilies(labels, limiter)
+    experts = ExpertFamilies(series_budget.EXPERT_SLOT, labels, limiter)
     torch.manual_seed(0)
     model = MoETransformer(get_config("tiny", capacity_factor=0.5))
     config = observe.MonitorConfig(flush_every=2, entropy_slots=4)
-    with observe.attach(model, config, sinks=[sink, experts]) as monitor:
+    with observe.attach(model, config, sinks=[layers, experts]) as monitor:
+        layers.fit(monitor)
         experts.fit(monitor)
         for _ in range(5):
             model(torch.randint(0, 256, (2, 8)))
@@ -93,14 +95,15 @@ def test_routing_windows_become_instruments_and_arrays() -> None:
     # The store's share: expert detail once per window, none again until the next.
     assert {f.metric.name for f in experts.stored()} == {m.name for m in series_budget.STORED}
     assert experts.stored() == []
-    found = points(reader)
-    assert "observe_moe_expert_tokens" not in found  # arrays, not an object per point
-    dropped = {p.attributes["layer"]: p.value for p in found["observe_moe_dropped_tokens"]}
-    assert dropped == {str(s.layer): s.dropped_tokens for s in total.layers}
-    assert {p.attributes["layer"] for p in found["observe_moe_routing_entropy"]} == {"0", "1"}
-    assert [p.value for p in found["observe_monitor_steps"]] == [5]
+    found = {f.metric.name: f for f in layers.families()}
+    assert set(found) == {m.name for m in layers.metrics}
+    dropped = dict(found["observe_moe_dropped_tokens"].points())
+    assert dropped == {(str(s.layer),): s.dropped_tokens for s in total.layers}
+    assert {key for key, _ in found["observe_moe_routing_entropy"].points()} == {("0",), ("1",)}
+    assert list(found["observe_monitor_steps"].points()) == [((), 5)]
     histogram = found["observe_moe_routing_entropy_windows"]
-    assert sum(p.count for p in histogram) == 3 * 2  # three windows, two layers
+    assert isinstance(histogram, HistogramFamily)
+    assert sum(p.count for _, p in histogram.points()) == 3 * 2  # three windows, two layers
 
 
 def test_the_series_budget_shows_per_layer_summaries_and_stores_expert_detail() -> None:

@@ -1,10 +1,10 @@
-"""A metric family held as one array, and its Prometheus text rendered straight from it.
+"""Metric families held as arrays: a counter or gauge as one array, a histogram as a few.
 
-Shape: `values` has one axis per label the metric declares (`Metric.labels`), and `axes`
-holds the label values along each; `labels` are shared by every point (run, model, rank).
-NaN marks a point that does not exist (an expert past a smaller layer's count, a gauge not
-yet measured). This is what the pipeline hands the store for layer × expert (× slot)
-families, instead of a `Sample` per point.
+Shape: a family's arrays have one axis per label the metric declares (`Metric.labels`), and
+`axes` holds the label values along each; `labels` are shared by every point (run, model,
+rank). What the pipeline hands the store and the OTLP bridge for routing families, instead
+of a `Sample` or an OpenTelemetry measurement per point; `array_text` renders their
+Prometheus text.
 """
 
 from __future__ import annotations
@@ -18,11 +18,14 @@ from typing import Protocol
 import numpy as np
 
 from observe.catalogue import Kind, Metric
-from observe.store.records import Family, Sample
+from observe.store.records import Family, HistogramSample, Sample
 
 
 @dataclass(frozen=True)
 class ArrayFamily:
+    """A counter or gauge: NaN marks a point that does not exist (an expert past a smaller
+    layer's count, a gauge not yet measured)."""
+
     metric: Metric
     labels: Mapping[str, str]
     axes: tuple[tuple[str, ...], ...]
@@ -30,12 +33,7 @@ class ArrayFamily:
     time: datetime
 
     def __post_init__(self) -> None:
-        shape = tuple(len(axis) for axis in self.axes)
-        if len(self.axes) != len(self.metric.labels) or self.values.shape != shape:
-            raise ValueError(
-                f"{self.metric.name}: values of shape {self.values.shape} for axes {shape} "
-                f"of labels {self.metric.labels}"
-            )
+        _check_shape(self.metric, self.axes, self.values)
 
     def points(self) -> Iterator[tuple[tuple[str, ...], float]]:
         """Each point that exists: its label values along the axes, and its value."""
@@ -51,16 +49,110 @@ class ArrayFamily:
 
     def samples(self) -> list[Sample]:
         """A `Sample` per point: the row store's path."""
-        names = self.metric.labels
         return [
-            Sample(
-                self.time,
-                self.metric.name,
-                {**self.labels, **dict(zip(names, key, strict=True))},
-                value,
-            )
+            Sample(self.time, self.metric.name, _labels(self, key), value)
             for key, value in self.points()
         ]
+
+    def cut(self, kept: int) -> ArrayFamily:
+        """A copy with only the first `kept` points, in row-major order (the label limit)."""
+        flat = self.values.ravel().copy()
+        flat[kept:] = np.nan
+        values = flat.reshape(self.values.shape)
+        return ArrayFamily(self.metric, self.labels, self.axes, values, self.time)
+
+
+@dataclass(frozen=True)
+class HistogramFamily:
+    """A histogram of the metric's `buckets`, cumulative since `start`: per series, the
+    count in each bucket (+Inf last; not summed across buckets, as OpenTelemetry counts
+    them), and the sum, least and greatest of the values recorded. A series with nothing
+    recorded does not exist."""
+
+    metric: Metric
+    labels: Mapping[str, str]
+    axes: tuple[tuple[str, ...], ...]
+    # Shaped like the axes, the bucket counts with one more axis: the metric's buckets + 1.
+    buckets: np.ndarray
+    sums: np.ndarray
+    mins: np.ndarray
+    maxs: np.ndarray
+    start: datetime
+    time: datetime
+
+    def __post_init__(self) -> None:
+        if self.metric.kind is not Kind.HISTOGRAM or self.metric.buckets is None:
+            raise ValueError(f"{self.metric.name} is a {self.metric.kind}, not a histogram")
+        for values in (self.sums, self.mins, self.maxs):
+            _check_shape(self.metric, self.axes, values)
+        if self.buckets.shape != (*self.sums.shape, len(self.metric.buckets) + 1):
+            raise ValueError(
+                f"{self.metric.name}: bucket counts of shape {self.buckets.shape} for "
+                f"{len(self.metric.buckets)} bounds and series of shape {self.sums.shape}"
+            )
+
+    def points(self) -> Iterator[tuple[tuple[str, ...], HistogramPoint]]:
+        """Each series that exists: its label values along the axes, and its histogram."""
+        counts = self.buckets.reshape(-1, self.buckets.shape[-1]).astype(np.int64).tolist()
+        rows = zip(
+            itertools.product(*self.axes),
+            counts,
+            self.sums.ravel().tolist(),
+            self.mins.ravel().tolist(),
+            self.maxs.ravel().tolist(),
+            strict=True,
+        )
+        for key, buckets, total, least, greatest in rows:
+            if any(buckets):
+                yield key, HistogramPoint(tuple(buckets), total, least, greatest)
+
+    def samples(self) -> list[HistogramSample]:
+        """A `HistogramSample` per series: the store's histograms."""
+        bounds = tuple(self.metric.buckets or ())
+        return [
+            HistogramSample(
+                self.time,
+                self.metric.name,
+                _labels(self, key),
+                count=point.count,
+                sum=point.sum,
+                bounds=bounds,
+                bucket_counts=point.buckets,
+            )
+            for key, point in self.points()
+        ]
+
+    def cut(self, kept: int) -> HistogramFamily:
+        """A copy with only the first `kept` series, in row-major order (the label limit)."""
+        buckets = self.buckets.reshape(-1, self.buckets.shape[-1]).copy()
+        buckets[kept:] = 0
+        return HistogramFamily(
+            self.metric,
+            self.labels,
+            self.axes,
+            buckets.reshape(self.buckets.shape),
+            self.sums,
+            self.mins,
+            self.maxs,
+            self.start,
+            self.time,
+        )
+
+
+@dataclass(frozen=True)
+class HistogramPoint:
+    buckets: tuple[int, ...]
+    sum: float
+    min: float
+    max: float
+
+    @property
+    def count(self) -> int:
+        return sum(self.buckets)
+
+
+# What a source of array families hands out.
+AnyFamily = ArrayFamily | HistogramFamily
 
 
 class ArraySource(Protocol):
@@ -71,50 +163,25 @@ class ArraySource(Protocol):
 
     def render(self, openmetrics: bool) -> bytes: ...
 
-    def families(self) -> list[ArrayFamily]: ...
+    def families(self) -> list[AnyFamily]: ...
 
 
-class FamilyText:
-    """The exposition lines of one family's shape: each point's name and labels are built
-    once, and a render only formats the values."""
-
-    def __init__(self, family: ArrayFamily, limit: int) -> None:
-        """`limit`: the points shown, the first in row-major order (the label limit)."""
-        metric = family.metric
-        shared = ",".join(f'{k}="{_escape_label(v)}"' for k, v in family.labels.items())
-        names = metric.labels
-        self.shape = family.values.shape
-        self.prefixes = [
-            metric.prometheus_name
-            + "{"
-            + ",".join(
-                (shared, *(f'{n}="{_escape_label(v)}"' for n, v in zip(names, key, strict=True)))
-            )
-            + "} "
-            for key in itertools.islice(itertools.product(*family.axes), limit)
-        ]
-        kind = "counter" if metric.kind is Kind.COUNTER else "gauge"
-        text_name = metric.prometheus_name
-        open_name = text_name.removesuffix("_total") if metric.kind is Kind.COUNTER else text_name
-        self._headers = {
-            False: f"# HELP {text_name} {_escape_help(metric.description)}\n"
-            f"# TYPE {text_name} {kind}\n",
-            True: f"# HELP {open_name} {_escape_help(metric.description, quote=True)}\n"
-            f"# TYPE {open_name} {kind}\n",
-        }
-
-    def render(self, values: np.ndarray, openmetrics: bool) -> str:
-        flat = values.ravel()[: len(self.prefixes)].tolist()
-        lines = [p + repr(v) for p, v in zip(self.prefixes, flat, strict=True) if v == v]
-        if not lines:
-            return ""
-        return self._headers[openmetrics] + "\n".join(lines) + "\n"
+def grown(array: np.ndarray, shape: tuple[int, ...], fill: float = 0.0) -> np.ndarray:
+    """`array` in an array of at least `shape` filled with `fill`, its values kept: a sink's
+    totals sized to a model attached later."""
+    result = np.full(tuple(max(a, b) for a, b in zip(array.shape, shape, strict=True)), fill)
+    result[tuple(slice(0, n) for n in array.shape)] = array
+    return result
 
 
-def _escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+def _check_shape(metric: Metric, axes: tuple[tuple[str, ...], ...], values: np.ndarray) -> None:
+    shape = tuple(len(axis) for axis in axes)
+    if len(axes) != len(metric.labels) or values.shape != shape:
+        raise ValueError(
+            f"{metric.name}: values of shape {values.shape} for axes {shape} "
+            f"of labels {metric.labels}"
+        )
 
 
-def _escape_help(text: str, *, quote: bool = False) -> str:
-    text = text.replace("\\", "\\\\").replace("\n", "\\n")
-    return text.replace('"', '\\"') if quote else text
+def _labels(family: AnyFamily, key: tuple[str, ...]) -> dict[str, str]:
+    return {**family.labels, **dict(zip(family.metric.labels, key, strict=True))}

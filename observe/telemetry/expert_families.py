@@ -23,7 +23,8 @@ from observe import catalogue
 from observe.catalogue import Metric
 from observe.hooks.stats import Window
 from observe.telemetry import series_budget
-from observe.telemetry.array_family import ArrayFamily, FamilyText
+from observe.telemetry.array_family import AnyFamily, ArrayFamily, grown
+from observe.telemetry.array_text import ArrayText
 from observe.telemetry.limits import LabelLimiter
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ class ExpertFamilies:
         self._shown = series_budget.shown(detail)
         self._labels = dict(labels)
         self._limiter = limiter
+        self._text = ArrayText(limiter)
         self._lock = threading.Lock()
         self._n_experts_L: list[int] = []
         self._slots = 0
@@ -45,14 +47,9 @@ class ExpertFamilies:
         self._heatmap_LES = np.zeros((0, 0, 0))
         self._share_LQ = np.zeros((0, len(catalogue.EXPERT_SHARE_QUANTILES)))
         self._time = dt.datetime.now(dt.UTC)
-        # Windows consumed; the newest the store has been handed; rendered text per format.
+        # Windows consumed, and the newest the store has been handed.
         self._windows = 0
         self._stored = 0
-        self._text: dict[bool, tuple[int, bytes]] = {}
-        self._lines: dict[str, FamilyText] = {}
-        # Points per shown family, and how many of them the label limit admits.
-        self._sizes: dict[str, int] = {}
-        self._kept: dict[str, int] = {}
 
     @property
     def metrics(self) -> tuple[Metric, ...]:
@@ -70,21 +67,13 @@ class ExpertFamilies:
             self._n_experts_L = widest
             self._slots = max(self._slots, monitor.config.entropy_slots if histogram else 0)
             L, E, S = len(widest), max(widest), self._slots
-            self._tokens_LE = _grown(self._tokens_LE, (L, E))
-            self._heatmap_LES = _grown(self._heatmap_LES, (L, E, S))
+            self._tokens_LE = grown(self._tokens_LE, (L, E))
+            self._heatmap_LES = grown(self._heatmap_LES, (L, E, S))
             # NaN until a window measures the layer: no series rather than a false 0.
             Q = len(catalogue.EXPERT_SHARE_QUANTILES)
-            self._share_LQ = _grown(self._share_LQ, (L, Q), fill=np.nan)
-            sizes = {f.metric.name: f.values.size for f in self._families(self._shown)}
-            self._limiter.fit(max(sizes.values(), default=0))
-            self._sizes = sizes
-            self._kept = {name: self._limiter.admit_shape(name, n) for name, n in sizes.items()}
+            self._share_LQ = grown(self._share_LQ, (L, Q), fill=np.nan)
             # Each point's name and labels, built now rather than by the first scrape.
-            self._lines = {
-                f.metric.name: FamilyText(f, self._kept[f.metric.name])
-                for f in self._families(self._shown)
-            }
-            self._text.clear()
+            self._text.fit(self._families(self._shown))
 
     def consume(self, window: Window) -> None:
         tokens_LE, heatmap_LES = window.expert_tokens_LE, window.entropy_histogram_LES
@@ -103,14 +92,14 @@ class ExpertFamilies:
             self._time = dt.datetime.now(dt.UTC)
             self._windows += 1
             # Counted per window, as if each refused series were refused again: one addition.
-            refused = sum(self._sizes[name] - kept for name, kept in self._kept.items())
+            refused = self._text.refused
         if refused:
             self._limiter.refuse(refused)
 
-    def families(self) -> list[ArrayFamily]:
+    def families(self) -> list[AnyFamily]:
         """What /metrics shows, as arrays (copies), cut to the label limit: OTLP's input."""
         with self._lock:
-            return [_cut(f, self._kept.get(f.metric.name, 0)) for f in self._families(self._shown)]
+            return self._text.cut(self._families(self._shown))
 
     def stored(self) -> list[ArrayFamily]:
         """The families the store keeps, at expert detail, when a window came since the
@@ -124,18 +113,9 @@ class ExpertFamilies:
     def render(self, openmetrics: bool) -> bytes:
         """The shown families' exposition text, in OpenMetrics or Prometheus text format."""
         with self._lock:
-            cached = self._text.get(openmetrics)
-            if cached is not None and cached[0] == self._windows:
-                return cached[1]
-            # Before `fit` no family has lines, nor any point.
-            text = "".join(
-                self._lines[f.metric.name].render(f.values, openmetrics)
-                for f in self._families(self._shown)
-                if f.metric.name in self._lines
+            return self._text.render(
+                lambda: self._families(self._shown), self._windows, openmetrics
             )
-            encoded = text.encode()
-            self._text[openmetrics] = (self._windows, encoded)
-            return encoded
 
     def _families(self, metrics: tuple[Metric, ...]) -> list[ArrayFamily]:
         """The families of `metrics` that this run measures; with the lock held."""
@@ -166,17 +146,3 @@ class ExpertFamilies:
             for m in metrics
             if m.name in arrays
         ]
-
-
-def _grown(array: np.ndarray, shape: tuple[int, ...], fill: float = 0.0) -> np.ndarray:
-    """`array` in an array of at least `shape` filled with `fill`, its values kept."""
-    grown = np.full(tuple(max(a, b) for a, b in zip(array.shape, shape, strict=True)), fill)
-    grown[tuple(slice(0, n) for n in array.shape)] = array
-    return grown
-
-
-def _cut(family: ArrayFamily, kept: int) -> ArrayFamily:
-    flat = family.values.ravel().copy()
-    flat[kept:] = np.nan
-    values = flat.reshape(family.values.shape)
-    return ArrayFamily(family.metric, family.labels, family.axes, values, family.time)

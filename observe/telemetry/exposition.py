@@ -5,9 +5,9 @@ scrape collects the registry after it begins, so a scrape begun after the run's 
 flush reads the final values: `wait_for_next_scrape` is how a closing run knows that
 Prometheus has them.
 
-Families rendered from arrays (`ExpertFamilies.render`) join the registry's text in the
-format the scraper asked for, before OpenMetrics' closing `# EOF`; the body is compressed
-after, when the scraper accepts gzip.
+Families rendered from arrays (`ExpertFamilies.render`, `LayerFamilies.render`) join the
+registry's text in the format the scraper asked for, before OpenMetrics' closing `# EOF`;
+the body is compressed after, when the scraper accepts gzip.
 
 With TLS, each connection's handshake runs in that connection's own thread, within
 `CONNECTION_TIMEOUT_S`: prometheus_client's own server shakes hands in its accepting
@@ -21,7 +21,7 @@ import logging
 import socket
 import ssl
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
@@ -132,7 +132,7 @@ class MetricsEndpoint:
         *,
         tls: ssl.SSLContext | None = None,
         credentials: Credentials | None = None,
-        arrays: Render | None = None,
+        arrays: Sequence[Render] = (),
     ) -> None:
         self._metrics = make_wsgi_app(registry, disable_compression=True)
         # Only for a scrape that failed on text that is no valid Unicode: checking every
@@ -140,7 +140,7 @@ class MetricsEndpoint:
         self._encodable_metrics = make_wsgi_app(
             _EncodableOnly(registry, set()), disable_compression=True
         )
-        self._arrays = arrays
+        self._arrays = tuple(arrays)
         self._changed = threading.Condition()
         # Scrapes begun, and the newest of them whose response has been written.
         self._begun = 0
@@ -205,12 +205,11 @@ class MetricsEndpoint:
         self, environ: WSGIEnvironment, body: bytes, headers: Headers
     ) -> tuple[bytes, Headers]:
         """The registry's `body` with the array families' text, compressed if accepted."""
-        if self._arrays is not None:
+        if self._arrays:
             content_type = dict(headers).get("Content-Type", "")
-            if content_type.startswith("application/openmetrics-text"):
-                body = body.removesuffix(_EOF) + self._arrays(True) + _EOF
-            else:
-                body += self._arrays(False)
+            openmetrics = content_type.startswith("application/openmetrics-text")
+            arrays = b"".join(render(openmetrics) for render in self._arrays)
+            body = body.removesuffix(_EOF) + arrays + _EOF if openmetrics else body + arrays
         if gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", "")):
             # The fastest level: a 64 × 256 model's text shrinks tenfold all the same.
             body = gzip.compress(body, compresslevel=1)

@@ -2,10 +2,11 @@
 
 One `MeterProvider` per monitored run. The Prometheus reader serves scrapes from its own
 registry on the run's `MetricsEndpoint` (127.0.0.1 by default, with the TLS and basic auth
-of `[metrics]`), with the families kept as arrays (`ArraySource`) rendered beside them; a
-periodic reader feeds the store exporter; another, when configured, an OpenTelemetry
-Collector over OTLP, which reads the array families through a provider of their own
-(`otlp_arrays`). Each periodic reader exports a last time when the provider shuts down.
+of `[metrics]`), with the families kept as arrays (`ArraySource`: the routing figures)
+rendered beside them; a periodic reader feeds the store exporter; another, when configured,
+an OpenTelemetry Collector over OTLP, which reads the array families through a provider of
+their own (`otlp_arrays`). Each periodic reader exports a last time when the provider shuts
+down.
 """
 
 from __future__ import annotations
@@ -101,10 +102,11 @@ class Telemetry:
         model: str,
         exporters: Sequence[MetricExporter] = (),
         placement: Placement | None = None,
-        arrays: ArraySource | None = None,
+        arrays: Sequence[ArraySource] = (),
     ) -> None:
         """`placement`: this rank's place in a distributed run, whose every series then
-        carries `rank` and `world_size`; None when the process runs alone."""
+        carries `rank` and `world_size`; None when the process runs alone. `arrays`: the
+        families kept as arrays, for /metrics and OTLP (the store exporter reads its own)."""
         attributes: dict[str, str | int] = {
             "service.name": "observe",
             RUN_LABEL: run_id,
@@ -142,7 +144,7 @@ class Telemetry:
                 port,
                 tls=settings.metrics.server_context(),
                 credentials=credentials,
-                arrays=arrays.render if arrays is not None else None,
+                arrays=[source.render for source in arrays],
             )
             self.metrics_port = self.endpoint.port
             logger.info(
@@ -169,13 +171,11 @@ class Telemetry:
         resource = Resource.create(attributes)
         self.provider = MeterProvider(resource=resource, metric_readers=readers, views=[uncapped])
         self._array_provider: MeterProvider | None = None
-        if self.otlp is not None and arrays is not None:
+        if self.otlp is not None and arrays:
             from observe.telemetry.otlp_arrays import array_provider
 
             with signals.blocked():
-                self._array_provider = array_provider(
-                    arrays, arrays.metrics, resource, self.otlp, interval_ms
-                )
+                self._array_provider = array_provider(arrays, resource, self.otlp, interval_ms)
 
     def meter(self) -> Meter:
         return self.provider.get_meter(SCOPE)

@@ -29,7 +29,7 @@ from observe.hooks.stats import Window
 from observe.store.delivery import Delivery
 from observe.store.records import Batch, DriftResult, ExpertLoads, HistogramSample, Sample
 from observe.store.storable import labels_problem
-from observe.telemetry.array_family import ArrayFamily
+from observe.telemetry.array_family import AnyFamily, HistogramFamily
 
 logger = logging.getLogger("observe")
 
@@ -53,8 +53,9 @@ def _labels(*attribute_sets: Mapping[str, Any] | None) -> dict[str, str]:
 
 class StoreExporter(MetricExporter):
     """Every collection's data points as store samples of one run, with the families kept
-    as arrays that `arrays` hands over (`ExpertFamilies.stored`); with `heartbeats`, each
-    export also says the run's process lives (in a distributed run, only rank 0's does).
+    as arrays that `arrays` hands over (`ExpertFamilies.stored`, `LayerFamilies.families`);
+    with `heartbeats`, each export also says the run's process lives (in a distributed run,
+    only rank 0's does).
 
     A point whose labels hold text the store cannot keep (a user's attribute with NUL) is
     left out, counted in `refused_samples` and logged once per metric: in its batch, it
@@ -65,7 +66,7 @@ class StoreExporter(MetricExporter):
         self,
         delivery: Delivery,
         run_id: str,
-        arrays: Callable[[], Sequence[ArrayFamily]] = list,
+        arrays: Callable[[], Sequence[AnyFamily]] = list,
         *,
         heartbeats: bool = True,
     ) -> None:
@@ -113,10 +114,12 @@ class StoreExporter(MetricExporter):
                         elif isinstance(point, NumberDataPoint):
                             samples.append(Sample(time, metric.name, labels, float(point.value)))
         # Dense families go whole, as arrays (one COPY); one with points not measured yet
-        # (NaN) goes as samples of the points that were.
+        # (NaN) goes as samples of the points that were; a histogram as one per series.
         families = []
         for array in self.arrays():
-            if np.isnan(array.values).any():
+            if isinstance(array, HistogramFamily):
+                histograms.extend(array.samples())
+            elif np.isnan(array.values).any():
                 samples.extend(array.samples())
             else:
                 families.append(array.family())
