@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -24,11 +25,15 @@ import httpx
 import openai
 import pytest
 import torch
+from cli_runner import invoke
 from prometheus_client.parser import text_string_to_metric_families
 
 from observe import catalogue
+from observe.hooks import MonitorConfig
+from observe.jobs import record_baseline
 from observe.pipeline import MonitoringSession
 from observe.settings import Settings
+from observe.store.writer import Store
 from observe.workload.checkpoint import save_checkpoint
 from observe.workload.config import get_config
 from observe.workload.inference import InferenceEngine
@@ -403,6 +408,49 @@ def test_sigterm_finishes_the_stream_in_flight_and_ends_the_run(tmp_path: Path) 
     with sqlite3.connect(db) as connection:
         [(status, ended)] = connection.execute("select status, ended from runs").fetchall()
     assert status == "finished" and ended is not None
+
+
+@pytest.mark.slow
+def test_drift_and_alert_status_show_the_live_service(tmp_path: Path) -> None:
+    model = tiny_model()
+    save_checkpoint(tmp_path / "ckpt", model, step=1, domain="general")
+    db_url = f"sqlite:///{tmp_path / 'observe.db'}"
+    store = Store.open(db_url)
+    prompts = [f"reference prompt number {i}" for i in range(160)]
+    record_baseline(model, prompts, MonitorConfig(), name="ckpt").save(store)
+    store.close()
+    env = {
+        **os.environ,
+        "OBSERVE_DB_URL": db_url,
+        "OBSERVE_SPOOL_DIR": str(tmp_path / "spool"),
+        "OBSERVE_PROMETHEUS_PORT": "0",
+        "OBSERVE_MONITOR_FLUSH_EVERY": "2",
+    }
+    command = [*SERVE, "--checkpoint", str(tmp_path / "ckpt"), "--port", "0"]
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        url = _served_url(process)
+        client = openai.OpenAI(base_url=url, api_key="none", max_retries=0, timeout=BOUND_S)
+        for i in range(6):  # a step each: three windows
+            client.completions.create(model="ckpt", prompt=f"live {i}", max_tokens=16)
+        deadline = time.monotonic() + BOUND_S
+        while True:
+            code, output = invoke("drift", "status", "--json", "--db-url", db_url)
+            if code == 0 and json.loads(output):
+                break
+            assert time.monotonic() < deadline, output
+            time.sleep(0.5)
+        [run] = json.loads(invoke("runs", "--json", "--db-url", db_url)[1])
+        assert run["status"] == "running"
+        scores = json.loads(output)
+        assert {row["run"] for row in scores} == {run["id"]}, scores
+        code, output = invoke("alerts", "status", "--json", "--db-url", db_url)
+        assert code == 0, output
+        assert {row["rule"] for row in json.loads(output)} >= {"ObserveSemanticDrift"}
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(BOUND_S)
+    assert process.returncode == 0
 
 
 def test_a_taken_port_is_an_error_that_says_so(tmp_path: Path) -> None:
