@@ -20,6 +20,7 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from prometheus_server import StartPrometheus
+from starlette.testclient import TestClient
 
 import observe
 from observe import catalogue
@@ -35,6 +36,9 @@ from observe.workload.data import BatchSampler
 from observe.workload.inference import InferenceEngine
 from observe.workload.job_config import TrainConfig
 from observe.workload.model import MoETransformer
+from observe.workload.server.app import Service, Slots, create_app
+from observe.workload.server.figures import ServerFigures
+from observe.workload.server.openai_api import ServedModel
 from observe.workload.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -109,6 +113,13 @@ def test_every_series_carries_exactly_its_catalogue_labels(tmp_path: Path) -> No
         with InferenceEngine(model, meter_provider=session.meter_provider) as engine:
             for prompt in ["Patient", "Revenue", "Patient"]:
                 engine.generate(prompt, 2)
+            # The served model's figures: one streamed request through the server's app.
+            served = ServedModel("tiny", model.config.max_seq_len, 0)
+            figures = ServerFigures(session.meter_provider)
+            app = create_app(Service(engine, served, figures, Slots(1)))
+            request = {"model": "tiny", "prompt": "Claim", "max_tokens": 2, "stream": True}
+            with TestClient(app) as client:
+                assert client.post("/v1/completions", json=request).status_code == 200
         with torch.no_grad():  # a serving window large enough for semantic drift
             for ids in batches[:2]:
                 model(ids)
