@@ -44,6 +44,8 @@ from observe.workload.server.figures import ServerFigures
 from observe.workload.server.openai_api import ServedModel
 
 MODEL = "tiny-served"
+# The demo trains and replays traffic before it serves: minutes on a loaded machine.
+DEMO_BOUND_S = 600.0
 # A bound on any wait here: past it the server hung.
 BOUND_S = 60.0
 
@@ -475,12 +477,37 @@ def test_a_taken_port_is_an_error_that_says_so(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def _served_url(process: subprocess.Popen[str]) -> str:
+def _served_url(process: subprocess.Popen[str], bound_s: float = BOUND_S) -> str:
     """The API's address, from the line `observe serve` logs once it listens."""
     assert process.stderr is not None
-    deadline = time.monotonic() + BOUND_S
+    deadline = time.monotonic() + bound_s
     for line in process.stderr:
         if line.startswith("observe: OpenAI-compatible API of "):
             return line.split(" at ", 1)[1].split()[0]
         assert time.monotonic() < deadline and process.poll() is None, line
     raise AssertionError(f"observe serve exited with {process.wait()} before listening")
+
+
+@pytest.mark.slow
+def test_the_demo_can_end_by_serving_its_model(tmp_path: Path) -> None:
+    command = [
+        *SERVE[:-1], "demo", "--model-size", "tiny", "--steps", "2", "--requests", "6",
+        "--no-progress", "--out", str(tmp_path / "demo"), "--serve", "--port", "0",
+    ]  # fmt: skip
+    env = {
+        **os.environ,
+        "OBSERVE_DB_URL": f"sqlite:///{tmp_path / 'observe.db'}",
+        "OBSERVE_SPOOL_DIR": str(tmp_path / "spool"),
+        "OBSERVE_PROMETHEUS_PORT": "0",
+        "OBSERVE_PROMETHEUS_LINGER_S": "0",
+    }
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        url = _served_url(process, DEMO_BOUND_S)
+        client = openai.OpenAI(base_url=url, api_key="none", max_retries=0, timeout=BOUND_S)
+        assert [m.id for m in client.models.list()] == ["demo"]
+        assert client.completions.create(model="demo", prompt="Hi", max_tokens=4).choices
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(BOUND_S)
+    assert process.returncode == 0
