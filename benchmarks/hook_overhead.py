@@ -19,6 +19,7 @@ over. It reports; it exits 0 whether or not the targets are met. `benchmarks/REA
 latest table.
 
     .venv/bin/python benchmarks/hook_overhead.py [--steps 10] [--repeats 8] [--quick] [--threads N]
+        [--workloads training,inference,decode]
 """
 
 from __future__ import annotations
@@ -118,6 +119,18 @@ def inference_workload(
     return run, model
 
 
+WORKLOADS = {
+    "training": f"training ({TRAIN_BATCH} × {TRAIN_SEQ})",
+    "inference": f"inference ({len(PROMPTS)} prompts × {NEW_TOKENS} new, greedy)",
+    "decode": DECODE,
+}
+BUILDS: dict[str, Callable[[], tuple[Workload, torch.nn.Module]]] = {
+    "training": training_workload,
+    "inference": inference_workload,
+    "decode": functools.partial(inference_workload, DECODE_PROMPTS, DECODE_TOKENS),
+}
+
+
 def timed(workload: Workload, model: torch.nn.Module, steps: int, attach: bool) -> Run:
     gc.collect()
     monitor = observe.attach(model, observe.MonitorConfig()) if attach else None
@@ -194,7 +207,15 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 steps, 2 pairs")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument(
+        "--workloads",
+        default=",".join(WORKLOADS),
+        help=f"which to run, of {','.join(WORKLOADS)} (default all)",
+    )
     args = parser.parse_args()
+    chosen = args.workloads.split(",")
+    if unknown := set(chosen) - set(WORKLOADS):
+        parser.error(f"unknown workloads {sorted(unknown)}: choose of {', '.join(WORKLOADS)}")
     if args.threads:
         torch.set_num_threads(args.threads)
     steps, repeats = (2, 2) if args.quick else (args.steps, args.repeats)
@@ -205,11 +226,7 @@ def main() -> None:
         f"flush_every={defaults.flush_every}"
     )
     started = (time.perf_counter(), time.process_time(), busy_cpu_seconds())
-    workloads = {
-        f"training ({TRAIN_BATCH} × {TRAIN_SEQ})": training_workload,
-        f"inference ({len(PROMPTS)} prompts × {NEW_TOKENS} new, greedy)": inference_workload,
-        DECODE: functools.partial(inference_workload, DECODE_PROMPTS, DECODE_TOKENS),
-    }
+    workloads = {WORKLOADS[key]: BUILDS[key] for key in chosen}
     results = {}
     for name, build in workloads.items():
         workload, model = build()
