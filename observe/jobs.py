@@ -234,14 +234,7 @@ def serve(
         phases: list[Phase] = []
         responses: list[tuple[PlannedRequest, Response]] = []
         seconds = 0.0
-        with InferenceEngine(
-            model,
-            cache_size=config.cache_size,
-            max_batch_size=config.max_batch_size,
-            seed=config.seed,
-            on_batch=monitor.step,
-            meter_provider=session.meter_provider,
-        ) as engine:
+        with _monitored_engine(session, model, monitor, config) as engine:
             for index, phase in enumerate(spec.phases):
                 requests = [p for p in plan if p.phase == index]
                 if not requests:
@@ -290,14 +283,7 @@ def serve_http(
         MonitoringSession(settings, model=model_name, config=run_config) as session,
     ):
         monitor = _attach_serving(session, model, drift, trained_until)
-        with InferenceEngine(
-            model,
-            cache_size=config.cache_size,
-            max_batch_size=config.max_batch_size,
-            seed=config.seed,
-            on_batch=monitor.step,
-            meter_provider=session.meter_provider,
-        ) as engine:
+        with _monitored_engine(session, model, monitor, config) as engine:
             served = ServedModel(model_name, model.config.max_seq_len, int(time.time()))
             service = Service(
                 engine, served, ServerFigures(session.meter_provider), Slots(config.max_queue)
@@ -315,6 +301,23 @@ def serve_http(
 
             http.Server(create_app(service), config.drain_s, draining).run(sockets=[sock])
     return session.run_id
+
+
+def _monitored_engine(
+    session: MonitoringSession,
+    model: MoETransformer,
+    monitor: Monitor,
+    config: ServeConfig | ServerConfig,
+) -> InferenceEngine:
+    """An engine whose batches are the monitor's steps and whose figures join the run's."""
+    return InferenceEngine(
+        model,
+        cache_size=config.cache_size,
+        max_batch_size=config.max_batch_size,
+        seed=config.seed,
+        on_batch=monitor.step,
+        meter_provider=session.meter_provider,
+    )
 
 
 def _attach_serving(
