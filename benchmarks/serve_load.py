@@ -39,20 +39,25 @@ import dataclasses
 import math
 import os
 import signal
-import statistics
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import torch
 from hook_overhead import busy_cpu_seconds, other_processes_cpu_share
 from opentelemetry.metrics import NoOpMeterProvider
+from serve_traffic import (
+    BOUND_S,
+    MODEL,
+    Phases,
+    distinct_prompts,
+    send,
+    wait_ready,
+)
 
 from observe import jobs
 from observe.alerts.config import AlertsConfig, RuleOverride
@@ -63,7 +68,7 @@ from observe.store.alerting import AlertEvent, alert_events
 from observe.store.baselines import StoredDrift, drift_results
 from observe.store.engine import connect
 from observe.workload.config import CONFIGS
-from observe.workload.corpus import DOMAINS, generate_prompts
+from observe.workload.corpus import DOMAINS
 from observe.workload.data import reference_prompts
 from observe.workload.inference import InferenceEngine
 from observe.workload.job_config import FineTuneConfig, ServerConfig, TrainConfig
@@ -72,173 +77,12 @@ from observe.workload.server import http
 from observe.workload.server.app import Service, Slots, create_app
 from observe.workload.server.figures import ServerFigures
 from observe.workload.server.openai_api import ServedModel
-from observe.workload.tokenizer import ByteTokenizer
 
-MODEL = "serve_load"
 THROUGHPUT_TARGET = 0.98
 WINDOWS_TARGET = 3
-# Seconds a server may take to answer /readyz, and a request to be answered: past them it hung.
-BOUND_S = 120.0
-# Distinct prompts drawn per domain: more than a run of these lengths sends.
-POOL = 20_000
 # The drift rule the target is about; the routing one is shown beside it.
 DRIFT_RULE = SEMANTIC_DRIFT_RULE
 DRIFT_RULES = (SEMANTIC_DRIFT_RULE, ROUTING_DRIFT_RULE)
-
-
-@dataclass
-class Load:
-    """What the clients saw of one phase of a run: the requests answered before it ended."""
-
-    seconds: float
-    latencies_s: list[float] = field(default_factory=list)
-    tokens: int = 0
-    failed: int = 0
-    # What the first refused request was told.
-    error: str = ""
-
-    @property
-    def requests(self) -> int:
-        return len(self.latencies_s)
-
-    @property
-    def requests_per_s(self) -> float:
-        return self.requests / self.seconds
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.tokens / self.seconds
-
-    def latency_ms(self) -> tuple[float, float, float]:
-        """p50, p95 and p99."""
-        cuts = statistics.quantiles(self.latencies_s, n=100, method="inclusive")
-        return cuts[49] * 1e3, cuts[94] * 1e3, cuts[98] * 1e3
-
-
-def combined(loads: Sequence[Load], seconds: float) -> Load:
-    return Load(
-        seconds,
-        [latency for load in loads for latency in load.latencies_s],
-        sum(load.tokens for load in loads),
-        sum(load.failed for load in loads),
-        next((load.error for load in loads if load.error), ""),
-    )
-
-
-@dataclass(frozen=True)
-class Phases:
-    """A run's load before the shift and after it, and the CPU time this process took
-    meanwhile (the clients', the server's and, in run B, the monitor's threads)."""
-
-    before: Load
-    after: Load
-    cpu_s: float
-    # Batched generations that answered it, once counted: the engine's, or run B's steps.
-    batches: int = 0
-
-    @property
-    def whole(self) -> Load:
-        return combined((self.before, self.after), self.before.seconds + self.after.seconds)
-
-
-@dataclass
-class Traffic:
-    """One run's prompts, each handed out once: `before`'s until `shift_at` (perf_counter
-    seconds), `after`'s from then on."""
-
-    before: Sequence[str]
-    after: Sequence[str]
-    shift_at: float
-    _sent: list[int] = field(default_factory=lambda: [0, 0])
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def next_prompt(self) -> tuple[str, bool]:
-        """A prompt, and whether it is of the domain after the shift."""
-        shifted = time.perf_counter() >= self.shift_at
-        prompts = self.after if shifted else self.before
-        with self._lock:
-            index = self._sent[shifted]
-            self._sent[shifted] += 1
-        if index >= len(prompts):
-            raise RuntimeError(
-                f"all {len(prompts)} distinct prompts were sent: pass a shorter --seconds"
-            )
-        return prompts[index], shifted
-
-
-def distinct_prompts(domain: str, fits: int, leave_out: Sequence[str] = ()) -> list[str]:
-    """`domain`'s prompts as `observe infer` draws them (seed 0), each once, of at most
-    `fits` tokens with BOS, without `leave_out`."""
-    tokenizer, left_out = ByteTokenizer(), set(leave_out)
-    drawn = generate_prompts(domain, POOL, seed=0)
-    return list(
-        dict.fromkeys(
-            p for p in drawn if p not in left_out and len(tokenizer.encode(p, bos=True)) <= fits
-        )
-    )
-
-
-def send(
-    url: str,
-    before: Sequence[str],
-    after: Sequence[str],
-    seconds: float,
-    shift_after_s: float,
-    args: argparse.Namespace,
-) -> Phases:
-    """`args.concurrency` clients, each sending a request and waiting for its answer, for
-    `seconds`: prompts of `before` for the first `shift_after_s` seconds, then of `after`.
-    Answers that come after the end are not counted."""
-    start, cpu = time.perf_counter(), time.process_time()
-    ends = start + seconds
-    traffic = Traffic(before, after, start + shift_after_s)
-    before_s = min(seconds, shift_after_s)
-
-    def client() -> tuple[Load, Load]:
-        phases = Load(before_s), Load(seconds - before_s)
-        with httpx.Client(base_url=url, timeout=BOUND_S) as session:
-            while time.perf_counter() < ends:
-                prompt, shifted = traffic.next_prompt()
-                request = {
-                    "model": MODEL,
-                    "prompt": prompt,
-                    "max_tokens": args.max_tokens,
-                    "temperature": 0,  # greedy
-                }
-                sent = time.perf_counter()
-                response = session.post("/v1/completions", json=request)
-                answered = time.perf_counter()
-                if answered > ends:
-                    break
-                load = phases[shifted]
-                if response.status_code != 200:
-                    load.failed += 1
-                    load.error = load.error or f"{response.status_code} {response.text}"
-                    continue
-                load.latencies_s.append(answered - sent)
-                load.tokens += response.json()["usage"]["completion_tokens"]
-        return phases
-
-    with ThreadPoolExecutor(args.concurrency) as pool:
-        clients = [pool.submit(client) for _ in range(args.concurrency)]
-        done = [c.result() for c in clients]
-    # The clients ran side by side: the phase's seconds, every client's requests.
-    return Phases(
-        combined([before for before, _ in done], before_s),
-        combined([after for _, after in done], seconds - before_s),
-        time.process_time() - cpu,
-    )
-
-
-def wait_ready(url: str) -> None:
-    """Returns once the server at `url` answers /readyz (its socket may listen before)."""
-    deadline = time.monotonic() + BOUND_S
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/readyz", timeout=BOUND_S).status_code == 200:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"the server at {url} was not ready within {BOUND_S:g} s")
 
 
 @contextlib.contextmanager
