@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,8 @@ STATEMENT_TIMEOUT_MS = 300_000
 # calls stuck on the network: fail instead of queueing behind them.
 POOL_TIMEOUT_S = 10
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# How long opening a SQLite store waits for a file another process holds locked.
+SQLITE_OPEN_TIMEOUT_S = 60.0
 
 # Greedy up to the last @ of the URL: an unescaped @, / or ? in a password stays masked
 # (a path or query holding an @ is masked too, which errs the safe way).
@@ -106,13 +109,21 @@ def connect(url: str | None) -> Engine:
             pool_timeout=POOL_TIMEOUT_S,
             connect_args=_connect_args(parsed),
         )
-    try:
-        with engine.connect() as connection:
-            connection.exec_driver_sql("SELECT 1")
-    except DBAPIError as exc:
-        engine.dispose()
-        raise connection_error(parsed, exc) from None
-    return engine
+    # SQLite: processes opening one new file together (the ranks of a job) find it locked
+    # while one of them sets it up, for longer than a statement's busy timeout on a busy
+    # machine; try again within a bound.
+    deadline = time.monotonic() + SQLITE_OPEN_TIMEOUT_S
+    while True:
+        try:
+            with engine.connect() as connection:
+                connection.exec_driver_sql("SELECT 1")
+            return engine
+        except DBAPIError as exc:
+            locked = isinstance(exc.orig, sqlite3.OperationalError) and "locked" in str(exc.orig)
+            if not (locked and time.monotonic() < deadline):
+                engine.dispose()
+                raise connection_error(parsed, exc) from None
+            time.sleep(0.1)
 
 
 def connection_error(url: URL, exc: BaseException) -> ObserveError:
