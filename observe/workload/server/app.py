@@ -184,7 +184,7 @@ async def _stream(
         try:
             future = _submit(service, generation, on_tokens=hand_over)
         except ApiError as exc:
-            yield _event({"error": json.loads(bytes(exc.response().body))["error"]})
+            yield _error_event(exc)
             return
         future.add_done_callback(lambda _: hand_over(None))
         scanner = StopScanner(generation.settings.stop)
@@ -204,8 +204,7 @@ async def _stream(
         try:
             response = future.result()
         except ObserveError as exc:
-            error = _engine_failed(exc)
-            yield _event({"error": json.loads(bytes(error.response().body))["error"]})
+            yield _error_event(_engine_failed(exc))
             return
         # A cached response comes whole: the engine generated nothing for it.
         tail = decoder.decode(_bytes(scanner.finish()), final=True) if streamed else response.text
@@ -247,6 +246,11 @@ def _engine_failed(exc: ObserveError) -> ApiError:
 
 def _bytes(ids: list[int]) -> bytes:
     return bytes(i for i in ids if i < 256)
+
+
+def _error_event(error: ApiError) -> str:
+    """A refusal once the stream has begun: its status is sent, so the body says it."""
+    return _event({"error": json.loads(bytes(error.response().body))["error"]})
 
 
 def _event(data: dict[str, Any]) -> str:
