@@ -47,6 +47,7 @@ from observe.store.schema import (
     HIDDEN_SAMPLES,
     HISTOGRAMS,
     RUNS,
+    SAMPLE_BLOCKS,
     SAMPLES,
     SERIES,
     WINDOW_SAMPLES,
@@ -56,7 +57,7 @@ from observe.workload.model import MoETransformer
 
 # Every table a run's rows land in.
 # Tables with a run column; sample rows belong to their run through their series.
-RUN_TABLES = (EXPERT_LOAD, DRIFT_RESULTS, HIDDEN_SAMPLES, WINDOW_SAMPLES)
+RUN_TABLES = (EXPERT_LOAD, DRIFT_RESULTS, HIDDEN_SAMPLES, WINDOW_SAMPLES, SAMPLE_BLOCKS)
 SERIES_TABLES = (SAMPLES, HISTOGRAMS)
 NORMAL, OUTAGE, PARTITION = "normal", "outage", "partition"
 # Bound on waiting for the spool to drain once both faults are over.

@@ -9,10 +9,11 @@ database of its own on the server, dropped at the end.
 
 Then `dense_ingest`: windows of one layer × expert × slot family (64 × 256 × 16 by default,
 262,144 series) from the batch an exporter makes, through the spool (a line written with
-fsync, read back) and `Store.write` with its delivery id, beside a binary COPY of the same
-rows into a table like `samples` (its BRIN index: the database's cost of the schema) and
-into a bare table (time, series_id, value; no index, no constraint), alternating, in one
-process. The first window (which creates the series) is timed on its own.
+fsync, read back) and `Store.write` with its delivery id (one row of `sample_blocks`),
+beside a binary COPY of the same rows into a bare table (time, series_id, value; no index,
+no constraint) and of the same block into a table like `sample_blocks` (its index: the
+database's cost of the schema, without observe's), alternating, in one process. The first
+window (which creates the series) is timed on its own.
 
     .venv/bin/python benchmarks/store_ingest.py [--pg-url URL] [--rounds 3]
 """
@@ -38,6 +39,7 @@ import sqlalchemy
 from observe.catalogue import EXPERT_TOKENS
 from observe.hooks.config import MonitorConfig
 from observe.store import binary_copy
+from observe.store.blocks import Block, block_copy_data
 from observe.store.records import Batch, Family, Sample
 from observe.store.spool import Spool
 from observe.store.writer import Store
@@ -113,9 +115,9 @@ class DenseIngest:
     samples_per_window: int
     end_to_end: list[float]
     raw_copy: list[float]
-    # Raw COPY into a table like `samples`, its BRIN index included: the database's own
-    # cost of the schema, without observe's.
-    raw_copy_indexed: list[float]
+    # Raw COPY of the window's block into a table like `sample_blocks`, its index included:
+    # the database's own cost of the schema, without observe's.
+    raw_copy_block: list[float]
     # Seconds of the first window end to end, which creates the family's series.
     first_window_s: float
 
@@ -136,8 +138,8 @@ class DenseIngest:
             f"end to end: {e2e:,.0f} samples/s (target ≥ {DENSE_SAMPLES_S:,}: {met})",
             f"end to end / raw COPY into a bare table: {e2e / raw:.2f} "
             f"(target ≥ {DENSE_SHARE_OF_RAW:.2f}: {share})",
-            "end to end / raw COPY into a table like `samples`: "
-            f"{e2e / statistics.median(self.raw_copy_indexed):.2f}",
+            "end to end / raw COPY of the block into a table like `sample_blocks`: "
+            f"{e2e / statistics.median(self.raw_copy_block):.2f}",
             f"first window (creates {self.samples_per_window:,} series): "
             f"{self.first_window_s:.1f} s",
         ]
@@ -154,14 +156,14 @@ def dense_ingest(
     spool = Spool(spool_dir, 1 << 34)
     raw = psycopg.connect(libpq(url))
     raw.execute("CREATE TABLE bare (time timestamptz, series_id int4, value float8)")
-    raw.execute("CREATE TABLE indexed (LIKE samples INCLUDING INDEXES)")
+    raw.execute("CREATE TABLE blocks (LIKE sample_blocks INCLUDING INDEXES INCLUDING STORAGE)")
     raw.commit()
     shape = (layers, experts, slots)
     axes = {"layer": range(layers), "expert": range(experts), "slot_le": range(slots)}
     t0 = datetime.now(UTC)
     end_to_end: list[float] = []
     raw_copy: list[float] = []
-    raw_copy_indexed: list[float] = []
+    raw_copy_block: list[float] = []
     n = layers * experts * slots
     ids = np.arange(n, dtype=np.int32)
     try:
@@ -184,26 +186,29 @@ def dense_ingest(
                     (binary_copy.FLOAT8, values.reshape(-1)),
                 ]
             )
-            bare, indexed = (n / _raw_copy(raw, table, data) for table in ("bare", "indexed"))
+            bare = n / _raw_copy(raw, "bare (time, series_id, value)", data)
+            block = Block(time_, EXPERT_TOKENS.name, ids, values.reshape(-1))
+            columns = "blocks (time, run_id, name, series_ids, series_values)"
+            block_rate = n / _raw_copy(raw, columns, block_copy_data(run, [block]))
             if not i:
                 first_window_s = n / e2e
             else:
                 end_to_end.append(e2e)
                 raw_copy.append(bare)
-                raw_copy_indexed.append(indexed)
+                raw_copy_block.append(block_rate)
     finally:
         spool.close()
         raw.close()
         store.close()
-    return DenseIngest(n, end_to_end, raw_copy, raw_copy_indexed, first_window_s)
+    return DenseIngest(n, end_to_end, raw_copy, raw_copy_block, first_window_s)
 
 
-def _raw_copy(connection: psycopg.Connection[Any], table: str, data: bytes) -> float:
-    """Seconds to COPY `data` into `table` and commit."""
+def _raw_copy(connection: psycopg.Connection[Any], columns: str, data: bytes) -> float:
+    """Seconds to COPY `data` into `columns` (a table and its columns) and commit."""
     started = time.perf_counter()
     with (
         connection.cursor() as cursor,
-        cursor.copy(f"COPY {table} (time, series_id, value) FROM STDIN (FORMAT BINARY)") as copy,
+        cursor.copy(f"COPY {columns} FROM STDIN (FORMAT BINARY)") as copy,
     ):
         copy.write(data)
     connection.commit()
@@ -290,7 +295,10 @@ def print_dense(dense: DenseIngest, args: argparse.Namespace, version: str) -> N
     print("|---|---|")
     for label, rates in (
         ("end to end (Family → spool → `Store.write`)", dense.end_to_end),
-        ("raw binary COPY into a table like `samples` (its BRIN index)", dense.raw_copy_indexed),
+        (
+            "raw binary COPY of the block into a table like `sample_blocks` (its index)",
+            dense.raw_copy_block,
+        ),
         ("raw binary COPY into a bare table (no index)", dense.raw_copy),
     ):
         spread = f"{min(rates):,.0f}–{max(rates):,.0f}"

@@ -42,6 +42,15 @@ MARKING_FIXTURES = {"pg_server": "postgres", "throwaway_pg": "postgres", "promet
 # which pytest cannot see when it collects: the PostgreSQL parameter carries the mark.
 ENGINES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
+# Every point the PostgreSQL store holds for run :run (series_id, time, value): rows of
+# `samples` and the values of `sample_blocks` alike, for tests that count what arrived.
+RUN_POINTS = (
+    "SELECT x.series_id, x.time, x.value FROM samples AS x "
+    "JOIN series AS s ON s.id = x.series_id WHERE s.run_id = :run "
+    "UNION ALL SELECT u.series_id, b.time, u.value FROM sample_blocks AS b, "
+    "unnest(b.series_ids, b.series_values) AS u(series_id, value) WHERE b.run_id = :run"
+)
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:

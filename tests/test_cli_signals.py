@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from cli_runner import invoke
-from conftest import ProxiedPg
+from conftest import RUN_POINTS, ProxiedPg
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_server import free_port
 
@@ -274,8 +274,8 @@ def _stored_rows(url: str, run_id: str) -> tuple[Counter[Any], dict[tuple[int, i
         with engine.connect() as connection:
             samples = connection.execute(
                 sa.text(
-                    "SELECT s.name, s.labels, x.time, x.value FROM samples x "
-                    "JOIN series s ON s.id = x.series_id WHERE s.run_id = :run"
+                    f"SELECT s.name, s.labels, x.time, x.value FROM ({RUN_POINTS}) AS x "
+                    "JOIN series AS s ON s.id = x.series_id"
                 ),
                 {"run": run_id},
             )

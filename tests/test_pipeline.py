@@ -26,6 +26,7 @@ from observe.errors import ObserveError
 from observe.hooks import MonitorConfig, RoutingStats
 from observe.pipeline import MonitoringSession
 from observe.settings import Settings
+from observe.store.queries import query
 from observe.workload.finetune import prepare_fine_tune
 from observe.workload.inference import InferenceEngine
 from observe.workload.job_config import FineTuneConfig
@@ -126,34 +127,6 @@ def test_the_store_holds_what_the_hooks_counted(tmp_path: Path, pg_url: str) -> 
         loads = db.execute(
             sa.text("select sum(tokens) from expert_load where run_id = :run"), {"run": run}
         ).scalar()
-        # Counters are cumulative: the newest sample of each series holds its total.
-        latest = db.execute(
-            sa.text(
-                """
-                select sum(value) from (
-                    select distinct on (s.series_id) s.value
-                    from samples s join series on series.id = s.series_id
-                    where series.run_id = :run and series.name = :name
-                    order by s.series_id, s.time desc
-                ) newest
-                """
-            ),
-            {"run": run, "name": catalogue.EXPERT_TOKENS.name},
-        ).scalar()
-        status = db.execute(
-            sa.text("select status from runs where id = :run"), {"run": run}
-        ).scalar()
-        # The per-layer figures too: each export's, the newest the run's final ones.
-        steps = db.execute(
-            sa.text(
-                """
-                select s.value from samples s join series on series.id = s.series_id
-                where series.run_id = :run and series.name = :name
-                order by s.time desc limit 1
-                """
-            ),
-            {"run": run, "name": catalogue.MONITOR_STEPS.name},
-        ).scalar()
         windows = (
             db.execute(
                 sa.text(
@@ -169,12 +142,26 @@ def test_the_store_holds_what_the_hooks_counted(tmp_path: Path, pg_url: str) -> 
             .scalars()
             .all()
         )
+        status = db.execute(
+            sa.text("select status from runs where id = :run"), {"run": run}
+        ).scalar()
+    # Counters are cumulative: the newest sample of each series holds its total.
+    latest = sum(_newest(engine, run, catalogue.EXPERT_TOKENS.name).values())
+    # The per-layer figures too: each export's, the newest the run's final ones.
+    [steps] = _newest(engine, run, catalogue.MONITOR_STEPS.name).values()
     engine.dispose()
     assert loads == total_tokens(snapshot)
     assert latest == total_tokens(snapshot)
     assert steps == snapshot.last_step - snapshot.first_step + 1
     assert len(windows) == len(snapshot.layers) and all(n > 0 for n in windows)
     assert status == "finished"
+
+
+def _newest(engine: sa.Engine, run: str, metric: str) -> dict[str, float]:
+    """The newest value of each of the run's series of `metric`, by its labels."""
+    return {
+        json.dumps(dict(r.labels), sort_keys=True): r.value for r in query(engine, metric, run=run)
+    }
 
 
 def test_a_wrong_store_url_fails_before_anything_starts(tmp_path: Path) -> None:

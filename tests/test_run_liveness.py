@@ -20,7 +20,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 from cli_runner import invoke
-from conftest import libpq_url
+from conftest import RUN_POINTS, libpq_url
 from pg_cluster import PgCluster
 
 from observe.errors import ObserveError
@@ -303,8 +303,8 @@ def test_a_run_ending_while_its_store_is_down_ends_when_its_spool_is_replayed(
             ).one()
             samples, distinct_samples = connection.execute(
                 sa.text(
-                    "SELECT count(*), count(DISTINCT (series_id, time)) FROM samples "
-                    "WHERE series_id IN (SELECT id FROM series WHERE run_id = :run)"
+                    "SELECT count(*), count(DISTINCT (series_id, time)) "
+                    f"FROM ({RUN_POINTS}) AS points"
                 ),
                 {"run": session.run_id},
             ).one()

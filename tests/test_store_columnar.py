@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from observe.errors import ObserveError
+from observe.store.alerting import samples
 from observe.store.queries import expert_totals, list_runs, query
 from observe.store.records import Batch, ExpertLoads, Family, Sample
 from observe.store.writer import Store
@@ -53,9 +54,12 @@ def test_a_family_of_the_wrong_size_is_explained() -> None:
         Family.grid(T0, SLOTS, {}, {"layer": range(2), "expert": range(2)}, np.zeros(6))
 
 
-def test_a_family_is_stored_as_one_row_per_series(store: Store) -> None:
+def test_a_family_is_stored_as_one_block_and_read_per_series(store: Store) -> None:
     store.write(window("dense", 1))
     store.write(window("dense", 2))
+    with store.engine.connect() as connection:
+        blocks = connection.execute(sa.text("SELECT count(*) FROM sample_blocks")).scalar_one()
+    assert blocks == 2
     rows = query(store.engine, SLOTS, run="dense")
     assert len(rows) == 2 * LAYERS * EXPERTS * SLOT_LE
     first = rows[: LAYERS * EXPERTS * SLOT_LE]
@@ -113,7 +117,52 @@ def test_one_copy_per_table_per_batch(pg_url: str, copy_statements: list[str]) -
     store.write(Batch("copied", batch.samples, expert_loads=batch.expert_loads,
                       families=batch.families * 2))  # fmt: skip
     tables = [s.split(" (")[0] for s in copy_statements]
-    assert tables == ["COPY samples", "COPY staged_expert_load"]
+    assert tables == ["COPY samples", "COPY sample_blocks", "COPY staged_expert_load"]
     [run] = [r for r in list_runs(store.engine) if r.id == "copied"]
     assert run.samples == 1 + 2 * LAYERS * EXPERTS * SLOT_LE
     store.close()
+
+
+def test_blocks_are_arrays_that_sql_reads(pg_url: str) -> None:
+    """On PostgreSQL a block's ids and values are int4[] and float8[]: SQL unnests them into
+    the same points `query` gives, series by series."""
+    store = Store.open(pg_url)
+    store.write(window("sql", 1))
+    with store.engine.connect() as connection:
+        points = connection.execute(
+            sa.text(
+                "SELECT s.labels->>'layer', s.labels->>'expert', s.labels->>'slot_le', u.value "
+                "FROM sample_blocks AS b, unnest(b.series_ids, b.series_values) "
+                "AS u(series_id, value) JOIN series AS s ON s.id = u.series_id "
+                "WHERE b.run_id = 'sql' ORDER BY u.value"
+            )
+        ).all()
+    read = query(store.engine, SLOTS, run="sql")
+    assert [tuple(p) for p in points] == [
+        (r.labels["layer"], r.labels["expert"], r.labels["slot_le"], r.value) for r in read
+    ]
+    store.close()
+
+
+def test_rows_and_blocks_read_as_one_metric(store: Store) -> None:
+    """Families stored as rows before sample blocks (revision 0007) read beside blocks,
+    oldest first, in `query` and in the alert evaluator's read."""
+    store.write(window("mixed", 2))
+    old = window("mixed", 1)
+    [family] = old.families
+    labels = list(family.label_sets())
+    store.write(
+        Batch(
+            "mixed",
+            samples=tuple(
+                Sample(family.time, SLOTS, each, float(value))
+                for each, value in zip(labels, family.values, strict=True)
+            ),
+        )
+    )
+    values = [r.value for r in query(store.engine, SLOTS, run="mixed")]
+    assert values == family.values.tolist() + window("mixed", 2).families[0].values.tolist()
+    found = samples(store.engine, "mixed", [SLOTS], T0, T0 + timedelta(seconds=5))
+    assert len(found) == len(labels)
+    first = next(s for s in found if s.labels == labels[0])
+    assert first.points == [(T0.timestamp() + 1, 1000.0), (T0.timestamp() + 2, 2000.0)]

@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -16,7 +17,7 @@ from conftest import ENGINES
 from observe.errors import ObserveError
 from observe.store import migrate
 from observe.store.engine import connect
-from observe.store.records import Batch, Sample
+from observe.store.records import Batch, Family, Sample
 from observe.store.schema import METADATA, RUNS, SERIES
 from observe.store.series import labels_key
 from observe.store.writer import Store
@@ -25,6 +26,7 @@ TABLES = {
     "runs",
     "series",
     "samples",
+    "sample_blocks",
     "histogram_samples",
     "expert_load",
     "drift_results",
@@ -67,7 +69,7 @@ def schema_diff(url: str, metadata: sa.MetaData) -> list[object]:
 def test_upgrade_from_empty_to_head_and_down_to_base(empty_url: str) -> None:
     assert migrate.current(empty_url) is None
     migrate.upgrade(empty_url)
-    assert migrate.current(empty_url) == migrate.head() == "0006"
+    assert migrate.current(empty_url) == migrate.head() == "0007"
     assert tables(empty_url) == TABLES | {"alembic_version"}
     migrate.upgrade(empty_url)  # at head already: nothing to do
     migrate.downgrade(empty_url, "base")
@@ -130,6 +132,14 @@ def test_postgres_time_indexes_are_brin(pg_url: str) -> None:
             sa.text("SELECT indexname FROM pg_indexes WHERE indexdef LIKE '%USING brin%'")
         ).scalars()
         assert set(brin) == {"ix_samples_time", "ix_histogram_samples_time"}
+        # The block arrays are kept uncompressed: pglz's attempt halved COPY's rate.
+        storage = connection.execute(
+            sa.text(
+                "SELECT attname, attstorage FROM pg_attribute "
+                "WHERE attrelid = 'sample_blocks'::regclass AND attname LIKE 'series_%'"
+            )
+        ).all()
+        assert dict(storage) == {"series_ids": "e", "series_values": "e"}
     engine.dispose()
 
 
@@ -362,3 +372,37 @@ def _at(second: int) -> datetime:
 
 def _sample_indexes(engine: sa.Engine) -> set[str]:
     return {str(index["name"]) for index in sa.inspect(engine).get_indexes("samples")}
+
+
+def test_blocks_become_rows_of_samples_going_back(empty_url: str) -> None:
+    """0007 → 0006: each sample block's values become rows of `samples`, series by series."""
+    migrate.upgrade(empty_url)
+    engine = connect(empty_url)
+    family = Family.grid(
+        _at(5), "observe_x", {"run": "r"}, {"layer": range(2), "expert": range(3)},
+        np.arange(6.0).reshape(2, 3),
+    )  # fmt: skip
+    Store(engine).write(Batch("r", families=(family,)))
+    engine.dispose()
+
+    migrate.downgrade(empty_url, "0006")
+    engine = connect(empty_url)
+    with engine.connect() as connection:
+        rows = connection.execute(
+            sa.text(
+                "SELECT samples.time, series.labels, samples.value FROM samples "
+                "JOIN series ON series.id = samples.series_id ORDER BY samples.value"
+            )
+        ).all()
+    engine.dispose()
+    assert [value for _, _, value in rows] == family.values.tolist()
+    assert {_aware(time) for time, _, _ in rows} == {_at(5)}
+    labels = [json.loads(ls) if isinstance(ls, str) else ls for _, ls, _ in rows]
+    assert labels == list(family.label_sets())
+
+
+def _aware(time: datetime | str) -> datetime:
+    # SQLite gives back text without a zone, for a UTC time.
+    if isinstance(time, str):
+        time = datetime.fromisoformat(time)
+    return time.replace(tzinfo=UTC) if time.tzinfo is None else time.astimezone(UTC)

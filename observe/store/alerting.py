@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, text
 
+from observe.store.blocks import Block, read_blocks
 from observe.store.queries import schema_checked
 from observe.store.schema import ALERT_EVENTS, HISTOGRAMS, RUNS, SAMPLES, SERIES
 from observe.store.series import labels_text
@@ -77,7 +78,35 @@ def samples(
         for series_id, name, labels, time, value in connection.execute(statement):
             series = found.setdefault(series_id, SeriesPoints(name, labels, []))
             series.points.append((time.timestamp(), value))
+        blocks = read_blocks(connection, names, run_id=run_id, since=since, until=until)
+        if blocks:
+            _add_blocks(connection, run_id, names, blocks, found)
     return list(found.values())
+
+
+def _add_blocks(
+    connection: Connection,
+    run_id: str,
+    names: Sequence[str],
+    blocks: Sequence[Block],
+    found: dict[int, SeriesPoints],
+) -> None:
+    """Adds the points of `blocks` to the series in `found`, each kept oldest first."""
+    series = {
+        id_: (name, labels)
+        for id_, name, labels in connection.execute(
+            select(SERIES.c.id, SERIES.c.name, SERIES.c.labels).where(
+                SERIES.c.run_id == run_id, SERIES.c.name.in_(names)
+            )
+        )
+    }
+    for block in blocks:
+        seconds = block.time.timestamp()
+        for id_, value in block.points():
+            points = found.setdefault(id_, SeriesPoints(*series[id_], [])).points
+            points.append((seconds, value))
+    for each in found.values():
+        each.points.sort(key=lambda point: point[0])
 
 
 def histograms(

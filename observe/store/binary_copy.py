@@ -1,12 +1,15 @@
 """PostgreSQL's binary COPY format, built from arrays: no Python work per row.
 
 A row is a 16-bit field count, then per field a 32-bit length and the value, big-endian.
-With every field of fixed width, a batch's rows are one numpy structured array.
+With every field of fixed width, a batch's rows are one numpy structured array. An array
+field is a header (dimensions, a null flag, the element type and the length), then its
+elements framed like fields: one structured array too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import struct
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,6 +25,8 @@ _MICROSECOND = timedelta(microseconds=1)
 
 # Big-endian numpy types of PostgreSQL's fixed-width types.
 INT4, INT8, FLOAT8, TIMESTAMPTZ = ">i4", ">i8", ">f8", ">i8"
+# The type OIDs of array elements (pg_type): an array field names its elements' type.
+_ELEMENT_OIDS = {INT4: 23, FLOAT8: 701}
 
 
 def timestamp(time: datetime) -> int:
@@ -43,3 +48,34 @@ def rows(columns: Sequence[tuple[str, npt.ArrayLike]]) -> bytes:
         table[f"length{i}"] = np.dtype(kind).itemsize
         table[f"value{i}"] = values
     return _HEADER + table.tobytes() + _TRAILER
+
+
+def records(rows: Iterable[Sequence[bytes]]) -> bytes:
+    """The COPY data of rows of variable-width fields, each field already encoded (`time`,
+    `text`, `array`): for few rows, each large."""
+    parts = [_HEADER]
+    for fields in rows:
+        parts.append(struct.pack(">h", len(fields)))
+        for field in fields:
+            parts += [struct.pack(">i", len(field)), field]
+    parts.append(_TRAILER)
+    return b"".join(parts)
+
+
+def time(value: datetime) -> bytes:
+    return struct.pack(">q", timestamp(value))
+
+
+def text(value: str) -> bytes:
+    return value.encode()
+
+
+def array(kind: str, values: npt.ArrayLike) -> bytes:
+    """A one-dimensional array field of `kind` (`INT4` or `FLOAT8`) elements."""
+    flat = np.asarray(values).reshape(-1)
+    elements = np.empty(flat.size, dtype=[("length", ">i4"), ("value", kind)])
+    elements["length"] = np.dtype(kind).itemsize
+    elements["value"] = flat
+    # One dimension, no nulls, the element type, then the dimension's length and lower bound.
+    header = struct.pack(">iiiii", 1, 0, _ELEMENT_OIDS[kind], flat.size, 1)
+    return header + elements.tobytes()

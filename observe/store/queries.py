@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.exc import DBAPIError
 
 from observe.catalogue import BY_NAME, Kind
 from observe.errors import ObserveError
+from observe.store.blocks import read_blocks
 from observe.store.engine import connection_error
 from observe.store.schema import EXPERT_LOAD, RUNS, SAMPLES, SERIES
 
@@ -112,10 +113,9 @@ def query(
             "the histogram_samples table"
         )
     statement = (
-        select(SAMPLES.c.time, SERIES.c.labels, SAMPLES.c.value)
+        select(SAMPLES.c.time, SERIES.c.id, SAMPLES.c.value)
         .join(SERIES, SERIES.c.id == SAMPLES.c.series_id)
         .where(SERIES.c.name == metric)
-        .order_by(SAMPLES.c.time, SERIES.c.id)
     )
     if run is not None:
         # Within the run's span: `samples` is found by time (observe/store/schema.py).
@@ -126,14 +126,31 @@ def query(
         statement = statement.where(
             SERIES.c.run_id == run, SAMPLES.c.time >= first, SAMPLES.c.time <= last
         )
-    if since is not None:
-        statement = statement.where(SAMPLES.c.time >= datetime.now(UTC) - since)
+    start = None if since is None else datetime.now(UTC) - since
+    if start is not None:
+        statement = statement.where(SAMPLES.c.time >= start)
     with schema_checked(engine), engine.connect() as connection:
-        rows = [QueryRow(*row) for row in connection.execute(statement)]
+        points = [tuple(row) for row in connection.execute(statement)]
+        for block in read_blocks(connection, [metric], run_id=run, since=start):
+            points += ((block.time, id_, value) for id_, value in block.points())
+        labels = _labels(connection, metric, run, {id_ for _, id_, _ in points})
+        rows = [QueryRow(time, labels[id_], value) for time, id_, value in sorted(points)]
         if not rows and known is None:
             stored: set[str] = set(connection.execute(select(SERIES.c.name).distinct()).scalars())
             _check_stored(stored, metric)
     return rows
+
+
+def _labels(
+    connection: Connection, metric: str, run: str | None, ids: set[int]
+) -> dict[int, Mapping[str, str]]:
+    """The labels of the series `ids` of `metric`."""
+    if not ids:
+        return {}
+    statement = select(SERIES.c.id, SERIES.c.labels).where(SERIES.c.name == metric)
+    if run is not None:
+        statement = statement.where(SERIES.c.run_id == run)
+    return {id_: labels for id_, labels in connection.execute(statement) if id_ in ids}
 
 
 def parse_since(text: str) -> timedelta:

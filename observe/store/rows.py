@@ -8,77 +8,37 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import psycopg
 from sqlalchemy import Connection, Table, insert, text
 from sqlalchemy.dialects import sqlite
 
 from observe.store import binary_copy as copy
+from observe.store.blocks import Block, block_copy_data
 from observe.store.records import Batch, ExpertLoads
 from observe.store.schema import (
     DRIFT_RESULTS,
     EXPERT_LOAD,
     HIDDEN_SAMPLES,
     HISTOGRAMS,
+    SAMPLE_BLOCKS,
     SAMPLES,
     WINDOW_SAMPLES,
 )
 from observe.store.series import BatchSeries, series_key, upsert
 
 _COPY_SAMPLES = "COPY samples (time, series_id, value) FROM STDIN (FORMAT BINARY)"
+_COPY_BLOCKS = (
+    "COPY sample_blocks (time, run_id, name, series_ids, series_values) FROM STDIN (FORMAT BINARY)"
+)
 _COPY_STAGED_LOADS = (
     "COPY staged_expert_load (step, layer, expert, tokens) FROM STDIN (FORMAT BINARY)"
 )
 
 
 @dataclasses.dataclass(frozen=True)
-class SampleColumns:
-    """A batch's counter and gauge samples as columns: sparse ones, then each family's."""
-
-    times: list[datetime]
-    # Rows per entry of `times`: 1 for a sparse sample, a family's size for a family.
-    repeats: list[int]
-    series_ids: npt.NDArray[np.int32]
-    values: npt.NDArray[np.float64]
-
-    @classmethod
-    def of(cls, batch: Batch, series: BatchSeries) -> SampleColumns:
-        run = batch.run_id
-        sparse_ids = [series.ids[series_key(run, s.metric, s.labels)] for s in batch.samples]
-        return cls(
-            [s.time for s in batch.samples] + [f.time for f in batch.families],
-            [1] * len(batch.samples) + [len(f) for f in batch.families],
-            np.concatenate([np.asarray(sparse_ids, np.int32), *series.family_ids]),
-            np.concatenate(
-                [np.fromiter((s.value for s in batch.samples), np.float64, len(batch.samples))]
-                + [f.values for f in batch.families]
-            ),
-        )
-
-    def __len__(self) -> int:
-        return int(self.values.size)
-
-    def copy_data(self) -> bytes:
-        micros = np.fromiter(map(copy.timestamp, self.times), np.int64, len(self.times))
-        return copy.rows(
-            [
-                (copy.TIMESTAMPTZ, np.repeat(micros, self.repeats)),
-                (copy.INT4, self.series_ids),
-                (copy.FLOAT8, self.values),
-            ]
-        )
-
-    def row_dicts(self) -> list[dict[str, Any]]:
-        times = [t for t, n in zip(self.times, self.repeats, strict=True) for _ in range(n)]
-        return [
-            {"time": t, "series_id": i, "value": v}
-            for t, i, v in zip(times, self.series_ids.tolist(), self.values.tolist(), strict=True)
-        ]
-
-
-@dataclasses.dataclass(frozen=True)
 class Written:
-    """What a batch added to `samples`, which its run's row keeps count of."""
+    """What a batch added to `samples` and `sample_blocks`, which its run's row keeps
+    count of."""
 
     samples: int
     # The oldest and newest sample time; None without samples.
@@ -90,13 +50,18 @@ def write_rows(connection: Connection, batch: Batch, series: BatchSeries) -> Wri
     """Every row of `batch`, in the connection's transaction: one COPY per table on
     PostgreSQL, an executemany on SQLite."""
     run = batch.run_id
-    samples = SampleColumns.of(batch, series)
     postgres = connection.dialect.name == "postgresql"
-    if len(samples):
+    if batch.samples:
+        _write_samples(connection, batch, series, postgres=postgres)
+    families = [
+        (f, ids) for f, ids in zip(batch.families, series.family_ids, strict=True) if len(f)
+    ]
+    if families:
+        blocks = [Block(f.time, f.metric, ids, f.values) for f, ids in families]
         if postgres:
-            _copy(connection, _COPY_SAMPLES, samples.copy_data())
+            _copy(connection, _COPY_BLOCKS, block_copy_data(run, blocks))
         else:
-            connection.execute(insert(SAMPLES), samples.row_dicts())
+            connection.execute(insert(SAMPLE_BLOCKS), [b.row(run) for b in blocks])
     if batch.expert_loads:
         _add_expert_loads(connection, run, batch.expert_loads, postgres=postgres)
     # Few per batch, with JSON columns: an executemany on both engines.
@@ -148,9 +113,40 @@ def write_rows(connection: Connection, batch: Batch, series: BatchSeries) -> Wri
                 for h in batch.histograms
             ],
         )
-    if not len(samples):
+    times = [s.time for s in batch.samples] + [f.time for f, _ in families]
+    if not times:
         return Written(0, None, None)
-    return Written(len(samples), min(samples.times), max(samples.times))
+    count = len(batch.samples) + sum(len(f) for f, _ in families)
+    return Written(count, min(times), max(times))
+
+
+def _write_samples(
+    connection: Connection, batch: Batch, series: BatchSeries, *, postgres: bool
+) -> None:
+    """The batch's sparse counter and gauge samples, a row each."""
+    run = batch.run_id
+    ids = [series.ids[series_key(run, s.metric, s.labels)] for s in batch.samples]
+    if not postgres:
+        connection.execute(
+            insert(SAMPLES),
+            [
+                {"time": s.time, "series_id": i, "value": s.value}
+                for s, i in zip(batch.samples, ids, strict=True)
+            ],
+        )
+        return
+    count = len(batch.samples)
+    data = copy.rows(
+        [
+            (
+                copy.TIMESTAMPTZ,
+                np.fromiter((copy.timestamp(s.time) for s in batch.samples), np.int64, count),
+            ),
+            (copy.INT4, np.asarray(ids, np.int32)),
+            (copy.FLOAT8, np.fromiter((s.value for s in batch.samples), np.float64, count)),
+        ]
+    )
+    _copy(connection, _COPY_SAMPLES, data)
 
 
 def _replace(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:

@@ -9,7 +9,10 @@ that reads the store (`observe runs`) starts a tenth of a second sooner without 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -29,7 +32,8 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.types import TypeEngine
 
 # Constraint and index names are fixed here so migrations can name what they drop.
 NAMING_CONVENTION = {
@@ -77,6 +81,37 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+class PackedArray(TypeDecorator[npt.NDArray[Any]]):
+    """A one-dimensional numpy array of `dtype`: an array column on PostgreSQL (int4[],
+    float8[]: SQL reads it with `unnest`), its little-endian bytes on SQLite, which has no
+    arrays. Either way it comes back as a numpy array."""
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def __init__(self, dtype: str) -> None:
+        super().__init__()
+        self.dtype = np.dtype(dtype).newbyteorder("<")
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(ARRAY(Integer if self.dtype.kind == "i" else Double))
+        return dialect.type_descriptor(LargeBinary())
+
+    def process_bind_param(self, value: npt.ArrayLike | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        array = np.ascontiguousarray(value, self.dtype)
+        return array.tolist() if dialect.name == "postgresql" else array.tobytes()
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> npt.NDArray[Any] | None:
+        if value is None:
+            return None
+        if dialect.name == "postgresql":
+            return np.asarray(value, self.dtype)
+        return np.frombuffer(value, self.dtype)
+
+
 def _one_of(column: str, values: tuple[str, ...]) -> str:
     return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
@@ -101,8 +136,9 @@ RUNS = Table(
     Column("host", Text),
     Column("pid", Integer),
     _required("heartbeat", UTCDateTime),
-    # Rows in `samples` for the run, kept up to date by each batch's transaction:
-    # `observe runs` reads it instead of counting a table of billions of rows.
+    # Samples stored for the run (rows of `samples` and values of `sample_blocks`), kept up
+    # to date by each batch's transaction: `observe runs` reads it instead of counting a
+    # table of billions of rows.
     _required("samples", BigInteger, server_default="0"),
     # The oldest and newest of those samples' times (None before the first): the bounds of
     # every per-run read of `samples`, which has no index by series.
@@ -144,6 +180,24 @@ SAMPLES = Table(
     # series. The price: a run's read also passes over the blocks of runs that ran
     # alongside it.
     Index("ix_samples_time", "time", postgresql_using="brin"),
+)
+
+# A family's values at one time (observe/store/records.py: e.g. every layer × expert × slot
+# of a window) as one row: its series ids and their values, position by position. A row
+# per sample would cost the server a tuple and an index entry each; 262,144 of them a
+# window held COPY to about a million samples/s. Sparse samples stay in `samples`.
+# `run_id` and `name` are said once per row: every series of a family is of one run and one
+# metric, so readers find a run's blocks of a metric by the index, not by time. On
+# PostgreSQL the arrays are stored uncompressed (revision 0007 says why).
+SAMPLE_BLOCKS = Table(
+    "sample_blocks",
+    METADATA,
+    _required("time", UTCDateTime),
+    _required("run_id", Text),
+    _required("name", Text),
+    _required("series_ids", PackedArray("i4")),
+    _required("series_values", PackedArray("f8")),
+    Index("ix_sample_blocks_run_id_name_time", "run_id", "name", "time"),
 )
 
 HISTOGRAMS = Table(
