@@ -19,7 +19,10 @@ over. It reports; it exits 0 whether or not the targets are met. `benchmarks/REA
 latest table.
 
     .venv/bin/python benchmarks/hook_overhead.py [--steps 10] [--repeats 8] [--quick] [--threads N]
-        [--workloads training,inference,decode]
+        [--workloads training,inference,decode] [--device cuda]
+
+On a GPU each run's clock stops once the device has finished the work queued, with and
+without the monitor alike.
 """
 
 from __future__ import annotations
@@ -78,12 +81,12 @@ class Run:
         return self.tokens / self.wall_s
 
 
-def training_workload() -> tuple[Workload, torch.nn.Module]:
+def training_workload(device: torch.device) -> tuple[Workload, torch.nn.Module]:
     torch.manual_seed(0)
-    model = MoETransformer(CONFIGS[CONFIG])
+    model = MoETransformer(CONFIGS[CONFIG]).to(device)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    x = torch.randint(0, 256, (TRAIN_BATCH, TRAIN_SEQ + 1))
+    x = torch.randint(0, 256, (TRAIN_BATCH, TRAIN_SEQ + 1)).to(device)
 
     def run(steps: int, monitor: observe.Monitor | None) -> int:
         for _ in range(steps):
@@ -100,10 +103,10 @@ def training_workload() -> tuple[Workload, torch.nn.Module]:
 
 
 def inference_workload(
-    prompts: list[str] = PROMPTS, new_tokens: int = NEW_TOKENS
+    device: torch.device, prompts: list[str] = PROMPTS, new_tokens: int = NEW_TOKENS
 ) -> tuple[Workload, torch.nn.Module]:
     torch.manual_seed(0)
-    model = MoETransformer(CONFIGS[CONFIG])
+    model = MoETransformer(CONFIGS[CONFIG]).to(device)
     settings = GenerationSettings(max_new_tokens=new_tokens)  # greedy
 
     def run(steps: int, monitor: observe.Monitor | None) -> int:
@@ -124,20 +127,31 @@ WORKLOADS = {
     "inference": f"inference ({len(PROMPTS)} prompts × {NEW_TOKENS} new, greedy)",
     "decode": DECODE,
 }
-BUILDS: dict[str, Callable[[], tuple[Workload, torch.nn.Module]]] = {
+BUILDS: dict[str, Callable[[torch.device], tuple[Workload, torch.nn.Module]]] = {
     "training": training_workload,
     "inference": inference_workload,
-    "decode": functools.partial(inference_workload, DECODE_PROMPTS, DECODE_TOKENS),
+    "decode": functools.partial(
+        inference_workload, prompts=DECODE_PROMPTS, new_tokens=DECODE_TOKENS
+    ),
 }
+
+
+def finish(device: torch.device) -> None:
+    """Waits for the work queued on `device`: on a GPU the host runs ahead of it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def timed(workload: Workload, model: torch.nn.Module, steps: int, attach: bool) -> Run:
     gc.collect()
+    device = next(model.parameters()).device
+    finish(device)
     monitor = observe.attach(model, observe.MonitorConfig()) if attach else None
     wall, cpu = time.perf_counter(), time.process_time()
     tokens = workload(steps, monitor)
     if monitor is not None:
         monitor.close()  # flushes a partial window and joins the background thread
+    finish(device)
     run = Run(time.perf_counter() - wall, time.process_time() - cpu, tokens)
     if monitor is not None:
         run.overhead_s = monitor.overhead_seconds
@@ -208,6 +222,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 steps, 2 pairs")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument(
+        "--device", default="cpu", help="where the model runs: cpu, cuda, cuda:1… (default cpu)"
+    )
+    parser.add_argument(
         "--workloads",
         default=",".join(WORKLOADS),
         help=f"which to run, of {','.join(WORKLOADS)} (default all)",
@@ -219,9 +236,12 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     steps, repeats = (2, 2) if args.quick else (args.steps, args.repeats)
+    device = torch.device(args.device)
+    on = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
     defaults = observe.MonitorConfig()
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads; config {CONFIG!r}; "
+        f"torch {torch.__version__} on {on}, {torch.get_num_threads()} threads; "
+        f"config {CONFIG!r}; "
         f"{steps} steps per run, {repeats} A-B pairs; every metric on, "
         f"flush_every={defaults.flush_every}"
     )
@@ -229,7 +249,7 @@ def main() -> None:
     workloads = {WORKLOADS[key]: BUILDS[key] for key in chosen}
     results = {}
     for name, build in workloads.items():
-        workload, model = build()
+        workload, model = build(device)
         results[name] = measure(workload, model, steps, repeats)
 
     print()
