@@ -196,7 +196,8 @@ class RoutingBuffers:
         ready = None
         if on_gpu:
             ready = torch.cuda.Event()
-            ready.record()
+            # On the buffers' device's stream, which need not be the current device's.
+            ready.record(torch.cuda.current_stream(self.device))
         self.calls_L, self._reduced_calls_L = [0] * len(self.calls_L), None
         scalars, tokens_per_expert, histogram = copies
         return WindowSums(scalars, tokens_per_expert, histogram, calls, ready)

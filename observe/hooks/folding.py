@@ -61,7 +61,8 @@ class Folder:
         recorded = None
         if self._stream is not None:
             recorded = torch.cuda.Event()
-            recorded.record()
+            # On the model's device's stream, which need not be the current device's.
+            recorded.record(torch.cuda.current_stream(self._stream.device))
             # The side stream reads these: the allocator must not reuse their memory for
             # the forward's next tensors before it has.
             for call in calls:
