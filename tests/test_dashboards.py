@@ -32,11 +32,17 @@ from observe.catalogue import (
     ROUTING_DRIFT_ALERT,
     ROUTING_ENTROPY_BAND,
     SEMANTIC_DRIFT_ALERT,
+    SERVER_COMPLETION_TOKENS,
+    SERVER_PROMPT_TOKENS,
+    SERVER_REQUEST_LATENCY,
+    SERVER_REQUESTS,
+    SERVER_TIME_TO_FIRST_TOKEN,
+    STATUS_CODE,
     Kind,
 )
 from observe.dashboards import DASHBOARDS, prometheus_queries
 from observe.dashboards.layout import render
-from observe.dashboards.panels import PROMETHEUS, STORE
+from observe.dashboards.panels import PROMETHEUS, STORE, selector
 from observe.dashboards.provisioning import provisioning_files
 from observe.dashboards.sql import SQLQuery, variant_config
 from observe.dashboards.units import grafana_unit
@@ -247,6 +253,29 @@ def test_provisioning_parses_and_points_at_the_generated_files() -> None:
     for board in boards().values():
         (variable,) = (v for v in board["templating"]["list"] if v["type"] == "datasource")
         assert provisioned[variable["current"]["value"]]["type"] == variable["query"]
+
+
+def test_the_oncall_dashboard_shows_every_figure_of_the_served_model() -> None:
+    shown = {
+        SERIES[name]
+        for query in prometheus_queries()
+        if query.dashboard == "observe-oncall"
+        for name in metric_names(query.expr)
+        if name in SERIES
+    }
+    assert shown >= {
+        SERVER_REQUESTS,
+        SERVER_REQUEST_LATENCY,
+        SERVER_TIME_TO_FIRST_TOKEN,
+        SERVER_PROMPT_TOKENS,
+        SERVER_COMPLETION_TOKENS,
+    }
+
+
+def test_a_panel_filtering_on_a_label_its_metric_lacks_is_an_error() -> None:
+    assert 'status_code=~"5.."' in selector(SERVER_REQUESTS, matching={STATUS_CODE: "5.."})
+    with pytest.raises(ValueError, match=r"observe_server_prompt_tokens has no label \['status"):
+        selector(SERVER_PROMPT_TOKENS, matching={STATUS_CODE: "5.."})
 
 
 def test_every_catalogue_unit_has_a_grafana_unit() -> None:

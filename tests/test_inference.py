@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import replace
 
@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+import observe
 from observe.errors import ObserveError
 from observe.workload.config import get_config
 from observe.workload.generation import GenerationSettings, generate_batch
@@ -94,32 +95,100 @@ def test_engine_runs_concurrent_prompts_as_one_batch(model: MoETransformer) -> N
 
 
 def test_on_step_gets_each_steps_ids_as_they_come(model: MoETransformer) -> None:
-    steps: list[list[int]] = []
+    steps: list[dict[int, int]] = []
     rows = generate_batch(model, PROMPTS, GREEDY, on_step=steps.append)
-    assert [list(column) for column in zip(*steps, strict=True)] == rows
+    assert [[step[row] for step in steps] for row in range(len(PROMPTS))] == rows
 
 
-def test_a_row_stops_at_eos_and_the_loop_when_every_row_has(model: MoETransformer) -> None:
-    second_alone = generate_batch(model, [PROMPTS[1]], GREEDY)[0]
-    forwards = 0
-    rows_forced = slice(0, 1)
+def record_forwards(
+    model: MoETransformer, eos_rows: int = 0
+) -> tuple[list[int], Callable[[], None]]:
+    """The batch size of each forward from here on, and what removes the hook. The first
+    forward's first `eos_rows` rows are made to choose EOS."""
+    sizes: list[int] = []
 
-    def force_eos(module: nn.Module, args: object, logits_BSV: torch.Tensor) -> torch.Tensor:
-        nonlocal forwards
-        forwards += 1
+    def hook(module: nn.Module, args: object, logits_BSV: torch.Tensor) -> torch.Tensor:
+        sizes.append(logits_BSV.shape[0])
+        if len(sizes) > 1:
+            return logits_BSV
         logits_BSV = logits_BSV.clone()
-        logits_BSV[rows_forced, :, EOS] = 1e4
+        logits_BSV[:eos_rows, :, EOS] = 1e4
         return logits_BSV
 
-    handle = model.lm_head.register_forward_hook(force_eos)
+    return sizes, model.lm_head.register_forward_hook(hook).remove
+
+
+def test_a_row_leaves_the_batch_at_eos_and_the_loop_ends_when_every_row_has(
+    model: MoETransformer,
+) -> None:
+    second_alone = generate_batch(model, [PROMPTS[1]], GREEDY)[0]
+    sizes, remove = record_forwards(model, eos_rows=1)
     try:
         assert generate_batch(model, PROMPTS[:2], GREEDY) == [[EOS], second_alone]
-        assert forwards == 8
-        forwards, rows_forced = 0, slice(None)
-        assert generate_batch(model, PROMPTS[:2], GREEDY) == [[EOS], [EOS]]
-        assert forwards == 1
     finally:
-        handle.remove()
+        remove()
+    # The ended row costs no forward after the one that chose its EOS.
+    assert sizes == [2] + [1] * 7
+    sizes, remove = record_forwards(model, eos_rows=2)
+    try:
+        assert generate_batch(model, PROMPTS[:2], GREEDY) == [[EOS], [EOS]]
+    finally:
+        remove()
+    assert sizes == [2]
+
+
+def test_each_row_generates_its_own_max_new_tokens(model: MoETransformer) -> None:
+    settings = [GenerationSettings(max_new_tokens=n) for n in (2, 8, 5)]
+    alone = [generate_batch(model, [p], s)[0] for p, s in zip(PROMPTS[:3], settings, strict=True)]
+    sizes, remove = record_forwards(model)
+    try:
+        assert generate_batch(model, PROMPTS[:3], settings) == alone
+    finally:
+        remove()
+    assert [len(ids) for ids in alone] == [2, 8, 5]
+    assert sizes == [3, 3, 2, 2, 2, 1, 1, 1]
+    with pytest.raises(ObserveError, match="2 generation settings for 3 prompts"):
+        generate_batch(model, PROMPTS[:3], settings[:2])
+
+
+def test_a_long_prompt_and_a_long_generation_share_a_batch(model: MoETransformer) -> None:
+    # Together they need more positions than the model has: the short generation ends,
+    # and its prompt's columns leave the cache with it.
+    prompt = "The Licensee shall not assign this Agreement. " * 4
+    settings = [GenerationSettings(max_new_tokens=4), GenerationSettings(max_new_tokens=40)]
+    alone = [
+        generate_batch(model, [p], s)[0] for p, s in zip([prompt, "Hi"], settings, strict=True)
+    ]
+    assert generate_batch(model, [prompt, "Hi"], settings) == alone
+    assert [len(ids) for ids in alone] == [4, 40]
+
+
+def test_a_batch_ends_once_every_row_met_its_stop_sequence(model: MoETransformer) -> None:
+    full = [generate_batch(model, [p], LONG)[0] for p in PROMPTS[:2]]
+    pairs = [first_ascii_pair(ids) for ids in full]
+    settings = [replace(LONG, stop=(stop,)) for stop, _ in pairs]
+    sizes, remove = record_forwards(model)
+    try:
+        rows = generate_batch(model, PROMPTS[:2], settings)
+    finally:
+        remove()
+    # Each row ends with the last id of its stop sequence: nothing past it is generated.
+    assert rows == [ids[: first + 2] for ids, (_, first) in zip(full, pairs, strict=True)]
+    assert len(sizes) == max(first + 2 for _, first in pairs) < LONG.max_new_tokens
+
+
+def test_the_monitor_counts_no_token_of_a_row_after_it_ended(model: MoETransformer) -> None:
+    _, remove = record_forwards(model, eos_rows=1)
+    try:
+        with observe.attach(model) as monitor:
+            rows = generate_batch(model, PROMPTS[:2], GREEDY)
+            stats = monitor.snapshot()
+    finally:
+        remove()
+    assert [len(ids) for ids in rows] == [1, 8]
+    # Every prompt token once, and each generated id but a row's last, fed back to the model.
+    fed = sum(len(p) + 1 for p in PROMPTS[:2]) + sum(len(ids) - 1 for ids in rows)
+    assert [layer.tokens for layer in stats.layers] == [fed] * model.config.n_layers
 
 
 def test_a_prompt_too_long_for_the_model_keeps_its_last_tokens(model: MoETransformer) -> None:
@@ -324,6 +393,33 @@ def test_a_request_seed_samples_the_same_text_in_any_batch(model: MoETransformer
         assert engine.submit("Hi", SAMPLING).result(timeout=30).text == alone.text
 
 
+def test_requests_of_any_settings_share_a_batch_and_answer_as_they_would_alone(
+    model: MoETransformer,
+) -> None:
+    full = generate_batch(model, [PROMPTS[1]], LONG)[0]
+    stop, _ = first_ascii_pair(full)
+    requests = [
+        (PROMPTS[0], GREEDY),
+        (PROMPTS[1], replace(LONG, stop=(stop,))),
+        ("Hi", replace(SAMPLING, seed=7)),
+        ("Hi", replace(SAMPLING, seed=8, max_new_tokens=12)),
+        (PROMPTS[3], replace(SAMPLING, top_p=0.5, temperature=0.7, seed=7)),
+        (PROMPTS[0], replace(LONG, top_p=0.9, stop=("never said",))),
+    ]
+    alone = []
+    for prompt, settings in requests:
+        with InferenceEngine(model, seed=3) as engine:
+            alone.append(engine.submit(prompt, settings).result(timeout=30))
+    with InferenceEngine(model, max_batch_size=len(requests), batch_wait_s=1.0, seed=3) as engine:
+        futures = [engine.submit(prompt, settings) for prompt, settings in requests]
+        together = [future.result(timeout=30) for future in futures]
+        assert (engine.stats.batches, engine.stats.batched_requests) == (1, len(requests))
+    assert [replace(r, latency_s=0.0) for r in together] == [
+        replace(r, latency_s=0.0) for r in alone
+    ]
+    assert alone[1].finish_reason == "stop" and alone[2].text != alone[3].text
+
+
 def test_stop_sequences_cut_the_output_before_the_earliest(
     model: MoETransformer, engine: InferenceEngine
 ) -> None:
@@ -378,7 +474,9 @@ def test_streamed_ids_give_the_response_text(model: MoETransformer) -> None:
         responses = [future.result(timeout=30) for future in futures]
         assert engine.stats.batches == 1
     assert responses[0] == replace(responses[1], latency_s=responses[0].latency_s)
-    assert streamed[0] == streamed[1] == full
+    # Through the stop sequence's last id, and not one id further.
+    assert streamed[0] == streamed[1] == full[: responses[0].new_tokens]
+    assert responses[0].finish_reason == "stop"
     scanner = StopScanner(settings.stop)
     assert ByteTokenizer().decode(scanner.feed(full) + scanner.finish()) == responses[0].text
     assert threads == {"observe-inference"}

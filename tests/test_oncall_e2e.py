@@ -1,7 +1,8 @@
 """On-call, proved end to end: Prometheus, started with collectors/prometheus.yml and the
-generated rules, scrapes a real monitored workload that fine-tunes on one domain and then
-serves traffic that shifts to another. Every dashboard panel's query and every rule's signal
-returns series, every rule loads without error, and the drift and cache-miss alerts fire.
+generated rules, scrapes a real monitored workload that fine-tunes on one domain, serves
+traffic that shifts to another, then serves the checkpoint over HTTP (`observe serve`) to
+clients. Every dashboard panel's query and every rule's signal returns series, every rule
+loads without error, and the drift and cache-miss alerts fire.
 
 Short `for` (0s) and one-second scrape and evaluation intervals are the test's only
 changes to the shipped configuration. Queries run over the whole run (query_range): a
@@ -10,19 +11,32 @@ finished run's series go stale once its /metrics endpoint closes.
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
+import signal
+import subprocess
 import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from prometheus_server import Prometheus, StartPrometheus, free_port
+from served_process import SERVE, served_url
 
 from observe import jobs
 from observe.alerts.config import AlertsConfig, RuleOverride
 from observe.alerts.defaults import RULES_BY_NAME
 from observe.alerts.files import RULES_FILE, write_alert_files
+from observe.catalogue import (
+    SERVER_COMPLETION_TOKENS,
+    SERVER_PROMPT_TOKENS,
+    SERVER_REQUEST_LATENCY,
+    SERVER_REQUESTS,
+    SERVER_TIME_TO_FIRST_TOKEN,
+)
 from observe.dashboards import prometheus_queries
 from observe.drift.config import DriftConfig
 from observe.generate import ROOT
@@ -38,6 +52,15 @@ from observe.workload.job_config import (
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 FIRING = ("ObserveSemanticDrift", "ObserveCacheMissRate")
+SERVER_FIGURES = (
+    SERVER_REQUESTS,
+    SERVER_REQUEST_LATENCY,
+    SERVER_TIME_TO_FIRST_TOKEN,
+    SERVER_PROMPT_TOKENS,
+    SERVER_COMPLETION_TOKENS,
+)
+# A bound on any wait on the served model: past it, it hung.
+BOUND_S = 60.0
 
 
 def query_range(server: Prometheus, promql: str, start: float) -> list[dict[str, Any]]:
@@ -55,13 +78,56 @@ def wait_until(check: Any, what: str, timeout_s: float = 60) -> None:
         time.sleep(0.5)
 
 
+def ask(url: str, model: str, round_: int) -> None:
+    """One round of clients: whole and streamed answers on both routes, and refusals."""
+    completion = {"model": model, "prompt": f"round {round_}", "max_tokens": 4}
+    chat = {"model": model, "messages": [{"role": "user", "content": f"round {round_}"}],
+            "max_tokens": 4}  # fmt: skip
+    with httpx.Client(base_url=url, timeout=BOUND_S) as client:
+        for path, body in (("/completions", completion), ("/chat/completions", chat)):
+            assert client.post(path, json=body).status_code == 200
+            with client.stream("POST", path, json={**body, "stream": True}) as stream:
+                assert stream.status_code == 200 and stream.read()
+        assert client.post("/completions", json={**completion, "model": "gpt-4"}).status_code == 404
+        assert client.post("/completions", json={**completion, "max_tokens": 0}).status_code == 400
+
+
+def serve_over_http(
+    checkpoint: Path, metrics_port: int, env: dict[str, str], server: Prometheus
+) -> None:
+    """`observe serve` of the checkpoint, asked by clients until Prometheus has scraped
+    enough of its figures for every panel that reads them, then stopped as a service is."""
+    shown = [
+        q for q in prometheus_queries()
+        if any(m.prometheus_name in q.expr for m in SERVER_FIGURES)
+    ]  # fmt: skip
+    assert {q.panel for q in shown} >= {"Requests per second", "Error ratio",
+                                        "Time to first token"}  # fmt: skip
+    command = [*SERVE, "--checkpoint", str(checkpoint), "--port", "0", "--no-drift"]
+    env = {**os.environ, **env, "OBSERVE_PROMETHEUS_PORT": str(metrics_port)}
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        url = served_url(process, BOUND_S)
+        rounds = itertools.count()
+
+        def scraped() -> bool:
+            ask(url, checkpoint.name, next(rounds))
+            return all(server.query(q.expr) for q in shown)
+
+        wait_until(scraped, "Prometheus to hold every served-model panel's series")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(BOUND_S)
+    assert process.returncode == 0
+
+
 def test_every_panel_rule_and_alert_works_on_a_real_run(
     tmp_path: Path, prometheus: StartPrometheus
 ) -> None:
     alerts = AlertsConfig(rules={name: RuleOverride(for_="0s") for name in RULES_BY_NAME})
     write_alert_files(alerts, tmp_path / "alerts")
-    train_port, serve_port = free_port(), free_port()
-    targets = [f"127.0.0.1:{train_port}", f"127.0.0.1:{serve_port}"]
+    train_port, serve_port, http_port = free_port(), free_port(), free_port()
+    targets = [f"127.0.0.1:{port}" for port in (train_port, serve_port, http_port)]
     with prometheus(
         targets,
         rule_files=[tmp_path / "alerts" / RULES_FILE],
@@ -107,6 +173,12 @@ def test_every_panel_rule_and_alert_works_on_a_real_run(
             trained_until=training.result.trained_until,
         )
         assert any(d.drifted for d in serving.drift)  # the run itself saw the shift
+        serve_over_http(
+            tmp_path / "medical",
+            http_port,
+            {"OBSERVE_DB_URL": common["db_url"], "OBSERVE_SPOOL_DIR": str(common["spool_dir"])},
+            server,
+        )
 
         rules = server.get("/api/v1/rules")["groups"]
         loaded = [r for group in rules for r in group["rules"]]

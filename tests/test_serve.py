@@ -12,7 +12,6 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -27,6 +26,7 @@ import pytest
 import torch
 from cli_runner import invoke
 from prometheus_client.parser import text_string_to_metric_families
+from served_process import SERVE, served_url
 
 from observe import catalogue
 from observe.hooks import MonitorConfig
@@ -372,9 +372,6 @@ def test_a_full_queue_is_429_and_a_client_gone_mid_stream_frees_its_slot(
         assert counted[key] == 1
 
 
-SERVE = [sys.executable, "-c", "from observe.cli import main; main()", "serve"]
-
-
 @pytest.mark.slow
 def test_sigterm_finishes_the_stream_in_flight_and_ends_the_run(tmp_path: Path) -> None:
     save_checkpoint(tmp_path / "ckpt", tiny_model(), step=1, domain="general")
@@ -388,7 +385,7 @@ def test_sigterm_finishes_the_stream_in_flight_and_ends_the_run(tmp_path: Path) 
     command = [*SERVE, "--checkpoint", str(tmp_path / "ckpt"), "--port", "0", "--no-drift"]
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     try:
-        url = _served_url(process)
+        url = served_url(process, BOUND_S)
         client = openai.OpenAI(base_url=url, api_key="none", max_retries=0, timeout=BOUND_S)
         with client.completions.create(
             model="ckpt", prompt="last words", max_tokens=40, temperature=0, stream=True
@@ -431,7 +428,7 @@ def test_drift_and_alert_status_show_the_live_service(tmp_path: Path) -> None:
     command = [*SERVE, "--checkpoint", str(tmp_path / "ckpt"), "--port", "0"]
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     try:
-        url = _served_url(process)
+        url = served_url(process, BOUND_S)
         client = openai.OpenAI(base_url=url, api_key="none", max_retries=0, timeout=BOUND_S)
         for i in range(6):  # a step each: three windows
             client.completions.create(model="ckpt", prompt=f"live {i}", max_tokens=16)
@@ -477,17 +474,6 @@ def test_a_taken_port_is_an_error_that_says_so(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def _served_url(process: subprocess.Popen[str], bound_s: float = BOUND_S) -> str:
-    """The API's address, from the line `observe serve` logs once it listens."""
-    assert process.stderr is not None
-    deadline = time.monotonic() + bound_s
-    for line in process.stderr:
-        if line.startswith("observe: OpenAI-compatible API of "):
-            return line.split(" at ", 1)[1].split()[0]
-        assert time.monotonic() < deadline and process.poll() is None, line
-    raise AssertionError(f"observe serve exited with {process.wait()} before listening")
-
-
 @pytest.mark.slow
 def test_the_demo_can_end_by_serving_its_model(tmp_path: Path) -> None:
     command = [
@@ -503,7 +489,7 @@ def test_the_demo_can_end_by_serving_its_model(tmp_path: Path) -> None:
     }
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     try:
-        url = _served_url(process, DEMO_BOUND_S)
+        url = served_url(process, DEMO_BOUND_S)
         client = openai.OpenAI(base_url=url, api_key="none", max_retries=0, timeout=BOUND_S)
         assert [m.id for m in client.models.list()] == ["demo"]
         assert client.completions.create(model="demo", prompt="Hi", max_tokens=4).choices

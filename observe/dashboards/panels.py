@@ -6,7 +6,7 @@ template variables are named after the labels they select (`$model`, `$run`, `$l
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from grafana_foundation_sdk.builders import dashboard as db
@@ -126,15 +126,23 @@ def _multi_value(name: str, source: Datasource, query: str) -> db.QueryVariable:
     )
 
 
-def selector(metric: Metric, suffix: str = "") -> str:
-    """`metric`'s series for the chosen model and run, and layer where it has one."""
+def selector(metric: Metric, suffix: str = "", matching: Mapping[str, str] | None = None) -> str:
+    """`metric`'s series for the chosen model and run, and layer where it has one; those
+    whose labels also match `matching`'s regular expressions, by label name."""
     labels = [MODEL, RUN, *(label for label in (LAYER,) if label in metric.labels)]
-    matchers = ", ".join(f'{label}=~"${label}"' for label in labels)
+    patterns = {**{label: f"${label}" for label in labels}, **(matching or {})}
+    unknown = patterns.keys() - set(metric.all_labels)
+    if unknown:
+        raise ValueError(
+            f"{metric.name} has no label {sorted(unknown)}: filter on its own, "
+            f"{', '.join(metric.all_labels)}"
+        )
+    matchers = ", ".join(f'{label}=~"{pattern}"' for label, pattern in patterns.items())
     return f"{metric.prometheus_name}{suffix}{{{matchers}}}"
 
 
-def rate(metric: Metric, suffix: str = "") -> str:
-    return f"rate({selector(metric, suffix)}[{RATE_INTERVAL}])"
+def rate(metric: Metric, suffix: str = "", matching: Mapping[str, str] | None = None) -> str:
+    return f"rate({selector(metric, suffix, matching)}[{RATE_INTERVAL}])"
 
 
 def legend(*labels: str, prefix: str = "") -> str:

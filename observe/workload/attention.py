@@ -34,6 +34,13 @@ class KVCache:
         self._keys[layer], self._values[layer] = k_BNSDh, v_BNSDh
         return k_BNSDh, v_BNSDh
 
+    def keep(self, rows_B: torch.Tensor, start: int) -> None:
+        """Keeps only the batch rows `rows_B`, and the positions from `start` on."""
+        for layer, (k, v) in enumerate(zip(self._keys, self._values, strict=True)):
+            if k is not None and v is not None:
+                self._keys[layer] = k[rows_B, :, start:]
+                self._values[layer] = v[rows_B, :, start:]
+
 
 def rotary_tables(
     max_positions: int, head_dim: int, theta: float

@@ -1,9 +1,10 @@
 """The reference workload's serving path: batched generation behind a request queue.
 
-Concurrent requests are gathered into batches, identical prompts in a batch are generated once,
-and repeated requests are answered from an LRU cache, so replayed traffic meets the batching
-and caching a real inference server does. A request may stream its row's new ids as they are
-generated; its response is cut at its stop sequences.
+Concurrent requests are gathered into batches whatever their settings, identical requests in
+a batch are generated once, and repeated requests are answered from an LRU cache, so replayed
+traffic meets the batching and caching a real inference server does. A request may stream its
+row's new ids as they are generated; its response is cut at its stop sequences, where its row
+stops generating.
 
 """
 
@@ -42,6 +43,8 @@ logger = logging.getLogger("observe")
 
 # "stop": EOS or a stop sequence ended the output; "length": max_new_tokens did.
 FinishReason = Literal["stop", "length"]
+# A prompt and its settings: what the response cache keys on, and one row of a batch.
+_Key = tuple[str, GenerationSettings]
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,7 @@ class ResponseCache:
         self.capacity = capacity
         self.hits = 0
         self.misses = 0
-        self._entries: OrderedDict[tuple[str, GenerationSettings], Response] = OrderedDict()
+        self._entries: OrderedDict[_Key, Response] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, prompt: str, settings: GenerationSettings) -> Response | None:
@@ -93,7 +96,7 @@ class ResponseCache:
             if len(self._entries) > self.capacity:
                 self._entries.popitem(last=False)
 
-    def __contains__(self, key: tuple[str, GenerationSettings]) -> bool:
+    def __contains__(self, key: _Key) -> bool:
         with self._lock:
             return key in self._entries
 
@@ -126,19 +129,23 @@ class _Request:
     submitted_at: float
     on_tokens: Callable[[list[int]], None] | None
 
+    @property
+    def key(self) -> _Key:
+        return (self.prompt, self.settings)
+
 
 class _Streams:
-    """Hands each step's new id of a row to the requests that stream it, until its EOS."""
+    """Hands each step's new id of a row to the requests that stream it, until the row ends."""
 
-    def __init__(self, prompts: list[str], requests: list[_Request]) -> None:
-        row = {prompt: i for i, prompt in enumerate(prompts)}
-        self._listeners: list[list[Callable[[list[int]], None]]] = [[] for _ in prompts]
+    def __init__(self, keys: list[_Key], requests: list[_Request]) -> None:
+        row = {key: i for i, key in enumerate(keys)}
+        self._listeners: list[list[Callable[[list[int]], None]]] = [[] for _ in keys]
         for request in requests:
             if request.on_tokens is not None:
-                self._listeners[row[request.prompt]].append(request.on_tokens)
+                self._listeners[row[request.key]].append(request.on_tokens)
 
-    def step(self, ids_B: list[int]) -> None:
-        for row, id_ in enumerate(ids_B):
+    def step(self, ids: dict[int, int]) -> None:
+        for row, id_ in ids.items():
             kept = []
             for on_tokens in self._listeners[row]:
                 try:
@@ -148,7 +155,7 @@ class _Streams:
                     logger.exception("observe: an on_tokens callback failed; it gets no more ids")
                 else:
                     kept.append(on_tokens)
-            self._listeners[row] = [] if id_ == ByteTokenizer.EOS_ID else kept
+            self._listeners[row] = kept
 
 
 class InferenceEngine(Closeable):
@@ -208,8 +215,9 @@ class InferenceEngine(Closeable):
         """A future of the response: already done on a cache hit, else queued for a batch.
 
         `on_tokens` streams a generated request: on the worker thread, after each step, it
-        gets the step's new id of this request's row (EOS included, then no more), always
-        before the future is done. A cache hit does not call it: stream the response's text.
+        gets the step's new id of this request's row, until the id that ended it (EOS, the
+        last its stop sequences needed, or its max_new_tokens-th), always before the future
+        is done. A cache hit does not call it: stream the response's text.
         If it raises, the error is logged and it gets no more ids; the request goes on.
         """
         submitted_at = time.perf_counter()
@@ -289,11 +297,8 @@ class InferenceEngine(Closeable):
             batch = self._collect_batch()
             # Requests cancelled by their caller are dropped here.
             live = [r for r in batch if r.future.set_running_or_notify_cancel()]
-            groups: dict[GenerationSettings, list[_Request]] = {}
-            for request in live:
-                groups.setdefault(request.settings, []).append(request)
-            for settings, requests in groups.items():
-                self._run_group(settings, requests)
+            if live:
+                self._run_batch(live)
 
     def _collect_batch(self) -> list[_Request]:
         """The oldest waiting request plus any that arrive within batch_wait_s, up to the cap."""
@@ -312,24 +317,28 @@ class InferenceEngine(Closeable):
             batch.append(request)
         return batch
 
-    def _run_group(self, settings: GenerationSettings, requests: list[_Request]) -> None:
-        prompts = list(dict.fromkeys(r.prompt for r in requests))
+    def _run_batch(self, requests: list[_Request]) -> None:
+        # No setting needs a batch of its own: `generate_batch` gives each row its own
+        # sampling (greedy or top_p, temperature, a generator of its seed), stop sequences
+        # and max_new_tokens, and drops an ended row's padding from the cache, so a long
+        # prompt wanting few tokens and a short one wanting many fit the context together.
+        # Requests of the same prompt and settings share a row.
+        keys = list(dict.fromkeys(r.key for r in requests))
         streams = None
         if any(r.on_tokens is not None for r in requests):
-            streams = _Streams(prompts, requests)
+            streams = _Streams(keys, requests)
         try:
             new_ids = generate_batch(
                 self.model,
-                prompts,
-                settings,
+                [prompt for prompt, _ in keys],
+                [settings for _, settings in keys],
                 tokenizer=self.tokenizer,
                 seed=self.seed,
                 abort=self._stopping,
                 on_step=None if streams is None else streams.step,
             )
             responses = {
-                prompt: self._respond(prompt, settings, ids)
-                for prompt, ids in zip(prompts, new_ids, strict=True)
+                key: self._respond(*key, ids) for key, ids in zip(keys, new_ids, strict=True)
             }
             if self.on_batch is not None:
                 self.on_batch()
@@ -339,7 +348,7 @@ class InferenceEngine(Closeable):
                 request.future.set_exception(exc)
             return
         finished_at = time.perf_counter()
-        for prompt, response in responses.items():
+        for (prompt, settings), response in responses.items():
             self.cache.put(prompt, settings, response)
         latencies_s = [finished_at - r.submitted_at for r in requests]
         with self._lock:
@@ -348,7 +357,7 @@ class InferenceEngine(Closeable):
             self._latencies_s.extend(latencies_s)
         for request, latency_s in zip(requests, latencies_s, strict=True):
             self._latency.record(latency_s)
-            request.future.set_result(replace(responses[request.prompt], latency_s=latency_s))
+            request.future.set_result(replace(responses[request.key], latency_s=latency_s))
 
     def _respond(self, prompt: str, settings: GenerationSettings, new_ids: list[int]) -> Response:
         """A generated row's response, cut at its stop sequences; latency is filled in later."""
