@@ -184,13 +184,13 @@ def _record_life(connection: Connection, batch: Batch, written: Written) -> None
         # `observe runs` reads the count, and per-run reads of samples are bounded by the
         # span: the table has no index by series (see observe/store/schema.py).
         values["samples"] = RUNS.c.samples + written.samples
-        values["first_sample"] = _earliest(RUNS.c.first_sample, written.first)
-        values["last_sample"] = _latest(RUNS.c.last_sample, written.last)
+        values["first_sample"] = _kept(RUNS.c.first_sample, written.first, earliest=True)
+        values["last_sample"] = _kept(RUNS.c.last_sample, written.last)
     # An end is a sign of life too.
     signs = [t for t in (batch.heartbeat, end.time if end else None) if t is not None]
     if signs:
         # The latest wins: a heartbeat replayed late says when its process was last alive.
-        values["heartbeat"] = _latest(RUNS.c.heartbeat, max(signs))
+        values["heartbeat"] = _kept(RUNS.c.heartbeat, max(signs))
         # Delivered by the run's own process, a heartbeat proves it alive: a run marked
         # lost while the store could not hear from it (a partition) runs again.
         process = this_process()
@@ -202,14 +202,12 @@ def _record_life(connection: Connection, batch: Batch, written: Written) -> None
         connection.execute(update(RUNS).where(run).values(values))
 
 
-def _earliest(column: Column[datetime], time: datetime | None) -> Any:
+def _kept(column: Column[datetime], time: datetime | None, *, earliest: bool = False) -> Any:
+    """`time` where the column is empty or `time` is later (earlier, with `earliest`) than
+    what it holds; else what it holds."""
     value = literal(time, UTCDateTime())
-    return case((or_(column.is_(None), column > value), value), else_=column)
-
-
-def _latest(column: Column[datetime], time: datetime | None) -> Any:
-    value = literal(time, UTCDateTime())
-    return case((or_(column.is_(None), column < value), value), else_=column)
+    beaten = column > value if earliest else column < value
+    return case((or_(column.is_(None), beaten), value), else_=column)
 
 
 @contextmanager
