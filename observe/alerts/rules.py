@@ -3,9 +3,9 @@ severity, text and runbook, checked when made.
 
 A rule says its PromQL (`expr`) and decides on plain numbers (`violated`: the series' value,
 and its own bound where the rule reads one), so Prometheus, Grafana and an evaluator reading
-the store all apply the same bounds. Names are CamelCase
-with the `Observe` prefix; labels carry `severity`; annotations are `summary`,
-`description` and `runbook_url` (the monitoring-mixin conventions).
+the store all apply the same bounds. Names are CamelCase with the `Observe` prefix; labels
+carry `severity`; annotations are `summary`, `description` and `runbook_url` (the
+monitoring-mixin conventions).
 
 Text is a `string.Template` with four fields: `$value` (the signal's value now), `$where`
 (the series: run, model and the metric's own labels), `$bound` ("over 0.3", "outside
