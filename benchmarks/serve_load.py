@@ -63,6 +63,7 @@ from serve_traffic import (
 from observe import jobs
 from observe.alerts.config import AlertsConfig, RuleOverride
 from observe.alerts.defaults import ROUTING_DRIFT_RULE, SEMANTIC_DRIFT_RULE
+from observe.alerts.signals import duration_problem
 from observe.hooks.config import MonitorConfig
 from observe.settings import Settings
 from observe.store.alerting import AlertEvent, alert_events
@@ -345,6 +346,14 @@ def print_drift(
     print(f"Other alerts that fired during run B: {', '.join(others) or 'none'}.")
 
 
+def duration(text: str) -> str:
+    """`text` if it is a Prometheus duration, else a usage error saying why."""
+    problem = duration_problem("--drift-for", text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=90.0, help="per run (default 90)")
@@ -370,6 +379,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--drift-for",
+        type=duration,
         help="the drift alert rules' `for`, in place of their own "
         f"({SEMANTIC_DRIFT_RULE.for_} and {ROUTING_DRIFT_RULE.for_})",
     )
