@@ -297,8 +297,10 @@ SEMANTIC_DRIFT_THRESHOLD = Metric(
     "same-distribution windows of the baseline.",
     (LAYER, METHOD),
 )
-# The semantic drift score's alert line, for the default (classifier) method: a ROC AUC of
-# 0.65. Calibration on the baseline may raise a window's threshold above it, never lower it.
+# The lowest semantic drift threshold calibration gives the default (classifier) method, a
+# ROC AUC of 0.65: calibration on the baseline may raise a window's threshold above it, never
+# lower it. The drift alert holds each score to its own threshold, and to this line a score
+# published without one.
 SEMANTIC_DRIFT_ALERT = 0.3
 # Expected ranges, (low, high), defined here once: the alert rules fire outside them and
 # the dashboards shade them. The cache miss rate is misses / (hits + misses) of the

@@ -13,6 +13,8 @@ import pytest
 
 import observe
 from observe import catalogue
+from observe.alerts.defaults import SEMANTIC_DRIFT_RULE
+from observe.alerts.evaluate import figures
 from observe.drift.baseline import Baseline
 from observe.drift.config import DriftConfig
 from observe.drift.live import ROUTING_METHOD, DriftSink
@@ -20,6 +22,7 @@ from observe.hooks.stats import LayerStats, RoutingStats, Window
 from observe.pipeline import MonitoringSession
 from observe.settings import Settings
 from observe.store import baselines as stored
+from observe.store.alerting import last_sample_time
 from observe.store.engine import connect
 
 D, E, ROWS = 32, 4, 128
@@ -154,12 +157,29 @@ def test_a_session_publishes_and_stores_drift(tiny: Any, tmp_path: Path) -> None
     assert values(catalogue.DRIFT_WINDOWS.prometheus_name, 'outcome="scored"') == [1.0]
     [freshness] = values(catalogue.KNOWLEDGE_FRESHNESS.prometheus_name)
     assert 3 * 86400 <= freshness < 3 * 86400 + 600
+
+    def label_sets(metric: catalogue.Metric) -> set[str]:
+        return {line.partition("{")[2].rpartition("}")[0] for line in lines
+                if line.partition("{")[0] == metric.prometheus_name}  # fmt: skip
+
+    # Each score beside a threshold of exactly its labels: the drift alert's PromQL pairs
+    # them one-to-one on every label.
+    assert len(label_sets(catalogue.SEMANTIC_DRIFT)) == 2
+    assert label_sets(catalogue.SEMANTIC_DRIFT) == label_sets(catalogue.SEMANTIC_DRIFT_THRESHOLD)
     engine = connect(settings.db_url)
     try:
         scores = stored.drift_results(engine, session.run_id)
         kept = stored.window_samples(engine, session.run_id)
+        at = last_sample_time(engine, session.run_id)
+        assert at is not None
+        # And the store's evaluator pairs them too.
+        paired = figures(SEMANTIC_DRIFT_RULE, engine, session.run_id, at)
     finally:
         engine.dispose()
+    thresholds = {
+        (d.layer, d.method): d.threshold for d in scores if d.details["kind"] == "semantic"
+    }
+    assert {(int(f.labels["layer"]), f.labels["method"]): f.own for f in paired} == thresholds
     assert {d.details["kind"] for d in scores} == {"semantic", "routing"}
     assert all(d.baseline_id == saved_id for d in scores)
     assert {w.name for w in kept} == {name for name in monitor.attention_names}

@@ -1,10 +1,11 @@
-"""The alert rule model: `Threshold` and `Range` over a signal, with `for`, severity, text
-and runbook, checked when made.
+"""The alert rule model: `Threshold`, `Range` and `Calibrated` over a signal, with `for`,
+severity, text and runbook, checked when made.
 
-A rule says its PromQL (`expr`) and decides on a plain number (`violated`), so Prometheus,
-Grafana and an evaluator reading the store all apply the same bounds. Names are CamelCase
-with the `Observe` prefix; labels carry `severity`; annotations are `summary`,
-`description` and `runbook_url` (the monitoring-mixin conventions).
+A rule says its PromQL (`expr`) and decides on plain numbers (`violated`: the series' value,
+and its own bound where the rule reads one), so Prometheus, Grafana and an evaluator reading
+the store all apply the same bounds. Names are CamelCase with the `Observe` prefix; labels
+carry `severity`; annotations are `summary`, `description` and `runbook_url` (the
+monitoring-mixin conventions).
 
 Text is a `string.Template` with four fields: `$value` (the signal's value now), `$where`
 (the series: run, model and the metric's own labels), `$bound` ("over 0.3", "outside
@@ -22,7 +23,7 @@ from enum import StrEnum
 from string import Template
 from typing import Any
 
-from observe.alerts.signals import Selector, Signal, duration_problem, parse_duration
+from observe.alerts.signals import Selector, Signal, Value, duration_problem, parse_duration
 from observe.alerts.text import number, quantity
 from observe.errors import ObserveError
 
@@ -98,6 +99,22 @@ class Rule(ABC):
     @abstractmethod
     def _check_bounds(self) -> None: ...
 
+    def _check_line(self, op: str, field: str) -> None:
+        """Raises an ObserveError when the line in `field`, crossed by `op`, leaves the
+        signal nothing to fire on or nothing quiet."""
+        value = self._number(field)
+        low, high = self.signal.span
+        if op == ">":
+            never, always = value >= high, value < low
+        else:
+            never, always = value <= low, value > high
+        if never or always:
+            left = "nothing to fire on" if never else "nothing quiet, the rule would always fire"
+            raise ObserveError(
+                f"alert rule {self.name}: {field} = {value:g} leaves {left}: "
+                f"{self.signal.describe()} lies between {low:g} and {high:g}"
+            )
+
     def _number(self, field: str) -> float:
         value = getattr(self, field)
         if (
@@ -110,13 +127,20 @@ class Rule(ABC):
 
     # -- what a rule says ------------------------------------------------------------------
     @property
+    def metrics(self) -> tuple[str, ...]:
+        """Catalogue names of every metric the rule reads."""
+        return self.signal.metrics
+
+    @property
     @abstractmethod
     def expr(self) -> str:
         """The PromQL that returns the violating series."""
 
     @abstractmethod
-    def violated(self, value: float) -> bool:
-        """Whether the signal's `value` is out of bounds (NaN never is)."""
+    def violated(self, value: float, own: float | None = None) -> bool:
+        """Whether the signal's `value` is out of bounds (NaN never is). `own` is the
+        series' own bound, for a rule that reads one (`Calibrated`); None where the series
+        has none, and for the other rules, whose bounds are the same for every series."""
 
     @property
     @abstractmethod
@@ -151,7 +175,7 @@ class Rule(ABC):
             "severity": str(self.severity),
             "signal": self.signal.describe(),
             "unit": self.signal.unit,
-            "metrics": list(self.signal.metrics),
+            "metrics": list(self.metrics),
             "bound": self.bound,
             "for": self.for_,
             "expr": self.expr,
@@ -171,24 +195,13 @@ class Threshold(Rule):
     def _check_bounds(self) -> None:
         if self.op not in (">", "<"):
             raise ObserveError(f"alert rule {self.name}: op = {self.op!r} must be > or <")
-        value = self._number("value")
-        low, high = self.signal.span
-        if self.op == ">":
-            never, always = value >= high, value < low
-        else:
-            never, always = value <= low, value > high
-        if never or always:
-            left = "nothing to fire on" if never else "nothing quiet, the rule would always fire"
-            raise ObserveError(
-                f"alert rule {self.name}: value = {value:g} leaves {left}: "
-                f"{self.signal.describe()} lies between {low:g} and {high:g}"
-            )
+        self._check_line(self.op, "value")
 
     @property
     def expr(self) -> str:
         return f"{self.signal.promql(self.selector)} {self.op} {number(self.value)}"
 
-    def violated(self, value: float) -> bool:
+    def violated(self, value: float, own: float | None = None) -> bool:
         return value > self.value if self.op == ">" else value < self.value
 
     @property
@@ -231,7 +244,7 @@ class Range(Rule):
         signal = self.signal.promql(self.selector)
         return f"{signal} < {number(self.low)} or {signal} > {number(self.high)}"
 
-    def violated(self, value: float) -> bool:
+    def violated(self, value: float, own: float | None = None) -> bool:
         return value < self.low or value > self.high
 
     @property
@@ -241,3 +254,65 @@ class Range(Rule):
 
     def as_dict(self) -> dict[str, Any]:
         return {**super().as_dict(), "low": self.low, "high": self.high}
+
+
+@dataclass(frozen=True)
+class Calibrated(Rule):
+    """Fires while a gauge is over its own series' bound: `threshold`, a gauge of the same
+    labels (a bound calibrated per series, as drift's per layer, method and window size),
+    matched on every label. A series with no threshold series is held to `value` instead:
+    an exporter that does not publish thresholds still gets an alert, on a fixed line."""
+
+    threshold: Value
+    value: float
+
+    def _check_bounds(self) -> None:
+        for which, signal in (("signal", self.signal), ("threshold", self.threshold)):
+            if not isinstance(signal, Value):
+                raise ObserveError(
+                    f"alert rule {self.name}: {which} = {signal!r} must be a Value: a "
+                    "calibrated rule compares a gauge with a gauge"
+                )
+        self.threshold.check(self.name)
+        if self.threshold.labels != self.signal.labels:
+            raise ObserveError(
+                f"alert rule {self.name}: {self.threshold.describe()} carries labels "
+                f"{list(self.threshold.labels)} and {self.signal.describe()} "
+                f"{list(self.signal.labels)}: a series is paired with its threshold on every "
+                "label, so they must carry the same ones"
+            )
+        self._check_line(">", "value")
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return (*self.signal.metrics, *self.threshold.metrics)
+
+    @property
+    def expr(self) -> str:
+        # Vector matching on every label but the name pairs each series with its own
+        # threshold, and `>` keeps the signal's labels and value for the alert.
+        signal = self.signal.promql(self.selector)
+        threshold = self.threshold.promql(self.selector)
+        return f"{signal} > {threshold} or ({signal} > {number(self.value)} unless {threshold})"
+
+    def line(self, own: float | None) -> float:
+        """The bound a series is held to: its own threshold, or `value` without one."""
+        return self.value if own is None else own
+
+    def violated(self, value: float, own: float | None = None) -> bool:
+        return value > self.line(own)
+
+    @property
+    def bound(self) -> str:
+        return (
+            f"over its own {self.threshold.describe()} "
+            f"({quantity(self.value, self.signal.unit)} where it has none)"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **super().as_dict(),
+            "op": ">",
+            "threshold": self.threshold.describe(),
+            "value": self.value,
+        }

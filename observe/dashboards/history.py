@@ -65,7 +65,9 @@ def _drift_scores() -> PanelBuilder:
     panel = timeseries_panel(
         "Drift scores",
         "Every scored window's drift, semantic and routing, per run, layer and method. "
-        f"Dashed red: the semantic drift alert line, {c.SEMANTIC_DRIFT_ALERT:g}.",
+        f"Dashed red: {c.SEMANTIC_DRIFT_ALERT:g}, the lowest semantic drift threshold of the "
+        "classifier method; the alert fires on a score over its own threshold, in the drift "
+        "results below.",
         [
             sql(
                 "SELECT time AS \"time\", run_id || ' layer ' || COALESCE(layer::text, 'all') "

@@ -104,8 +104,10 @@ def _semantic_drift() -> PanelBuilder:
     score, threshold = c.SEMANTIC_DRIFT, c.SEMANTIC_DRIFT_THRESHOLD
     panel = timeseries_panel(
         "Semantic drift",
-        f"{score.description} Dashed red: the alert line, {c.SEMANTIC_DRIFT_ALERT:g}. Series "
-        f"named `threshold`: {threshold.description}",
+        f"{score.description} Series named `threshold`: {threshold.description} The alert "
+        "fires on a score over its own threshold. Dashed red: "
+        f"{c.SEMANTIC_DRIFT_ALERT:g}, the lowest threshold of the classifier method, and the "
+        "alert's line for a score without a threshold.",
         [
             promql(selector(score), legend(RUN, LAYER, METHOD)),
             promql(selector(threshold), legend(RUN, LAYER, METHOD, prefix="threshold")),
