@@ -6,9 +6,10 @@ Create Date: 2026-11-30
 
 Why: a window of 64 layers × 256 experts × 16 slots is 262,144 samples. As rows of
 `samples`, the server's cost per tuple (and per BRIN entry) held a raw COPY to about a
-million samples/s; as one row holding the series ids and values as arrays, it writes tens
-of millions. Nothing moves on the way up: earlier families stay rows of `samples`, which
-readers still read. Going back, each block becomes rows of `samples` again.
+million samples/s; as one row holding the series ids and values as arrays, a raw COPY
+writes 4-6 million (benchmarks/store_ingest.py). Nothing moves on the way up: earlier
+families stay rows of `samples`, which readers still read. Going back, each block becomes
+rows of `samples` again.
 """
 
 from collections.abc import Sequence
