@@ -26,9 +26,9 @@ from test_hooks import RouterRecorder, assert_layer_matches, expected_layer
 
 import observe
 import observe.hooks
+from observe.hooks import monitor as monitor_module
 from observe.hooks.buffers import RouterCall, RoutingBuffers
 from observe.hooks.folding import MAX_WAITING, Folder
-from observe.hooks.monitor import MAX_PENDING_CALLS
 from observe.workload import moe
 from observe.workload.config import get_config
 from observe.workload.generation import generate_batch
@@ -47,6 +47,9 @@ CONFIG = get_config("tiny", n_layers=8, n_routed_experts=8, capacity_factor=1.0)
 # Forwards per generate_batch call, each calling every layer's router.
 NEW_TOKENS = 40
 E = CONFIG.n_routed_experts
+# Router calls a monitor holds before folding them, lowered so that windows of decoding fold
+# between flushes too.
+MAX_PENDING_CALLS = 256
 HOOKS = os.path.dirname(observe.hooks.__file__) + os.sep
 
 
@@ -111,8 +114,9 @@ def on_host(
 
 
 def test_counts_match_after_training_and_decoding_and_hooks_never_sync(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(monitor_module, "MAX_PENDING_CALLS", MAX_PENDING_CALLS)
     torch.manual_seed(0)
     model = MoETransformer(CONFIG).to(CUDA)
     recorder = RouterRecorder(model)

@@ -12,15 +12,16 @@ Shape legend: T tokens, E routed experts, K experts chosen per token.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
 
-@dataclass(frozen=True)
-class RouterReading:
+class RouterReading(NamedTuple):
+    """A router call's logits and choice. A named tuple: read once per router call, where
+    decoding makes many calls and a dataclass costs more to build."""
+
     logits_TE: torch.Tensor
     # None when the router does not return its choice: it is then read from the input of
     # the module that runs the experts (`RouterAdapter.expert_choice_site`).
@@ -36,6 +37,10 @@ class RouterAdapter:
     """
 
     name = "custom"
+    # Whether `read_router` reads the router's output alone, never state the router keeps
+    # and changes on its next call: observe may then read each call's output later, many
+    # at once, which costs decoding much less. Set it where that holds.
+    reads_output_only = False
 
     def is_router(self, module: nn.Module) -> bool:
         raise NotImplementedError
@@ -87,6 +92,7 @@ class ReferenceAdapter(RouterAdapter):
     """The bundled `observe.workload` model: its router returns (logits, weights, indices)."""
 
     name = "reference"
+    reads_output_only = True
 
     def is_router(self, module: nn.Module) -> bool:
         return _class_name(module) == "observe.workload.router.Router"
@@ -116,6 +122,7 @@ class HFTopKRouterAdapter(RouterAdapter):
     """
 
     name = "transformers"
+    reads_output_only = True
 
     def is_router(self, module: nn.Module) -> bool:
         cls = type(module)

@@ -15,15 +15,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from observe.hooks.stats import AUX, DROPPED, NONFINITE, SCALARS, Z
 
 
-@dataclass(frozen=True)
-class RouterCall:
-    """One router forward, as its hook saw it (detached)."""
+class RouterCall(NamedTuple):
+    """One router forward, as its hook saw it (detached). A named tuple: hooks make one
+    per router call, which decoding makes per layer per token."""
 
     layer: int
     logits_TE: torch.Tensor
@@ -73,21 +75,33 @@ class RoutingBuffers:
         self.entropy_histogram_LES = torch.zeros(L, E, S, dtype=torch.long, device=device)
         # Counted on the host: hooks must not touch the device for it.
         self.calls_L = [0] * L
+        # Each layer's (experts, experts per token), as its first call shows them.
+        self._shape_L: list[tuple[int, int] | None] = [None] * L
         # Every rank's calls, once a reduction summed them on the device (`stacked`).
         self._reduced_calls_L: torch.Tensor | None = None
 
     def add_calls(
         self,
         calls: Sequence[RouterCall],
-        probabilities: Callable[[torch.Tensor], torch.Tensor],
+        probabilities: Callable[[torch.Tensor], torch.Tensor] | None,
     ) -> None:
         """Folds router calls into the sums; `probabilities` maps logits to the router's
-        distribution. Calls are grouped by expert count, each group in one pass."""
-        groups: dict[tuple[int, int], list[RouterCall]] = {}
+        distribution (None: their softmax). Calls are grouped by expert count, each group
+        in one pass."""
+        calls_L, shape_L = self.calls_L, self._shape_L
         for call in calls:
-            key = (call.logits_TE.shape[-1], call.topk_indices_TK.shape[-1])
-            groups.setdefault(key, []).append(call)
-            self.calls_L[call.layer] += 1
+            calls_L[call.layer] += 1
+            if shape_L[call.layer] is None:
+                shape_L[call.layer] = (call.logits_TE.shape[-1], call.topk_indices_TK.shape[-1])
+        groups: dict[tuple[int, int], list[RouterCall]] = {}
+        shapes = {shape for shape in shape_L if shape is not None}
+        if len(shapes) == 1:  # every layer alike, as in most models: one group
+            groups[shapes.pop()] = list(calls)
+        else:
+            for call in calls:
+                shape = shape_L[call.layer]
+                assert shape is not None  # learnt above
+                groups.setdefault(shape, []).append(call)
         for (E, K), group in groups.items():
             self._add_group(group, E, K, probabilities)
 
@@ -96,39 +110,44 @@ class RoutingBuffers:
         calls: list[RouterCall],
         E: int,
         K: int,
-        probabilities: Callable[[torch.Tensor], torch.Tensor],
+        probabilities: Callable[[torch.Tensor], torch.Tensor] | None,
     ) -> None:
         device = self.device
         R = len(calls)
-        logits_NE = torch.cat([c.logits_TE for c in calls]).float()
-        expert_NK = torch.cat([c.topk_indices_TK for c in calls]).long()
         sizes = [c.logits_TE.shape[0] for c in calls]
+        runs = _runs(sizes)
+        logits_NE = _cat([c.logits_TE for c in calls], runs).float()
+        expert_NK = _cat([c.topk_indices_TK for c in calls], runs).long()
         if all(c.mask_T is None for c in calls):
             weight_N = torch.ones(sum(sizes), device=device)
         else:
-            weight_N = torch.cat(
-                [
-                    torch.ones(n, device=device) if c.mask_T is None else c.mask_T.float()
-                    for c, n in zip(calls, sizes, strict=True)
-                ]
-            )
+            # Converted once, after the cat: per call, the conversions cost decoding more
+            # than the fold's arithmetic.
+            masks = [
+                torch.ones(n, dtype=torch.long, device=device) if c.mask_T is None else c.mask_T
+                for c, n in zip(calls, sizes, strict=True)
+            ]
+            weight_N = _cat(masks, runs).float()
+        if probabilities is None:
+            finite_N, entropy_N, top1_N, lse_N, probs_NE = _softmax_figures(logits_NE)
+        else:
+            finite_N, entropy_N, top1_N, lse_N, probs_NE = _figures(logits_NE, probabilities)
         # A token whose logits hold NaN or an infinity is counted apart and left out of
         # every figure: one such token would otherwise turn the layer's sums into NaN for
-        # good. Its logits are zeroed so that no NaN reaches the sums even at weight 0.
-        finite_N = torch.isfinite(logits_NE).all(dim=-1)
+        # good. Its figures are zeroed, since even at weight 0 a NaN would reach the sums.
         nonfinite_N = weight_N * (~finite_N).float()
         weight_N = weight_N * finite_N.float()
-        logits_NE = torch.where(finite_N[:, None], logits_NE, torch.zeros_like(logits_NE))
-        layers = [c.layer for c in calls]
-        call_N = _to_device(torch.arange(R).repeat_interleave(torch.tensor(sizes)), device)
-        layer_N = _to_device(torch.tensor(layers).repeat_interleave(torch.tensor(sizes)), device)
-        layer_R = _to_device(torch.tensor(layers), device)
+        entropy_N, top1_N, lse_N = (
+            torch.where(finite_N, x, 0.0) for x in (entropy_N, top1_N, lse_N)
+        )
+        # Built with numpy: torch.tensor reads a long Python list several times slower.
+        layers_R, sizes_R = np.array([c.layer for c in calls]), np.array(sizes)
+        call_N = _to_device(torch.from_numpy(np.repeat(np.arange(R), sizes_R)), device)
+        layer_N = _to_device(torch.from_numpy(np.repeat(layers_R, sizes_R)), device)
+        layer_R = _to_device(torch.from_numpy(layers_R), device)
         mask_A = weight_N.long().repeat_interleave(K)
         expert_A = expert_NK.reshape(-1)
 
-        probs_NE = probabilities(logits_NE)
-        entropy_N = torch.special.entr(probs_NE).sum(dim=-1) / math.log(E)
-        top1_N = probs_NE.max(dim=-1).values
         per_token = torch.stack([weight_N, entropy_N * weight_N, top1_N * weight_N], dim=1)
         self.scalars_LC[:, :3].index_add_(0, layer_N, per_token.double())
         self.scalars_LC[:, NONFINITE].index_add_(0, layer_N, nonfinite_N.double())
@@ -143,9 +162,9 @@ class RoutingBuffers:
             assignments_RE.index_add_(0, call_N.repeat_interleave(K) * E + expert_A, mask_A.float())
             share_RE = assignments_RE.view(R, E) / (tokens_R[:, None] * K)
             prob_sum_RE = torch.zeros(R, E, device=device)
+            probs_NE = torch.where(finite_N[:, None], probs_NE, 0.0)
             prob_sum_RE.index_add_(0, call_N, probs_NE * weight_N[:, None])
             aux_R = E * (share_RE * prob_sum_RE / tokens_R[:, None]).sum(dim=1)
-            lse_N = torch.logsumexp(logits_NE, dim=-1)
             z_R = torch.zeros(R, device=device).index_add_(0, call_N, lse_N.square() * weight_N)
             losses_R2 = torch.stack([aux_R, z_R / tokens_R], dim=1)
             self.scalars_LC[:, AUX : Z + 1].index_add_(0, layer_R, losses_R2.double())
@@ -201,6 +220,57 @@ class RoutingBuffers:
         self.calls_L, self._reduced_calls_L = [0] * len(self.calls_L), None
         scalars, tokens_per_expert, histogram = copies
         return WindowSums(scalars, tokens_per_expert, histogram, calls, ready)
+
+
+def _runs(sizes: list[int]) -> list[tuple[int, int]]:
+    """The bounds of the runs of equal values in `sizes`: the calls of one forward, and
+    mostly of many forwards in a row, have as many tokens."""
+    starts = [i for i in range(1, len(sizes)) if sizes[i] != sizes[i - 1]]
+    return list(zip([0, *starts], [*starts, len(sizes)], strict=True))
+
+
+def _cat(tensors: list[torch.Tensor], runs: list[tuple[int, int]]) -> torch.Tensor:
+    """`torch.cat`, one run of tensors of one shape at a time: on CPU, a cat of mixed shapes
+    copies its tensors one by one (about 1 µs each), and one of a single shape in one pass."""
+    parts = [torch.cat(tensors[start:end]) for start, end in runs]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+# Per token: whether its logits are all finite, its router distribution's normalised entropy
+# and top-1 probability, the logsumexp of its logits, and the distribution itself. Tokens
+# whose logits hold NaN or an infinity may have any value in the others.
+_Figures = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def _softmax_figures(logits_NE: torch.Tensor) -> _Figures:
+    """`_figures` of a softmax router, in about half the passes over the logits: decoding
+    folds many small calls, and each pass over them costs."""
+    max_N = logits_NE.amax(dim=-1)
+    shifted_NE = logits_NE - max_N[:, None]
+    exp_NE = shifted_NE.exp()
+    sum_N = exp_NE.sum(dim=-1)
+    log_sum_N = sum_N.log()
+    # H = log Σ eˣ − Σ eˣ·x / Σ eˣ, x the logits less their max. A NaN or an infinity
+    # among the logits makes it NaN (at −∞, 0·−∞), which marks the token.
+    entropy_N = log_sum_N - torch.linalg.vecdot(exp_NE, shifted_NE) / sum_N
+    entropy_N = entropy_N / math.log(logits_NE.shape[-1])
+    # The top-1 probability is e⁰ / Σ eˣ.
+    top1_N = sum_N.reciprocal()
+    return torch.isfinite(entropy_N), entropy_N, top1_N, max_N + log_sum_N, exp_NE * top1_N[:, None]
+
+
+def _figures(
+    logits_NE: torch.Tensor, probabilities: Callable[[torch.Tensor], torch.Tensor]
+) -> _Figures:
+    probs_NE = probabilities(logits_NE)
+    entropy_N = torch.special.entr(probs_NE).sum(dim=-1) / math.log(logits_NE.shape[-1])
+    return (
+        torch.isfinite(logits_NE).all(dim=-1),
+        entropy_N,
+        probs_NE.max(dim=-1).values,
+        torch.logsumexp(logits_NE, dim=-1),
+        probs_NE,
+    )
 
 
 def _to_device(index: torch.Tensor, device: torch.device) -> torch.Tensor:

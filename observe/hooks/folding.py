@@ -38,12 +38,13 @@ class Folder:
     def __init__(
         self,
         buffers: RoutingBuffers,
-        probabilities: Callable[[torch.Tensor], torch.Tensor],
+        probabilities: Callable[[torch.Tensor], torch.Tensor] | None,
         device: torch.device,
         *,
         offload: bool | None = None,
     ) -> None:
-        """`offload`: fold on the folder's thread (None: on CUDA only)."""
+        """`probabilities`: the router's distribution given its logits (None: their softmax);
+        `offload`: fold on the folder's thread (None: on CUDA only)."""
         self._buffers = buffers
         self._probabilities = probabilities
         self._offload = device.type == "cuda" if offload is None else offload

@@ -38,10 +38,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger("observe")
 
 # Recorded router calls are folded into the sums at each flush, or sooner once this many
-# calls or logits wait: folding many calls at once is what keeps decoding cheap, and the
-# bounds keep the memory the recorded tensors hold small (4M logits: 16 MB in float32, and
-# at most folding.MAX_WAITING more such batches handed to the folder's thread).
-MAX_PENDING_CALLS = 512
+# calls or logits wait: folding many calls at once is what keeps decoding cheap (a window
+# of `bench` decoding, 10 steps × 64 tokens × 4 layers, is 2,560 calls), and the bounds keep
+# the memory the recorded tensors hold small (4M logits: 16 MB in float32, and at most
+# folding.MAX_WAITING more such batches handed to the folder's thread).
+MAX_PENDING_CALLS = 4096
 MAX_PENDING_LOGITS = 1 << 22
 
 
@@ -151,7 +152,10 @@ class Monitor(Closeable):
             histogram=histogram,
             router_losses="router_losses" in metrics,
         )
-        self._folder = Folder(self._buffers, adapter.probabilities, device)
+        # An adapter that keeps the default softmax leaves it to the folds, which then take
+        # the entropy from the logits in fewer passes.
+        softmax = type(adapter).probabilities is RouterAdapter.probabilities
+        self._folder = Folder(self._buffers, None if softmax else adapter.probabilities, device)
         self._reservoir = HiddenStateReservoir(
             len(attention), config.reservoir_size, device, seed=config.seed
         )
@@ -166,12 +170,20 @@ class Monitor(Closeable):
         )
         self._random = random.Random(config.seed)
         self._mask: torch.Tensor | None = None
+        # This forward's tokens (batch × positions) while router outputs may be read later,
+        # many at once: None outside the model's forward, or where they must be read at once.
+        self._forward_tokens: int | None = None
+        self._n_experts_L = n_experts_L
         # This forward's token mask for one token count: every layer of a forward asks for
         # the same one, and a decode step's slicing costs as much as the recording.
         self._token_masks: tuple[int, torch.Tensor | None] | None = None
         self._measure_routing = self._measure_hidden = True
         self._pending_logits: list[torch.Tensor | None] = [None] * len(self.routers)
         self._calls: list[RouterCall] = []
+        # Router outputs not read yet, with their forward's mask.
+        self._outputs: list[tuple[int, nn.Module, Any, torch.Tensor | None]] = []
+        # Layers whose router outputs may wait to be read: the choice is in the output.
+        self._deferred_L = [False] * len(self.routers)
         self._pending_logit_count = 0
         self._dropped: list[tuple[int, torch.Tensor]] = []
         self._window_first_step = 1
@@ -216,6 +228,7 @@ class Monitor(Closeable):
                 # The router's parent: the MoE block ("" names the model itself).
                 block = parents[name.rpartition(".")[0]]
                 site = adapter.expert_choice_site(block)
+                self._deferred_L[layer] = adapter.reads_output_only and site is None
                 if site is not None:
                     on_choice = functools.partial(self._on_expert_choice, layer)
                     hook(
@@ -269,6 +282,8 @@ class Monitor(Closeable):
             mask = args[1]
         self._mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
         self._token_masks = None
+        shape = _input_shape(args, kwargs)
+        self._forward_tokens = None if shape is None else shape[0] * shape[1]
         config = self.config
         # Draws only where sampling is on: this runs on every forward, decode steps included.
         self._measure_routing = (
@@ -279,40 +294,39 @@ class Monitor(Closeable):
             or self._random.random() < config.hidden_state_sample_rate
         )
         if self._attention_hooks:
-            self._hook_attention(self._measure_hidden and _positions(args, kwargs) != 1)
+            self._hook_attention(self._measure_hidden and (shape is None or shape[1] != 1))
 
     def _after_forward(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         self._mask = None
         self._token_masks = None
+        self._forward_tokens = None
 
     def _token_mask(self, n_tokens: int) -> torch.Tensor | None:
         cached = self._token_masks
         if cached is not None and cached[0] == n_tokens:
             return cached[1]
-        mask_T = self._slice_mask(n_tokens)
+        mask_T = _newest(self._mask, n_tokens)
         self._token_masks = (n_tokens, mask_T)
         return mask_T
-
-    def _slice_mask(self, n_tokens: int) -> torch.Tensor | None:
-        """The mask of the newest positions, flattened like the router's tokens; None when
-        the shapes do not line up (the module was called outside the model's forward)."""
-        mask = self._mask
-        if mask is None or n_tokens % mask.shape[0]:
-            return None
-        positions = n_tokens // mask.shape[0]
-        if positions > mask.shape[1]:
-            return None
-        return mask[:, -positions:].reshape(-1)
 
     def _on_router(self, layer: int, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         if not self._measure_routing:
             return
-        reading = self.adapter.read_router(module, output)
-        if reading.topk_indices_TK is None:
+        tokens = self._forward_tokens
+        if tokens is not None and self._deferred_L[layer]:
+            # Only kept, to be read with many others when they are folded: in the middle of
+            # a forward, every line of Python here costs several times what it costs in a
+            # loop over many calls (decoding measured 6-8 µs a call against under 1 µs).
+            self._outputs.append((layer, module, output, self._mask))
+            # The most logits a router can return for this forward's tokens.
+            self._pending(tokens * self._n_experts_L[layer])
+            return
+        logits_TE, topk_indices_TK = self.adapter.read_router(module, output)
+        if topk_indices_TK is None:
             # The choice arrives with the experts module's input, later in this forward.
-            self._pending_logits[layer] = reading.logits_TE
+            self._pending_logits[layer] = logits_TE
         else:
-            self._add_routing(layer, reading.logits_TE, reading.topk_indices_TK)
+            self._add_routing(layer, logits_TE, topk_indices_TK)
 
     def _on_expert_choice(
         self, layer: int, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -326,19 +340,33 @@ class Monitor(Closeable):
     def _add_routing(
         self, layer: int, logits_TE: torch.Tensor, topk_indices_TK: torch.Tensor
     ) -> None:
-        # Only recorded here: folding many calls together later costs far less. Each tensor
-        # op is skipped where it would change nothing: decoding calls this per layer per token.
-        if logits_TE.requires_grad:
-            logits_TE = logits_TE.detach()
-        if logits_TE.dim() != 2:
-            logits_TE = logits_TE.reshape(-1, logits_TE.shape[-1])
-        if topk_indices_TK.dim() != 2:
-            topk_indices_TK = topk_indices_TK.reshape(logits_TE.shape[0], -1)
+        # Only recorded here: folding many calls together later costs far less.
+        logits_TE, topk_indices_TK = _flat(logits_TE, topk_indices_TK)
         mask_T = self._token_mask(logits_TE.shape[0])
         self._calls.append(RouterCall(layer, logits_TE, topk_indices_TK, mask_T))
-        self._pending_logit_count += logits_TE.numel()
-        if len(self._calls) >= MAX_PENDING_CALLS or self._pending_logit_count >= MAX_PENDING_LOGITS:
+        self._pending(logits_TE.numel())
+
+    def _pending(self, logits: int) -> None:
+        """Counts a call recorded with up to `logits` logits; folds once the bounds are met."""
+        self._pending_logit_count += logits
+        waiting = len(self._calls) + len(self._outputs)
+        if waiting >= MAX_PENDING_CALLS or self._pending_logit_count >= MAX_PENDING_LOGITS:
             self._fold()
+
+    def _read_outputs(self) -> None:
+        """Reads the router outputs kept by `_on_router` into recorded calls."""
+        outputs, self._outputs = self._outputs, []
+        # A forward's layers share its mask, sliced once per token count.
+        masks: dict[tuple[int, int], torch.Tensor | None] = {}
+        for layer, module, output, mask in outputs:
+            logits_TE, topk_indices_TK = self.adapter.read_router(module, output)
+            if topk_indices_TK is None:
+                continue  # a router that returns no choice, and no site that shows it
+            logits_TE, topk_indices_TK = _flat(logits_TE, topk_indices_TK)
+            key = (id(mask), logits_TE.shape[0])
+            if key not in masks:
+                masks[key] = _newest(mask, key[1])
+            self._calls.append(RouterCall(layer, logits_TE, topk_indices_TK, masks[key]))
 
     def _on_moe_block(
         self, layer: int, module: nn.Module, args: tuple[Any, ...], output: Any
@@ -348,6 +376,8 @@ class Monitor(Closeable):
 
     def _fold(self) -> None:
         """Hands the recorded router calls to the folder (`observe/hooks/folding.py`)."""
+        if self._outputs:
+            self._read_outputs()
         if self._calls or self._dropped:
             # Taken before handing over: a signal raised while the folder's queue is full
             # must not leave them here to be handed over twice.
@@ -460,14 +490,42 @@ class Monitor(Closeable):
         )
 
 
-def _positions(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int | None:
-    """Positions in this forward's input (token ids or embeddings), when it can be told."""
+def _input_shape(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Size | None:
+    """(batch, positions, …) of this forward's input (token ids or embeddings), when it can
+    be told."""
     inputs = kwargs.get("input_ids", kwargs.get("inputs_embeds"))
     if inputs is None and args:
         inputs = args[0]
     if isinstance(inputs, torch.Tensor) and inputs.dim() >= 2:
-        return int(inputs.shape[1])
+        return inputs.shape
     return None
+
+
+def _flat(
+    logits_TE: torch.Tensor, topk_indices_TK: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A router call's tensors detached and flattened to tokens; each op is skipped where it
+    would change nothing."""
+    if logits_TE.requires_grad:
+        logits_TE = logits_TE.detach()
+    if logits_TE.dim() != 2:
+        logits_TE = logits_TE.reshape(-1, logits_TE.shape[-1])
+    if topk_indices_TK.dim() != 2:
+        topk_indices_TK = topk_indices_TK.reshape(logits_TE.shape[0], -1)
+    return logits_TE, topk_indices_TK
+
+
+def _newest(mask: torch.Tensor | None, n_tokens: int) -> torch.Tensor | None:
+    """The mask's newest positions, flattened like a router's `n_tokens` tokens; None when
+    the shapes do not line up (the router was called outside the model's forward)."""
+    if mask is None or n_tokens % mask.shape[0]:
+        return None
+    positions = n_tokens // mask.shape[0]
+    if positions > mask.shape[1]:
+        return None
+    # Contiguous: the fold concatenates a window's masks, and on CPU a cat copies views of
+    # different strides one by one, slower than this copy.
+    return mask[:, -positions:].reshape(-1).contiguous()
 
 
 def _device_of(model: nn.Module) -> torch.device:

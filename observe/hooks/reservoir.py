@@ -6,7 +6,8 @@ flush window (drift), which each flush drains.
 Algorithm R run on the device: item i (counted from 0) fills slot i while the reservoir
 has room, then replaces slot j ~ U{0..i} when j falls inside it. The count of items seen is
 a host-side number (batch sizes are shapes, not values), so no step waits for the device.
-Items that land outside the reservoir are written to one spare row that is never read.
+Items that land outside the reservoir, or in a slot a later item of their batch takes,
+are written to one spare row that is never read.
 
 Shape legend: B sequences, R reservoir rows, D hidden width.
 """
@@ -33,13 +34,9 @@ class HiddenStateReservoir:
             with torch.inference_mode(False):
                 rows_RD = torch.zeros(self.capacity + 1, D, device=self.device)
             self._rows[layer] = rows_RD
-        R, seen = self.capacity, self.seen[layer]
-        index_B = torch.arange(seen, seen + B, device=self.device)
+        seen = self.seen[layer]
         u_B = torch.rand(B, generator=self._generator, device=self.device)
-        candidate_B = (u_B * (index_B + 1)).long()
-        slot_B = torch.where(index_B < R, index_B, candidate_B)
-        slot_B = torch.where(slot_B < R, slot_B, R)
-        rows_RD.index_copy_(0, slot_B, pooled_BD.detach().float())
+        rows_RD.index_copy_(0, slots(seen, u_B, self.capacity), pooled_BD.detach().float())
         self.seen[layer] = seen + B
 
     def read(self, layer: int) -> torch.Tensor:
@@ -67,3 +64,15 @@ class HiddenStateReservoir:
             samples.append(host_ND)
             self.seen[layer] = 0
         return samples
+
+
+def slots(seen: int, u_B: torch.Tensor, R: int) -> torch.Tensor:
+    """The rows that items `seen`, `seen` + 1, … take, given a uniform draw in [0, 1) for
+    each: their slot, or R (the spare row) for those that land outside the reservoir or
+    that a later item of the same batch replaces. Algorithm R keeps the later of two items
+    that draw one slot, but `index_copy_` leaves which one it writes to chance when
+    indices repeat (on CUDA, in any order): so no slot is written twice."""
+    index_B = torch.arange(seen, seen + len(u_B), device=u_B.device)
+    slot_B = torch.where(index_B < R, index_B, (u_B * (index_B + 1)).long())
+    replaced_B = (slot_B[:, None] == slot_B[None, :]).triu(diagonal=1).any(dim=1)
+    return torch.where((slot_B < R) & ~replaced_B, slot_B, R)
