@@ -9,8 +9,10 @@ figures are the monitor's and the pipeline's. `measure` drives one `MonitoringSe
   calling thread (hooks, folds and flushes), and the worker's time (statistics and sinks),
   per window;
 - export: one collection and export through every periodic reader (the store's);
-- scrape: a GET of `/metrics` after a new window, median of three: its seconds and bytes,
-  how many expert-tokens series it shows, and whether OpenTelemetry folded any into
+- scrape: a GET of `/metrics` after a new window, median of three, made from another
+  process as Prometheus makes it (a client in this one would wait for the interpreter lock
+  behind the session's own threads, as no real scraper does): its seconds and bytes, how
+  many expert-tokens series it shows, and whether OpenTelemetry folded any into
   `otel_metric_overflow`;
 - memory: the process's resident-set growth over the session, and the hooks' share of the
   calling thread's time (`monitor.overhead_seconds` over the steps' wall time).
@@ -24,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -128,14 +132,18 @@ def measure(
                 reader.force_flush()
             export_s = time.perf_counter() - exported
             # Each scrape after a new window, as Prometheus mostly sees it: nothing cached.
+            url = f"http://127.0.0.1:{session.metrics_port}/metrics"
             scrapes = []
-            for _ in range(SCRAPES):
-                model(x_BSD)
-                monitor.flush()
-                monitor.snapshot()
-                scrapes.append(_scrape(session))
-            text = scrapes[-1][0]
-            scrape_s = statistics.median(seconds for _, seconds in scrapes)
+            with Scraper() as scraper:
+                for _ in range(SCRAPES):
+                    model(x_BSD)
+                    monitor.flush()
+                    monitor.snapshot()
+                    scrapes.append(scraper.get(url))
+            scrape_s = statistics.median(scrapes)
+            # The last window's text again, untimed, to count its series.
+            with urllib.request.urlopen(url, timeout=60) as response:
+                text = response.read().decode()
             rss_growth = _rss_bytes() - rss_before
             figures = Figures(
                 layers=layers,
@@ -160,12 +168,41 @@ def measure(
 _ROUTING = frozenset({"routing", "router_losses", "entropy_histogram"})
 
 
-def _scrape(session: MonitoringSession) -> tuple[str, float]:
-    url = f"http://127.0.0.1:{session.metrics_port}/metrics"
-    started = time.perf_counter()
-    with urllib.request.urlopen(url, timeout=60) as response:
-        text = response.read().decode()
-    return text, time.perf_counter() - started
+class Scraper:
+    """GETs URLs from a process of its own and times them there, as a scraper sees them."""
+
+    _LOOP = (
+        "import sys, time, urllib.request\n"
+        "for url in sys.stdin:\n"
+        "    started = time.perf_counter()\n"
+        "    with urllib.request.urlopen(url.strip(), timeout=60) as response:\n"
+        "        response.read()\n"
+        "    print(time.perf_counter() - started, flush=True)\n"
+    )
+
+    def __enter__(self) -> Scraper:
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", self._LOOP],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        return self
+
+    def get(self, url: str) -> float:
+        """Seconds the GET of `url` took, its body read whole."""
+        assert self._process.stdin is not None and self._process.stdout is not None
+        self._process.stdin.write(url + "\n")
+        self._process.stdin.flush()
+        answer = self._process.stdout.readline()
+        if not answer:
+            raise RuntimeError(f"the scraper process failed on {url}: see its stderr above")
+        return float(answer)
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._process.stdin is not None
+        self._process.stdin.close()
+        self._process.wait(timeout=60)
 
 
 def _count(text: str, name: str) -> int:
