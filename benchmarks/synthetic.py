@@ -8,8 +8,9 @@ figures are the monitor's and the pipeline's. `measure` drives one `MonitoringSe
 - flush: the calling thread's time in `monitor.flush()`, all of the monitor's time on the
   calling thread (hooks, folds and flushes), and the worker's time (statistics and sinks),
   per window;
-- export: one collection and export through every periodic reader (the store's);
-- scrape: a GET of `/metrics` after a new window, median of three, made from another
+- export: a collection and export through every periodic reader (the store's) after a new
+  window, median of five;
+- scrape: a GET of `/metrics` after a new window, median of five, made from another
   process as Prometheus makes it (a client in this one would wait for the interpreter lock
   behind the session's own threads, as no real scraper does): its seconds and bytes, how
   many expert-tokens series it shows, and whether OpenTelemetry folded any into
@@ -48,7 +49,9 @@ from observe.workload.router import Router
 D_MODEL, TOP_K = 16, 2
 # Tokens per forward: 8 sequences × 32 positions, a training micro-batch's worth.
 BATCH, SEQ = 8, 32
-SCRAPES = 3
+# Exports and scrapes per run, each after a new window: their medians are reported. A few
+# milliseconds each at the smaller sizes, so one alone is mostly the scheduler's noise.
+REPEATS = 5
 
 
 class SyntheticMoE(nn.Module):
@@ -125,22 +128,23 @@ def measure(
                 flush_ns += monitor.overhead_ns - before
             monitor.snapshot()  # waits for the worker
             wall = time.perf_counter() - started
-            calling_ns = monitor.overhead_ns
+            calling_ns, worker_s = monitor.overhead_ns, monitor.worker_seconds
             windows = max(steps // flush_every, 1)
-            exported = time.perf_counter()
-            for reader in session.telemetry.periodic_readers:
-                reader.force_flush()
-            export_s = time.perf_counter() - exported
-            # Each scrape after a new window, as Prometheus mostly sees it: nothing cached.
+            # Each export and scrape after a new window, as Prometheus mostly sees it:
+            # nothing cached.
             url = f"http://127.0.0.1:{session.metrics_port}/metrics"
-            scrapes = []
+            exports, scrapes = [], []
             with Scraper() as scraper:
-                for _ in range(SCRAPES):
+                for _ in range(REPEATS):
                     model(x_BSD)
                     monitor.flush()
                     monitor.snapshot()
+                    exported = time.perf_counter()
+                    for reader in session.telemetry.periodic_readers:
+                        reader.force_flush()
+                    exports.append(time.perf_counter() - exported)
                     scrapes.append(scraper.get(url))
-            scrape_s = statistics.median(scrapes)
+            export_s, scrape_s = statistics.median(exports), statistics.median(scrapes)
             # The last window's text again, untimed, to count its series.
             with urllib.request.urlopen(url, timeout=60) as response:
                 text = response.read().decode()
@@ -152,7 +156,7 @@ def measure(
                 windows=windows,
                 flush_s=flush_ns / 1e9 / windows,
                 calling_s=calling_ns / 1e9 / windows,
-                worker_s=monitor.worker_seconds / windows,
+                worker_s=worker_s / windows,
                 step_s=wall / steps,
                 hook_share=monitor.overhead_seconds / wall,
                 export_s=export_s,

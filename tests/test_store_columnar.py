@@ -15,6 +15,7 @@ from observe.errors import ObserveError
 from observe.store.alerting import samples
 from observe.store.queries import expert_totals, list_runs, query
 from observe.store.records import Batch, ExpertLoads, Family, Sample
+from observe.store.series import family_labels_texts, labels_text
 from observe.store.writer import Store
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -76,6 +77,33 @@ def test_a_family_is_stored_as_one_block_and_read_per_series(store: Store) -> No
     [run] = [r for r in list_runs(store.engine) if r.id == "dense"]
     assert run.samples == 3 * (LAYERS * EXPERTS * SLOT_LE + 1)
     assert expert_totals(store.engine, "dense") == {layer: [6] * EXPERTS for layer in range(3)}
+
+
+def test_a_familys_labels_are_the_canonical_text_of_each_series(store: Store) -> None:
+    """Formatted from fragments, a family's labels read as each series' own canonical text,
+    whatever they hold: quotes, braces, backslashes, non-ASCII, a label of two axes, an
+    axis that takes a shared label's name."""
+    family = Family(
+        T0,
+        SLOTS,
+        {"run": "odd", "zone": '{"a": 1}', "layer": "shadowed", "note": "é\\n\t}{"},
+        (
+            (("layer",), (("0",), ("{1}",))),
+            (("expert", "group"), (("0", 'g"1'), ("ü", "}{{"))),
+        ),
+        np.arange(4.0),
+    )
+    assert family_labels_texts(family) == [labels_text(labels) for labels in family.label_sets()]
+    store.write(Batch("odd", families=(family,)))
+    rows = query(store.engine, SLOTS, run="odd")
+    assert [dict(r.labels) for r in rows] == list(family.label_sets())
+    assert [r.value for r in rows] == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_a_family_label_the_store_cannot_keep_is_explained(store: Store) -> None:
+    family = Family.grid(T0, SLOTS, {"run": "bad"}, {"layer": ["0", "a\x00b"]}, np.zeros(2))
+    with pytest.raises(ObserveError, match=f"a series of {SLOTS}: .*NUL"):
+        store.write(Batch("bad", families=(family,)))
 
 
 def test_a_columnar_batch_sent_again_is_written_once(store: Store) -> None:

@@ -1,12 +1,19 @@
 """Series ids of a run, found or created once: by key for a sparse sample, as one array per
-family for a dense one, so a window of a family seen before costs no lookup per series."""
+family for a dense one, so a window of a family seen before costs no lookup per series.
+
+A family's first window creates its series (262,144 for a 64 × 256 × 16 heatmap). Its labels
+are formatted from fragments encoded once per label value, and never held as one Python
+object per series: that work holds the interpreter lock, which /metrics scrapes and the
+training loop's own threads wait for.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections import ChainMap
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,23 +79,14 @@ class SeriesCache:
             key = series_key(run, s.metric, s.labels)
             if key not in self._ids:
                 wanted.setdefault(key, s.labels)
-        # The first window of a family pays a lookup per series; later ones none.
-        unseen: dict[FamilyKey, list[SeriesKey]] = {}
-        family_keys = [family_key(run, f) for f in batch.families]
-        for family, fkey in zip(batch.families, family_keys, strict=True):
-            if fkey in self._families or fkey in unseen:
-                continue
-            keys = unseen[fkey] = []
-            for labels in family.label_sets():
-                key = series_key(run, family.metric, labels)
-                keys.append(key)
-                wanted.setdefault(key, labels)
         new_ids = series_ids(connection, run, wanted) if wanted else {}
         known = ChainMap(new_ids, self._ids)
-        new_families = {
-            fkey: np.fromiter((known[k] for k in keys), np.int32, len(keys))
-            for fkey, keys in unseen.items()
-        }
+        # The first window of a family pays a lookup per series; later ones none.
+        new_families: dict[FamilyKey, npt.NDArray[np.int32]] = {}
+        family_keys = [family_key(run, f) for f in batch.families]
+        for family, fkey in zip(batch.families, family_keys, strict=True):
+            if fkey not in self._families and fkey not in new_families:
+                new_families[fkey] = family_ids(connection, run, family)
         families = ChainMap(new_families, self._families)
         return BatchSeries(known, tuple(families[k] for k in family_keys), new_ids, new_families)
 
@@ -110,31 +108,92 @@ def series_ids(
     names = [name for _, name, _ in wanted]
     texts = [labels_text(labels) for labels in wanted.values()]
     keys = [_digest(text) for text in texts]
-    if connection.dialect.name == "postgresql" and len(wanted) > _STAGE_FROM:
-        _create_staged(connection, run_id, zip(names, texts, keys, strict=True))
-    else:
-        connection.execute(
-            upsert(connection)(SERIES).on_conflict_do_nothing(
-                index_elements=["run_id", "name", "labels_key"]
-            ),
-            [
-                {"run_id": run_id, "name": name, "labels": dict(labels), "labels_key": key}
-                for name, labels, key in zip(names, wanted.values(), keys, strict=True)
-            ],
-        )
+    _create(connection, run_id, names, texts, keys)
     by_key = dict(zip(zip(names, keys, strict=True), wanted, strict=True))
-    found: dict[SeriesKey, int] = {}
+    return {
+        by_key[found]: id_
+        for found, id_ in _stored(connection, run_id, set(names)).items()
+        if found in by_key
+    }
+
+
+def family_ids(connection: Connection, run_id: str, family: Family) -> npt.NDArray[np.int32]:
+    """Ids of `family`'s series in the order of its values, creating those the table lacks;
+    labels the store cannot keep are an ObserveError before anything is written."""
+    texts = family_labels_texts(family)
+    keys = [_digest(text) for text in texts]
+    _create(connection, run_id, [family.metric] * len(texts), texts, keys)
+    stored = _stored(connection, run_id, {family.metric})
+    metric = family.metric
+    return np.fromiter((stored[metric, key] for key in keys), np.int32, len(keys))
+
+
+def family_labels_texts(family: Family) -> list[str]:
+    """`labels_text` of each of `family`'s series, in the order of its values: one format
+    per series, each label's fragment of JSON encoded once per value."""
+    where: dict[str, tuple[int, int]] = {}  # label name: (axis, place in the axis' keys)
+    for axis, (names, keys) in enumerate(family.axes):
+        for key in keys:
+            problem = labels_problem(dict(zip(names, key, strict=True)))
+            if problem is not None:
+                raise ObserveError(f"a series of {family.metric}: {problem}")
+        where.update({name: (axis, place) for place, name in enumerate(names)})
+    shared = {name: value for name, value in family.labels.items() if name not in where}
+    problem = labels_problem(shared)
+    if problem is not None:
+        raise ObserveError(f"a series of {family.metric}: {problem}")
+    # A str.format template: the shared labels as literal text (braces doubled), each axis
+    # label a field "{axis[place]}" of the series' position on that axis.
+    parts = [
+        _fragment(name, shared[name]).replace("{", "{{").replace("}", "}}")
+        if name in shared
+        else "{{{}[{}]}}".format(*where[name])
+        for name in sorted({*shared, *where})
+    ]
+    template = "{{" + ",".join(parts) + "}}"
+    fragments = [[tuple(map(_fragment, names, key)) for key in keys] for names, keys in family.axes]
+    return [template.format(*position) for position in itertools.product(*fragments)]
+
+
+def _fragment(name: str, value: str) -> str:
+    """`"name":"value"` as `labels_text` writes it."""
+    return f"{json.dumps(name, ensure_ascii=False)}:{json.dumps(value, ensure_ascii=False)}"
+
+
+def _create(
+    connection: Connection,
+    run_id: str,
+    names: Sequence[str],
+    texts: Sequence[str],
+    keys: Sequence[str],
+) -> None:
+    """Creates the run's series (name, labels text, labels key) that the table lacks."""
+    rows = zip(names, texts, keys, strict=True)
+    if connection.dialect.name == "postgresql" and len(texts) > _STAGE_FROM:
+        _create_staged(connection, run_id, rows)
+        return
+    # The canonical text as it is: through the JSON column type, each row's labels would be
+    # encoded again.
+    postgres = connection.dialect.name == "postgresql"
+    mark, labels = ("%s", "%s::jsonb") if postgres else ("?", "?")
+    connection.exec_driver_sql(
+        f"INSERT INTO series (run_id, name, labels, labels_key) "
+        f"VALUES ({mark}, {mark}, {labels}, {mark}) "
+        "ON CONFLICT (run_id, name, labels_key) DO NOTHING",
+        [(run_id, name, text, key) for name, text, key in rows],
+    )
+
+
+def _stored(connection: Connection, run_id: str, names: set[str]) -> dict[tuple[str, str], int]:
+    """Ids of the run's series named `names`, by (name, labels key)."""
     # By run and metric, not by label set: one statement on the unique index's prefix, where
     # a list of (name, labels) pairs took a statement per few hundred series.
-    for id_, name, stored_key in connection.execute(
-        select(SERIES.c.id, SERIES.c.name, SERIES.c.labels_key).where(
-            SERIES.c.run_id == run_id, SERIES.c.name.in_(sorted(set(names)))
+    result = connection.execute(
+        select(SERIES.c.name, SERIES.c.labels_key, SERIES.c.id).where(
+            SERIES.c.run_id == run_id, SERIES.c.name.in_(sorted(names))
         )
-    ):
-        key = by_key.get((name, stored_key))
-        if key is not None:
-            found[key] = id_
-    return found
+    )
+    return {(name, key): id_ for name, key, id_ in result}
 
 
 def _create_staged(
