@@ -26,7 +26,7 @@ from test_hooks import RouterRecorder, assert_layer_matches, expected_layer
 
 import observe
 import observe.hooks
-from observe.hooks import monitor as monitor_module
+from observe.hooks import recording
 from observe.hooks.buffers import RouterCall, RoutingBuffers
 from observe.hooks.folding import MAX_WAITING, Folder
 from observe.workload import moe
@@ -116,7 +116,7 @@ def on_host(
 def test_counts_match_after_training_and_decoding_and_hooks_never_sync(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(monitor_module, "MAX_PENDING_CALLS", MAX_PENDING_CALLS)
+    monkeypatch.setattr(recording, "MAX_PENDING_CALLS", MAX_PENDING_CALLS)
     torch.manual_seed(0)
     model = MoETransformer(CONFIG).to(CUDA)
     recorder = RouterRecorder(model)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import observe
-from observe.hooks import monitor as monitor_module
+from observe.hooks import recording
 from observe.hooks.adapters import ReferenceAdapter
 from observe.workload.config import get_config
 from observe.workload.generation import GenerationSettings, generate_batch
@@ -39,7 +39,7 @@ def mixed_run(model: MoETransformer, adapter: observe.RouterAdapter) -> dict[str
         for _ in range(3):
             x = torch.randint(0, 256, (3, 12))
             out = model(x, labels_BS=x)
-            kept.append(len(monitor._outputs))
+            kept.append(len(monitor._recorder.outputs))
             assert out.loss is not None
             out.loss.backward()
             optimizer.step()
@@ -49,7 +49,7 @@ def mixed_run(model: MoETransformer, adapter: observe.RouterAdapter) -> dict[str
         settings = [GenerationSettings(max_new_tokens=n) for n in (9, 3, 6)]
         for _ in range(2):
             generate_batch(model, prompts, settings)
-            kept.append(len(monitor._outputs))
+            kept.append(len(monitor._recorder.outputs))
             monitor.step()
         with torch.no_grad():
             model.layers[1].moe.router(torch.randn(5, model.config.d_model))
@@ -57,13 +57,11 @@ def mixed_run(model: MoETransformer, adapter: observe.RouterAdapter) -> dict[str
         return {"snapshot": monitor.snapshot(), "kept": kept}
 
 
-@pytest.mark.parametrize(
-    "held", [5, monitor_module.MAX_PENDING_CALLS], ids=["folds-often", "default"]
-)
+@pytest.mark.parametrize("held", [5, recording.MAX_PENDING_CALLS], ids=["folds-often", "default"])
 def test_router_outputs_read_later_give_the_figures_of_reading_at_once(
     model: MoETransformer, monkeypatch: pytest.MonkeyPatch, held: int
 ) -> None:
-    monkeypatch.setattr(monitor_module, "MAX_PENDING_CALLS", held)
+    monkeypatch.setattr(recording, "MAX_PENDING_CALLS", held)
     later = mixed_run(copy.deepcopy(model), ReferenceAdapter())
     at_once = mixed_run(copy.deepcopy(model), ReadAtOnce())
     # Outputs were kept unread (as many as the bound lets wait) only where they may be.
@@ -77,22 +75,22 @@ def test_router_outputs_read_later_give_the_figures_of_reading_at_once(
 def test_recorded_calls_stay_bounded_without_steps(
     model: MoETransformer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(monitor_module, "MAX_PENDING_CALLS", 16)
+    monkeypatch.setattr(recording, "MAX_PENDING_CALLS", 16)
     with observe.attach(model) as monitor, torch.no_grad():
         for _ in range(40):
             model(torch.randint(0, 256, (1, 3)))
-            assert len(monitor._calls) + len(monitor._outputs) < 16
+            assert len(monitor._recorder.calls) + len(monitor._recorder.outputs) < 16
         assert monitor.snapshot().layers[1].tokens == 40 * 3
 
 
 def test_recorded_logits_stay_bounded(
     model: MoETransformer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(monitor_module, "MAX_PENDING_LOGITS", 100)
+    monkeypatch.setattr(recording, "MAX_PENDING_LOGITS", 100)
     with observe.attach(model) as monitor, torch.no_grad():
         for _ in range(5):
             model(torch.randint(0, 256, (2, 8)))  # 16 tokens × 4 experts per call
-            assert monitor._pending_logit_count < 100
+            assert monitor._recorder.pending_logits < 100
         assert monitor.snapshot().layers[0].tokens == 5 * 16
 
 
@@ -117,7 +115,7 @@ def test_decode_steps_leave_the_attention_layers_unhooked(model: MoETransformer)
 def test_inference_mode_and_normal_forwards_mix(
     model: MoETransformer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(monitor_module, "MAX_PENDING_CALLS", 3)  # fold inside inference mode
+    monkeypatch.setattr(recording, "MAX_PENDING_CALLS", 3)  # fold inside inference mode
     with observe.attach(model) as monitor:
         with torch.inference_mode():
             for _ in range(5):

@@ -26,6 +26,7 @@ from observe.hooks.adapters import SUPPORTED_FAMILIES, RouterAdapter, known_adap
 from observe.hooks.buffers import RouterCall, RoutingBuffers
 from observe.hooks.config import MonitorConfig
 from observe.hooks.folding import Folder
+from observe.hooks.recording import Recorder, flat, newest
 from observe.hooks.reduction import GlobalReduction, RouterLayout
 from observe.hooks.reservoir import HiddenStateReservoir
 from observe.hooks.stats import RoutingStats, RoutingTotals
@@ -36,15 +37,6 @@ if TYPE_CHECKING:
     from observe.drift.live import DriftSink
 
 logger = logging.getLogger("observe")
-
-# Recorded router calls are folded into the sums at each flush, or sooner once this many
-# calls or logits wait: folding many calls at once is what keeps decoding cheap (a window
-# of `bench` decoding, 10 steps × 64 tokens × 4 layers, is 2,560 calls), and the bounds keep
-# the memory the recorded tensors hold small (4M logits: 16 MB in float32, and at most
-# folding.MAX_WAITING more such batches handed to the folder's thread).
-MAX_PENDING_CALLS = 4096
-MAX_PENDING_LOGITS = 1 << 22
-
 
 # Models with a monitor attached: two monitors on one model would count every token twice.
 _monitored: weakref.WeakSet[nn.Module] = weakref.WeakSet()
@@ -156,6 +148,7 @@ class Monitor(Closeable):
         # the entropy from the logits in fewer passes.
         softmax = type(adapter).probabilities is RouterAdapter.probabilities
         self._folder = Folder(self._buffers, None if softmax else adapter.probabilities, device)
+        self._recorder = Recorder(adapter, self._folder, n_experts_L)
         self._reservoir = HiddenStateReservoir(
             len(attention), config.reservoir_size, device, seed=config.seed
         )
@@ -170,22 +163,15 @@ class Monitor(Closeable):
         )
         self._random = random.Random(config.seed)
         self._mask: torch.Tensor | None = None
-        # This forward's tokens (batch × positions) while router outputs may be read later,
-        # many at once: None outside the model's forward, or where they must be read at once.
+        # This forward's tokens (batch × positions): None outside the model's forward.
         self._forward_tokens: int | None = None
-        self._n_experts_L = n_experts_L
         # This forward's token mask for one token count: every layer of a forward asks for
         # the same one, and a decode step's slicing costs as much as the recording.
         self._token_masks: tuple[int, torch.Tensor | None] | None = None
         self._measure_routing = self._measure_hidden = True
         self._pending_logits: list[torch.Tensor | None] = [None] * len(self.routers)
-        self._calls: list[RouterCall] = []
-        # Router outputs not read yet, with their forward's mask.
-        self._outputs: list[tuple[int, nn.Module, Any, torch.Tensor | None]] = []
         # Layers whose router outputs may wait to be read: the choice is in the output.
         self._deferred_L = [False] * len(self.routers)
-        self._pending_logit_count = 0
-        self._dropped: list[tuple[int, torch.Tensor]] = []
         self._window_first_step = 1
         self._closed = False
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
@@ -305,7 +291,7 @@ class Monitor(Closeable):
         cached = self._token_masks
         if cached is not None and cached[0] == n_tokens:
             return cached[1]
-        mask_T = _newest(self._mask, n_tokens)
+        mask_T = newest(self._mask, n_tokens)
         self._token_masks = (n_tokens, mask_T)
         return mask_T
 
@@ -314,12 +300,8 @@ class Monitor(Closeable):
             return
         tokens = self._forward_tokens
         if tokens is not None and self._deferred_L[layer]:
-            # Only kept, to be read with many others when they are folded: in the middle of
-            # a forward, every line of Python here costs several times what it costs in a
-            # loop over many calls (decoding measured 6-8 µs a call against under 1 µs).
-            self._outputs.append((layer, module, output, self._mask))
-            # The most logits a router can return for this forward's tokens.
-            self._pending(tokens * self._n_experts_L[layer])
+            # Read at the fold, with many others (observe/hooks/recording.py).
+            self._recorder.keep(layer, module, output, self._mask, tokens)
             return
         logits_TE, topk_indices_TK = self.adapter.read_router(module, output)
         if topk_indices_TK is None:
@@ -341,49 +323,15 @@ class Monitor(Closeable):
         self, layer: int, logits_TE: torch.Tensor, topk_indices_TK: torch.Tensor
     ) -> None:
         # Only recorded here: folding many calls together later costs far less.
-        logits_TE, topk_indices_TK = _flat(logits_TE, topk_indices_TK)
+        logits_TE, topk_indices_TK = flat(logits_TE, topk_indices_TK)
         mask_T = self._token_mask(logits_TE.shape[0])
-        self._calls.append(RouterCall(layer, logits_TE, topk_indices_TK, mask_T))
-        self._pending(logits_TE.numel())
-
-    def _pending(self, logits: int) -> None:
-        """Counts a call recorded with up to `logits` logits; folds once the bounds are met."""
-        self._pending_logit_count += logits
-        waiting = len(self._calls) + len(self._outputs)
-        if waiting >= MAX_PENDING_CALLS or self._pending_logit_count >= MAX_PENDING_LOGITS:
-            self._fold()
-
-    def _read_outputs(self) -> None:
-        """Reads the router outputs kept by `_on_router` into recorded calls."""
-        outputs, self._outputs = self._outputs, []
-        # A forward's layers share its mask, sliced once per token count.
-        masks: dict[tuple[int, int], torch.Tensor | None] = {}
-        for layer, module, output, mask in outputs:
-            logits_TE, topk_indices_TK = self.adapter.read_router(module, output)
-            if topk_indices_TK is None:
-                continue  # a router that returns no choice, and no site that shows it
-            logits_TE, topk_indices_TK = _flat(logits_TE, topk_indices_TK)
-            key = (id(mask), logits_TE.shape[0])
-            if key not in masks:
-                masks[key] = _newest(mask, key[1])
-            self._calls.append(RouterCall(layer, logits_TE, topk_indices_TK, masks[key]))
+        self._recorder.record(RouterCall(layer, logits_TE, topk_indices_TK, mask_T))
 
     def _on_moe_block(
         self, layer: int, module: nn.Module, args: tuple[Any, ...], output: Any
     ) -> None:
         if self._measure_routing:
-            self._dropped.append((layer, self.adapter.read_dropped_tokens(output).detach()))
-
-    def _fold(self) -> None:
-        """Hands the recorded router calls to the folder (`observe/hooks/folding.py`)."""
-        if self._outputs:
-            self._read_outputs()
-        if self._calls or self._dropped:
-            # Taken before handing over: a signal raised while the folder's queue is full
-            # must not leave them here to be handed over twice.
-            calls, dropped = self._calls, self._dropped
-            self._calls, self._dropped, self._pending_logit_count = [], [], 0
-            self._folder.fold(calls, dropped)
+            self._recorder.drop(layer, self.adapter.read_dropped_tokens(output))
 
     def _on_attention(
         self, layer: int, module: nn.Module, args: tuple[Any, ...], output: Any
@@ -419,7 +367,7 @@ class Monitor(Closeable):
         if self._closed:
             return
         started = time.perf_counter_ns()
-        self._fold()
+        self._recorder.fold()
         self._folder.wait()
         if self._reduction is not None:
             # No early return on this rank's own sums: the others would wait for it.
@@ -499,33 +447,6 @@ def _input_shape(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Size | 
     if isinstance(inputs, torch.Tensor) and inputs.dim() >= 2:
         return inputs.shape
     return None
-
-
-def _flat(
-    logits_TE: torch.Tensor, topk_indices_TK: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """A router call's tensors detached and flattened to tokens; each op is skipped where it
-    would change nothing."""
-    if logits_TE.requires_grad:
-        logits_TE = logits_TE.detach()
-    if logits_TE.dim() != 2:
-        logits_TE = logits_TE.reshape(-1, logits_TE.shape[-1])
-    if topk_indices_TK.dim() != 2:
-        topk_indices_TK = topk_indices_TK.reshape(logits_TE.shape[0], -1)
-    return logits_TE, topk_indices_TK
-
-
-def _newest(mask: torch.Tensor | None, n_tokens: int) -> torch.Tensor | None:
-    """The mask's newest positions, flattened like a router's `n_tokens` tokens; None when
-    the shapes do not line up (the router was called outside the model's forward)."""
-    if mask is None or n_tokens % mask.shape[0]:
-        return None
-    positions = n_tokens // mask.shape[0]
-    if positions > mask.shape[1]:
-        return None
-    # Contiguous: the fold concatenates a window's masks, and on CPU a cat copies views of
-    # different strides one by one, slower than this copy.
-    return mask[:, -positions:].reshape(-1).contiguous()
 
 
 def _device_of(model: nn.Module) -> torch.device:
