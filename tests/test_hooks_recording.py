@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -68,30 +69,33 @@ def test_router_outputs_read_later_give_the_figures_of_reading_at_once(
     assert max(later["kept"]) > 0 and not any(at_once["kept"])
     assert max(later["kept"]) < held
     assert later["snapshot"] == at_once["snapshot"]
-    # 3 × 36 training tokens, 2 × (prompt + decoded tokens of each row), 5 outside.
+    # The router called outside a forward was read at once: its 5 tokens on its layer alone.
     assert later["snapshot"].layers[1].tokens - later["snapshot"].layers[0].tokens == 5
 
 
-def test_recorded_calls_stay_bounded_without_steps(
-    model: MoETransformer, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("bound", "limit", "shape", "held"),
+    [
+        ("MAX_PENDING_CALLS", 16, (1, 3), lambda r: len(r.calls) + len(r.outputs)),
+        # 16 tokens × 4 experts per call.
+        ("MAX_PENDING_LOGITS", 100, (2, 8), lambda r: r.pending_logits),
+    ],
+    ids=["calls", "logits"],
+)
+def test_what_a_monitor_holds_between_folds_stays_bounded_without_steps(
+    model: MoETransformer,
+    monkeypatch: pytest.MonkeyPatch,
+    bound: str,
+    limit: int,
+    shape: tuple[int, int],
+    held: Callable[[recording.Recorder], int],
 ) -> None:
-    monkeypatch.setattr(recording, "MAX_PENDING_CALLS", 16)
+    monkeypatch.setattr(recording, bound, limit)
     with observe.attach(model) as monitor, torch.no_grad():
         for _ in range(40):
-            model(torch.randint(0, 256, (1, 3)))
-            assert len(monitor._recorder.calls) + len(monitor._recorder.outputs) < 16
-        assert monitor.snapshot().layers[1].tokens == 40 * 3
-
-
-def test_recorded_logits_stay_bounded(
-    model: MoETransformer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(recording, "MAX_PENDING_LOGITS", 100)
-    with observe.attach(model) as monitor, torch.no_grad():
-        for _ in range(5):
-            model(torch.randint(0, 256, (2, 8)))  # 16 tokens × 4 experts per call
-            assert monitor._recorder.pending_logits < 100
-        assert monitor.snapshot().layers[0].tokens == 5 * 16
+            model(torch.randint(0, 256, shape))
+            assert held(monitor._recorder) < limit
+        assert monitor.snapshot().layers[1].tokens == 40 * shape[0] * shape[1]
 
 
 def test_decode_steps_leave_the_attention_layers_unhooked(model: MoETransformer) -> None:
