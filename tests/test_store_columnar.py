@@ -100,6 +100,17 @@ def test_a_familys_labels_are_the_canonical_text_of_each_series(store: Store) ->
     assert [r.value for r in rows] == [0.0, 1.0, 2.0, 3.0]
 
 
+def test_a_family_of_no_series_is_stored_beside_the_rest(store: Store) -> None:
+    """A monitor of no MoE layer (a pipeline stage) exports families over an empty axis."""
+    empty = Family.grid(T0, SLOTS, {"run": "none"}, {"layer": [], "expert": range(4)}, [])
+    step = Sample(T0, "observe_steps", {"run": "none"}, 1.0)
+    store.write(Batch("none", samples=(step,), families=(empty,)))
+    assert [r.value for r in query(store.engine, "observe_steps", run="none")] == [1.0]
+    with store.engine.connect() as connection:
+        made = sa.text("SELECT count(*) FROM series WHERE run_id = 'none' AND name = :name")
+        assert connection.execute(made, {"name": SLOTS}).scalar_one() == 0
+
+
 def test_a_family_label_the_store_cannot_keep_is_explained(store: Store) -> None:
     family = Family.grid(T0, SLOTS, {"run": "bad"}, {"layer": ["0", "a\x00b"]}, np.zeros(2))
     with pytest.raises(ObserveError, match=f"a series of {SLOTS}: .*NUL"):

@@ -121,6 +121,8 @@ def family_ids(connection: Connection, run_id: str, family: Family) -> npt.NDArr
     """Ids of `family`'s series in the order of its values, creating those the table lacks;
     labels the store cannot keep are an ObserveError before anything is written."""
     texts = family_labels_texts(family)
+    if not texts:  # a grid with an empty axis: a monitor of no MoE layer
+        return np.zeros(0, np.int32)
     keys = [_digest(text) for text in texts]
     _create(connection, run_id, [family.metric] * len(texts), texts, keys)
     stored = _stored(connection, run_id, {family.metric})
