@@ -104,16 +104,12 @@ class Traffic:
         return prompts[index], shifted
 
 
-def distinct_prompts(domain: str, fits: int, leave_out: Sequence[str] = ()) -> list[str]:
+def distinct_prompts(domain: str, fits: int) -> list[str]:
     """`domain`'s prompts as `observe infer` draws them (seed 0), each once, of at most
-    `fits` tokens with BOS, without `leave_out`."""
-    tokenizer, left_out = ByteTokenizer(), set(leave_out)
+    `fits` tokens with BOS."""
+    tokenizer = ByteTokenizer()
     drawn = generate_prompts(domain, POOL, seed=0)
-    return list(
-        dict.fromkeys(
-            p for p in drawn if p not in left_out and len(tokenizer.encode(p, bos=True)) <= fits
-        )
-    )
+    return list(dict.fromkeys(p for p in drawn if len(tokenizer.encode(p, bos=True)) <= fits))
 
 
 def send(
