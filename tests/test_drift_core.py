@@ -24,7 +24,6 @@ import numpy as np
 import pytest
 
 from observe.catalogue import SEMANTIC_DRIFT_ALERT
-from observe.drift.baseline import Baseline
 from observe.drift.calibration import calibrate
 from observe.drift.divergence import js_divergence
 from observe.drift.methods import (
@@ -187,21 +186,6 @@ def test_the_classifier_threshold_never_drops_below_the_alert_line(gaussian: Gau
 def test_calibration_needs_two_windows_of_baseline(gaussian: Gaussian) -> None:
     with pytest.raises(ObserveError, match="needs a baseline of at least 4000 rows"):
         calibrate("distance", gaussian.reference, 2000)
-
-
-def test_a_baseline_keeps_a_state_sampled_twice_once() -> None:
-    """Repeats (a prompt recorded twice) are dropped before anything is fitted or
-    calibrated: the baseline is the one its distinct states give."""
-    rows = np.random.default_rng(3).normal(size=(600, 16))
-    repeated = np.concatenate([rows, rows[:300], rows[:100]])
-    once, twice = (
-        Baseline.from_samples({"l0": s}, {"m0": [3, 1]}, model="m", window_rows=100)
-        for s in (rows, repeated)
-    )
-    [a], [b] = once.hidden_states, twice.hidden_states
-    assert b.thresholds == a.thresholds
-    assert np.array_equal(b.reference_NK, a.reference_NK)
-    assert len(np.unique(b.reference_NK, axis=0)) == len(b.reference_NK) == 600 - 150
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -86,18 +86,12 @@ class Baseline:
         hidden width) and each MoE layer's tokens per expert."""
         rng = np.random.default_rng(seed)
         fitted = []
-        for name, sample_ND in samples.items():
-            # A state sampled twice (a prompt recorded twice: 30% of 5,000 generated prompts)
-            # is kept once. Served traffic never shows the model a repeat (the response cache
-            # answers it), and windows calibrated with repeats shared between them and the
-            # rest look more alike than fresh prompts of the same domain do: their thresholds
-            # came out under what those scored.
-            rows_ND = np.unique(np.asarray(sample_ND), axis=0)
+        for name, rows_ND in samples.items():
             if len(rows_ND) < MIN_ROWS:
                 raise ObserveError(
-                    f"layer {name!r} sampled {len(rows_ND)} distinct sequences, fewer than "
-                    f"the {MIN_ROWS} a baseline needs: run more steps or send more distinct "
-                    "prompts, or raise the monitor's reservoir_size"
+                    f"layer {name!r} sampled {len(rows_ND)} sequences, fewer than the "
+                    f"{MIN_ROWS} a baseline needs: run more steps, or raise the monitor's "
+                    "reservoir_size"
                 )
             order = rng.permutation(len(rows_ND))
             held_out = max(MIN_ROWS // 2, int(len(rows_ND) * PROJECTION_SHARE))
