@@ -439,10 +439,10 @@ def main() -> None:
         )
         model = training.result.model
         # The first half is new traffic of the training domain: the generator's prompts drawn
-        # with a seed of their own, distinct as the model sees them behind the response
-        # cache (as the baseline keeps them). Leaving out the baseline's prompts, as runs
-        # before 2026-11-30 did, left out the domain's commonest, shortest ones: the rest
-        # scored 0.25-0.41 against the baseline, over the alert line in some windows.
+        # with a seed of their own, each once, as the model sees them behind the response
+        # cache. Leaving out the baseline's prompts, as runs before 2026-11-30 did, left out
+        # the domain's commonest, shortest ones: the rest scored 0.25-0.41 against the
+        # baseline, over the alert line in some windows.
         # Prompts that leave room for the new tokens: none is refused for its length.
         fits = model.config.max_seq_len - args.max_tokens
         first = distinct_prompts(args.domain, fits)
