@@ -13,6 +13,7 @@ fixtures give `postgres`, the `prometheus` fixture gives `prometheus`, and a mod
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import uuid
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ from prometheus_server import StartPrometheus, run_prometheus
 from sqlalchemy.engine import make_url
 from stall_proxy import StallProxy
 
+from observe.store.records import Family
 from observe.store.writer import Store
 
 PG_SERVER_URL = os.environ.get(
@@ -50,6 +52,16 @@ RUN_POINTS = (
     "UNION ALL SELECT u.series_id, b.time, u.value FROM sample_blocks AS b, "
     "unnest(b.series_ids, b.series_values) AS u(series_id, value) WHERE b.run_id = :run"
 )
+
+
+def label_sets(family: Family) -> list[dict[str, str]]:
+    """Every series' labels of `family`, in the order of its values: the store's definition,
+    spelled out the plain way."""
+    names = [name for axis_names, _ in family.axes for name in axis_names]
+    return [
+        {**family.labels, **dict(zip(names, (v for key in position for v in key), strict=True))}
+        for position in itertools.product(*(keys for _, keys in family.axes))
+    ]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

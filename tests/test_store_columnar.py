@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from conftest import label_sets
 
 from observe.errors import ObserveError
 from observe.store.alerting import samples
@@ -93,10 +94,10 @@ def test_a_familys_labels_are_the_canonical_text_of_each_series(store: Store) ->
         ),
         np.arange(4.0),
     )
-    assert family_labels_texts(family) == [labels_text(labels) for labels in family.label_sets()]
+    assert family_labels_texts(family) == [labels_text(labels) for labels in label_sets(family)]
     store.write(Batch("odd", families=(family,)))
     rows = query(store.engine, SLOTS, run="odd")
-    assert [dict(r.labels) for r in rows] == list(family.label_sets())
+    assert [dict(r.labels) for r in rows] == label_sets(family)
     assert [r.value for r in rows] == [0.0, 1.0, 2.0, 3.0]
 
 
@@ -189,7 +190,7 @@ def test_rows_and_blocks_read_as_one_metric(store: Store) -> None:
     store.write(window("mixed", 2))
     old = window("mixed", 1)
     [family] = old.families
-    labels = list(family.label_sets())
+    labels = label_sets(family)
     store.write(
         Batch(
             "mixed",

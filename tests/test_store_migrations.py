@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from conftest import ENGINES
+from conftest import ENGINES, label_sets
 
 from observe.errors import ObserveError
 from observe.store import migrate
@@ -398,7 +398,7 @@ def test_blocks_become_rows_of_samples_going_back(empty_url: str) -> None:
     assert [value for _, _, value in rows] == family.values.tolist()
     assert {_aware(time) for time, _, _ in rows} == {_at(5)}
     labels = [json.loads(ls) if isinstance(ls, str) else ls for _, ls, _ in rows]
-    assert labels == list(family.label_sets())
+    assert labels == label_sets(family)
 
 
 def _aware(time: datetime | str) -> datetime:

@@ -8,7 +8,6 @@ the number of series, and a compact spool line (the values as base64 of their by
 from __future__ import annotations
 
 import base64
-import itertools
 import json
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
@@ -130,13 +129,6 @@ class Family:
         )
 
     __hash__ = None  # type: ignore[assignment]
-
-    def label_sets(self) -> Iterator[dict[str, str]]:
-        """Every series' labels, in the order of `values`."""
-        names = [name for axis_names, _ in self.axes for name in axis_names]
-        for position in itertools.product(*(keys for _, keys in self.axes)):
-            values = (value for key in position for value in key)
-            yield {**self.labels, **dict(zip(names, values, strict=True))}
 
     def to_row(self) -> list[Any]:
         axes = [[list(names), [list(key) for key in keys]] for names, keys in self.axes]

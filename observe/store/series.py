@@ -102,9 +102,7 @@ def series_ids(
     """Ids of the run's `wanted` series, creating those the table lacks; text the store
     cannot keep in their labels is an ObserveError before anything is written."""
     for (_, name, _), labels in wanted.items():
-        problem = labels_problem(labels)
-        if problem is not None:
-            raise ObserveError(f"a series of {name}: {problem}")
+        _check(name, labels)
     names = [name for _, name, _ in wanted]
     texts = [labels_text(labels) for labels in wanted.values()]
     keys = [_digest(text) for text in texts]
@@ -124,9 +122,9 @@ def family_ids(connection: Connection, run_id: str, family: Family) -> npt.NDArr
     if not texts:  # a grid with an empty axis: a monitor of no MoE layer
         return np.zeros(0, np.int32)
     keys = [_digest(text) for text in texts]
-    _create(connection, run_id, [family.metric] * len(texts), texts, keys)
-    stored = _stored(connection, run_id, {family.metric})
     metric = family.metric
+    _create(connection, run_id, [metric] * len(texts), texts, keys)
+    stored = _stored(connection, run_id, {metric})
     return np.fromiter((stored[metric, key] for key in keys), np.int32, len(keys))
 
 
@@ -136,14 +134,10 @@ def family_labels_texts(family: Family) -> list[str]:
     where: dict[str, tuple[int, int]] = {}  # label name: (axis, place in the axis' keys)
     for axis, (names, keys) in enumerate(family.axes):
         for key in keys:
-            problem = labels_problem(dict(zip(names, key, strict=True)))
-            if problem is not None:
-                raise ObserveError(f"a series of {family.metric}: {problem}")
+            _check(family.metric, dict(zip(names, key, strict=True)))
         where.update({name: (axis, place) for place, name in enumerate(names)})
     shared = {name: value for name, value in family.labels.items() if name not in where}
-    problem = labels_problem(shared)
-    if problem is not None:
-        raise ObserveError(f"a series of {family.metric}: {problem}")
+    _check(family.metric, shared)
     # A str.format template: the shared labels as literal text (braces doubled), each axis
     # label a field "{axis[place]}" of the series' position on that axis.
     parts = [
@@ -155,6 +149,13 @@ def family_labels_texts(family: Family) -> list[str]:
     template = "{{" + ",".join(parts) + "}}"
     fragments = [[tuple(map(_fragment, names, key)) for key in keys] for names, keys in family.axes]
     return [template.format(*position) for position in itertools.product(*fragments)]
+
+
+def _check(metric: str, labels: Mapping[str, str]) -> None:
+    """An ObserveError where the store cannot keep a series of `metric` with `labels`."""
+    problem = labels_problem(labels)
+    if problem is not None:
+        raise ObserveError(f"a series of {metric}: {problem}")
 
 
 def _fragment(name: str, value: str) -> str:
