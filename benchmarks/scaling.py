@@ -110,10 +110,12 @@ class Size:
         """The cost at LONGER × the steps over at the steps: 1 when flat in steps."""
         return _ratio(cost.of(self.longer), cost.of(self.base))
 
+    def rise(self, cost: Cost) -> float:
+        """The cost at LONGER × the steps less at the steps, in `cost.of`'s unit."""
+        return cost.of(self.longer) - cost.of(self.base)
+
     def flat(self, cost: Cost) -> bool:
-        return (
-            self.over_steps(cost) <= FLAT or cost.of(self.longer) - cost.of(self.base) <= cost.noise
-        )
+        return self.over_steps(cost) <= FLAT or self.rise(cost) <= cost.noise
 
 
 def _ratio(a: float, b: float) -> float:
@@ -190,7 +192,7 @@ def verdicts(sizes: list[Size], steps: int) -> list[str]:
     shown = []
     for cost in COSTS:
         worst = max(sizes, key=lambda s: s.over_steps(cost))
-        rise = cost.of(worst.longer) - cost.of(worst.base)
+        rise = worst.rise(cost)
         within = f", {rise * 1e3:+.1f} ms" if cost.noise and worst.over_steps(cost) > FLAT else ""
         shown.append(f"{cost.name} {worst.over_steps(cost):.2f}× ({worst.name}{within})")
     flat = all(s.flat(c) for s in sizes for c in COSTS)
