@@ -22,8 +22,8 @@ CPU time per request; then B's drift windows scored after the shift and when the
 evaluator recorded the drift alert (ObserveSemanticDrift) firing in its `alert_events`, what
 an on-call engineer is paged from: how many windows had been scored after the shift by then,
 against the target of three, and whether it fired before the shift (a false alarm). The rule
-is the default one, each layer's score against its own calibrated threshold for the rule's
-`for`; `--drift-for` tries another `for` on both drift rules. Windows of the default
+is the default one, a layer's score over its calibrated threshold in two scored windows in a
+row; `--drift-for` adds a `for` to both drift rules. Windows of the default
 `flush_every` (10 batches, 64 prompts scored) and alert evaluation every 15 s are set for
 hours, not a run of minutes: the header says what this run sets instead. It reports; it
 exits 0 whether or not the targets are met. `benchmarks/README.md` keeps the latest table.
@@ -300,7 +300,8 @@ def print_drift(
         f"{skipped_windows(windows, flush_every)} skipped (the drift thread behind)."
     )
     print(
-        f"Alert lines: semantic drift {SEMANTIC_DRIFT_RULE.bound}, routing drift "
+        "Alert lines: semantic drift over its calibrated threshold in scored windows in a row "
+        f"{SEMANTIC_DRIFT_RULE.bound}, routing drift "
         f"{ROUTING_DRIFT_RULE.bound}. Window 1 after the shift may hold steps served before it."
     )
     print()

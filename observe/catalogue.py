@@ -297,11 +297,24 @@ SEMANTIC_DRIFT_THRESHOLD = Metric(
     "same-distribution windows of the baseline.",
     (LAYER, METHOD),
 )
+SEMANTIC_DRIFTED_WINDOWS = Metric(
+    "observe_drift_semantic_drifted_windows",
+    Kind.GAUGE,
+    "{window}",
+    "Scored windows in a row, up to the last, whose semantic drift was over its calibrated "
+    "threshold: 0 once one is not.",
+    (LAYER, METHOD),
+)
 # The lowest semantic drift threshold calibration gives the default (classifier) method, a
 # ROC AUC of 0.65: calibration on the baseline may raise a window's threshold above it, never
-# lower it. The drift alert holds each score to its own threshold, and to this line a score
-# published without one.
+# lower it. Dashboards draw it as the score's line.
 SEMANTIC_DRIFT_ALERT = 0.3
+# The drift alert pages when a layer's score is over its threshold in this many scored windows
+# in a row. Counted in windows, not seconds: a window lasts from seconds to hours with the
+# traffic. Calibration lets about 1 in 100 same-distribution windows over (at most 5 in 100,
+# observe/drift/calibration.py), and each layer is scored: one window alone would page on
+# unchanged traffic every few dozen windows, two in a row about once in 10,000 per layer.
+SEMANTIC_DRIFT_ALERT_WINDOWS = 2
 # Expected ranges, (low, high), defined here once: the alert rules fire outside them and
 # the dashboards shade them. The cache miss rate is misses / (hits + misses) of the
 # inference cache counters; routing entropy is `ROUTING_ENTROPY`, per layer.
@@ -400,6 +413,7 @@ CATALOGUE: tuple[Metric, ...] = (
     SERVER_COMPLETION_TOKENS,
     SEMANTIC_DRIFT,
     SEMANTIC_DRIFT_THRESHOLD,
+    SEMANTIC_DRIFTED_WINDOWS,
     ROUTING_DRIFT,
     DRIFT_WINDOWS,
     KNOWLEDGE_FRESHNESS,

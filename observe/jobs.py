@@ -167,6 +167,7 @@ def train(
             prompts,
             settings.monitor,
             name=model_name,
+            live_methods=settings.drift.methods,
             checkpoint=str(result.checkpoint),
             domain=result.domain,
             trained_until=result.trained_until,
@@ -181,13 +182,15 @@ def record_baseline(
     monitor_config: MonitorConfig,
     *,
     name: str,
+    live_methods: Sequence[str] = DriftConfig().methods,
     checkpoint: str | None = None,
     domain: str | None = None,
     trained_until: datetime | None = None,
     run_id: str | None = None,
 ) -> Baseline:
     """The model's drift baseline: `prompts` through it as served traffic would go (left
-    padded, no generation), sampled by a monitor of its own."""
+    padded, no generation), sampled by a monitor of its own; calibrated at every window
+    size for `live_methods`, those serving will score."""
     config = dataclasses.replace(
         monitor_config,
         reservoir_size=len(prompts),
@@ -207,6 +210,7 @@ def record_baseline(
         return Baseline.capture(
             monitor,
             model=name,
+            live_methods=live_methods,
             checkpoint=checkpoint,
             domain=domain,
             trained_until=trained_until,

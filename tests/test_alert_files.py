@@ -24,7 +24,6 @@ from observe.alerts.files import (
     write_alert_files,
 )
 from observe.alerts.promtool import check_and_test
-from observe.alerts.rules import Calibrated
 from observe.generate import GENERATED, ROOT
 from observe.grafana_ids import PROMETHEUS_UID
 
@@ -101,33 +100,28 @@ def test_a_broken_rule_fails_its_tests(tmp_path: Path) -> None:
     assert not passed and "alertname: ObserveLoadImbalance" in output
 
 
-def test_the_fixed_drift_line_fails_the_calibrated_probes(tmp_path: Path) -> None:
-    """The rule as it was, a fixed line: a score over it but under its own higher threshold
-    would fire, and one under it but over its own lower threshold would not."""
+def test_a_drift_alert_on_one_window_fails_the_probes(tmp_path: Path) -> None:
+    """Paging on a single window over its threshold, the false alarm the rule's count of
+    windows in a row keeps away, fires on the probe at the bound."""
     alerts = _copy(tmp_path)
     rules = alerts / RULES_FILE
     document = yaml.safe_load(rules.read_text())
     (drift,) = [r for r in document["groups"][0]["rules"] if r["alert"] == SEMANTIC_DRIFT_RULE.name]
     assert drift["expr"] == SEMANTIC_DRIFT_RULE.expr
-    drift["expr"] = "observe_drift_semantic_score > 0.3"
+    drift["expr"] = "observe_drift_semantic_drifted_windows > 0"
     rules.write_text(yaml.safe_dump(document))
     passed, output = check_and_test(alerts)
     assert not passed and f"alertname: {SEMANTIC_DRIFT_RULE.name}" in output
-    assert "probe-0.375-threshold-0.45" in output and "probe-0.225-threshold-0.15" in output
+    assert "probe-1" in output
 
 
-def test_the_calibrated_probes_hold_each_series_to_its_own_threshold() -> None:
+def test_the_drift_probes_fire_from_the_second_window_in_a_row() -> None:
     document = yaml.safe_load((ALERTS / TESTS_DIR / f"{SEMANTIC_DRIFT_RULE.name}.yml").read_text())
     (test,) = document["tests"]
     fired = {a["exp_labels"]["instance"] for a in test["alert_rule_test"][-1]["exp_alerts"]}
-    assert fired == {
-        "probe-0.525-threshold-0.45",  # over its own threshold, which is over the line
-        "probe-0.225-threshold-0.15",  # over its own threshold, though under the line
-        "probe-0.375",  # no threshold series: held to the line, 0.3
-    }
-    quiet = {"probe-0.375-threshold-0.45", "probe-0.075-threshold-0.15", "probe-0.225"}
+    assert fired == {"probe-2"}
     probes = {s["series"].split('instance="')[1].split('"')[0] for s in test["input_series"]}
-    assert probes == fired | quiet
+    assert probes == {"probe-0", "probe-1", "probe-2"}
 
 
 def test_an_invalid_rule_file_fails_the_check(tmp_path: Path) -> None:
@@ -152,7 +146,7 @@ def test_the_grafana_file_provisions_each_rule_on_its_bounds() -> None:
         assert provisioned["for"] == rule.for_
         assert provisioned["labels"] == {"severity": str(rule.severity)}
         assert provisioned["annotations"]["runbook_url"] == rule.runbook_url
-        query, reduce, *own, condition = provisioned["data"]
+        query, reduce, condition = provisioned["data"]
         assert provisioned["condition"] == condition["refId"] == "C"
         assert query["datasourceUid"] == PROMETHEUS_UID
         assert query["model"]["expr"] == rule.signal.promql(rule.selector)
@@ -162,21 +156,6 @@ def test_the_grafana_file_provisions_each_rule_on_its_bounds() -> None:
             "type": "reduce",
             "refId": "B",
         }
-        if isinstance(rule, Calibrated):
-            own_query, own_reduce = own
-            assert own_query["datasourceUid"] == PROMETHEUS_UID
-            assert own_query["model"]["expr"] == (
-                "0 * observe_drift_semantic_score + observe_drift_semantic_threshold "
-                "or 0 * observe_drift_semantic_score + 0.3"
-            )
-            assert own_reduce["model"]["expression"] == own_query["refId"]
-            assert condition["model"] == {
-                "expression": f"$B > ${own_reduce['refId']}",
-                "type": "math",
-                "refId": "C",
-            }
-            continue
-        assert not own
         (evaluator,) = [c["evaluator"] for c in condition["model"]["conditions"]]
         if hasattr(rule, "low"):
             assert evaluator == {"type": "outside_range", "params": [rule.low, rule.high]}  # type: ignore[attr-defined]
@@ -223,10 +202,9 @@ def test_alerts_list_json_shows_every_rule_as_configured(tmp_path: Path) -> None
     assert entropy["expr"] == f"{series} < 0.6 or {series} > 0.75"
     drift = listed["ObserveSemanticDrift"]
     assert (drift["kind"], drift["op"], drift["value"], drift["severity"], drift["for"]) == (
-        "calibrated", ">", 0.3, "critical", SEMANTIC_DRIFT_RULE.for_
+        "threshold", ">", 1, "critical", SEMANTIC_DRIFT_RULE.for_
     )  # fmt: skip
-    assert drift["threshold"] == "observe_drift_semantic_threshold"
-    assert drift["metrics"] == ["observe_drift_semantic_score", "observe_drift_semantic_threshold"]
+    assert drift["metrics"] == ["observe_drift_semantic_drifted_windows"]
     code, table = invoke("--config", config, "alerts", "list")
     words = " ".join(table.split())  # lines wrap at the terminal's width
     assert code == 0 and "ObserveRoutingEntropy warning, for 10m:" in words
@@ -237,16 +215,13 @@ def test_overrides_change_the_written_expression_and_for(tmp_path: Path) -> None
     config = _toml(
         tmp_path,
         '[alerts]\nmodel = ["mixtral"]\n'
-        '[alerts.rules.ObserveSemanticDrift]\nvalue = 0.45\nfor = "2m"\n',
+        '[alerts.rules.ObserveSemanticDrift]\nvalue = 3\nfor = "2m"\n',
     )
     code, output = invoke("--config", config, "alerts", "write", tmp_path / "out")
     assert code == 0, output
     written = yaml.safe_load((tmp_path / "out" / RULES_FILE).read_text())
     drift = next(r for r in written["groups"][0]["rules"] if r["alert"] == "ObserveSemanticDrift")
-    score, threshold = (
-        f'observe_drift_semantic_{name}{{model="mixtral"}}' for name in ("score", "threshold")
-    )
-    assert drift["expr"] == f"{score} > {threshold} or ({score} > 0.45 unless {threshold})"
+    assert drift["expr"] == 'observe_drift_semantic_drifted_windows{model="mixtral"} > 3'
     assert drift["for"] == "2m"
     passed, promtool_output = check_and_test(tmp_path / "out")
     assert passed, promtool_output

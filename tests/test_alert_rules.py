@@ -21,29 +21,27 @@ from observe.alerts.defaults import (
     RULES_BY_NAME,
     SEMANTIC_DRIFT_RULE,
 )
-from observe.alerts.rules import Calibrated, Range, Severity, Threshold
+from observe.alerts.rules import Range, Severity, Threshold
 from observe.alerts.signals import Quantile, Rate, Selector, Share, Value, parse_duration
 from observe.alerts.text import humanize_duration, quantity
 from observe.catalogue import (
     CACHE_HITS,
     DEAD_EXPERTS,
     EXPERT_TOKENS,
-    EXPORT_FAILURES,
     INFERENCE_LATENCY,
-    ROUTING_DRIFT,
-    SEMANTIC_DRIFT,
-    SEMANTIC_DRIFT_ALERT,
-    SEMANTIC_DRIFT_THRESHOLD,
+    SEMANTIC_DRIFT_ALERT_WINDOWS,
+    SEMANTIC_DRIFTED_WINDOWS,
 )
 from observe.errors import ObserveError
 from observe.settings import load_settings
 
 
 def test_the_defaults_are_those_the_issue_asks_for() -> None:
-    # Each series against its own calibrated threshold; the fixed line where it has none.
-    assert isinstance(SEMANTIC_DRIFT_RULE, Calibrated)
-    assert SEMANTIC_DRIFT_RULE.threshold == Value(SEMANTIC_DRIFT_THRESHOLD.name)
-    assert SEMANTIC_DRIFT_RULE.value == SEMANTIC_DRIFT_ALERT
+    # Two scored windows in a row over their calibrated thresholds, whatever they last.
+    assert isinstance(SEMANTIC_DRIFT_RULE, Threshold)
+    assert SEMANTIC_DRIFT_RULE.signal == Value(SEMANTIC_DRIFTED_WINDOWS.name)
+    assert SEMANTIC_DRIFT_ALERT_WINDOWS == 2 and SEMANTIC_DRIFT_RULE.for_ == "0s"
+    assert [SEMANTIC_DRIFT_RULE.violated(n) for n in (0, 1, 2, 3)] == [False, False, True, True]
     assert isinstance(CACHE_MISS_RULE, Range)
     assert (CACHE_MISS_RULE.low, CACHE_MISS_RULE.high) == (0.1, 0.25)
     assert isinstance(ROUTING_ENTROPY_RULE, Range)
@@ -58,10 +56,7 @@ def test_the_defaults_are_those_the_issue_asks_for() -> None:
 
 
 def test_expressions_read_the_catalogues_series_names() -> None:
-    assert SEMANTIC_DRIFT_RULE.expr == (
-        "observe_drift_semantic_score > observe_drift_semantic_threshold or "
-        "(observe_drift_semantic_score > 0.3 unless observe_drift_semantic_threshold)"
-    )
+    assert SEMANTIC_DRIFT_RULE.expr == "observe_drift_semantic_drifted_windows > 1"
     assert ROUTING_ENTROPY_RULE.expr == (
         "observe_moe_routing_entropy < 0.65 or observe_moe_routing_entropy > 0.75"
     )
@@ -88,25 +83,6 @@ def test_violated_applies_the_bounds_to_plain_values(
     rule: Threshold | Range, values: list[float], violated: list[bool]
 ) -> None:
     assert [rule.violated(v) for v in values] == violated
-
-
-def test_a_calibrated_rule_holds_each_series_to_its_own_threshold() -> None:
-    """Over its own threshold, whether that is over the fixed line or under it; the line
-    only where the series has no threshold."""
-    rule = SEMANTIC_DRIFT_RULE
-    assert isinstance(rule, Calibrated)
-    cases = [
-        # (score, its threshold, fires)
-        (0.35, 0.44, False),  # over the line, under its own higher threshold: the old alarm
-        (0.45, 0.44, True),
-        (0.44, 0.44, False),
-        (0.25, 0.2, True),  # under the line, over its own lower threshold
-        (0.31, None, True),
-        (0.3, None, False),
-        (math.nan, 0.3, False),
-    ]
-    assert [rule.violated(score, own) for score, own, _ in cases] == [f for *_, f in cases]
-    assert rule.bound == "over its own observe_drift_semantic_threshold (0.3 where it has none)"
 
 
 # -- each field checked, naming the rule and the field ------------------------------------
@@ -149,22 +125,6 @@ def test_a_calibrated_rule_holds_each_series_to_its_own_threshold() -> None:
         ({"description": "costs 5$"}, "description has an unknown or broken placeholder"),
         ({"value": "high"}, "ObserveSemanticDrift: value = 'high' must be a number"),
         ({"value": math.inf}, "value = inf must be a number"),
-        (
-            {"threshold": Value("observe_nope")},
-            "ObserveSemanticDrift: metric 'observe_nope' is not in the catalogue",
-        ),
-        (
-            {"threshold": Rate(EXPERT_TOKENS.name)},
-            "ObserveSemanticDrift: threshold = Rate\\(.*\\) must be a Value: a calibrated rule "
-            "compares a gauge with a gauge",
-        ),
-        ({"signal": Rate(EXPORT_FAILURES.name)}, "signal = Rate\\(.*\\) must be a Value"),
-        (
-            {"threshold": Value(ROUTING_DRIFT.name)},
-            "observe_drift_routing carries labels \\['run', 'model', 'layer'\\] and "
-            "observe_drift_semantic_score \\['run', 'model', 'layer', 'method'\\]: a series is "
-            "paired with its threshold on every label",
-        ),
     ],
 )
 def test_a_bad_rule_field_is_an_error_naming_rule_and_field(
@@ -275,16 +235,15 @@ def _load(tmp_path: Path, text: str) -> AlertsConfig:
 def test_observe_toml_overrides_a_rules_bound_for_and_severity(tmp_path: Path) -> None:
     config = _load(
         tmp_path,
-        '[alerts.rules.ObserveSemanticDrift]\nvalue = 0.4\nfor = "2m"\nseverity = "warning"\n'
+        '[alerts.rules.ObserveSemanticDrift]\nvalue = 2\nfor = "2m"\nseverity = "warning"\n'
         "[alerts.rules.ObserveCacheMissRate]\nlow = 0.05\n",
     )
     rules = {rule.name: rule for rule in config.alert_rules()}
     drift = rules["ObserveSemanticDrift"]
-    assert "observe_drift_semantic_score > 0.4 unless" in drift.expr
+    assert drift.expr == "observe_drift_semantic_drifted_windows > 2"
     assert (drift.for_, drift.severity) == ("2m", Severity.WARNING)
-    # The line for a score without a threshold; one with a threshold is held to it.
-    assert drift.bound == "over its own observe_drift_semantic_threshold (0.4 where it has none)"
-    assert drift.violated(0.35) is False and drift.violated(0.35, 0.33) is True
+    assert drift.bound == "over 2"
+    assert drift.violated(2) is False and drift.violated(3) is True
     cache = rules["ObserveCacheMissRate"]
     assert isinstance(cache, Range) and (cache.low, cache.high) == (0.05, 0.25)
     assert rules["ObserveRoutingDrift"] == dataclasses.replace(RULES_BY_NAME["ObserveRoutingDrift"])
@@ -332,7 +291,7 @@ def test_selectors_come_from_the_environment_too() -> None:
         ),
         (
             "[alerts.rules.ObserveSemanticDrift]\nlow = 0.1\n",
-            "sets low, but the rule is a calibrated threshold: set value",
+            "sets low, but the rule is a threshold: set value",
         ),
         (
             "[alerts.rules.ObserveRoutingEntropy]\nvalue = 0.7\n",
@@ -378,4 +337,4 @@ def test_the_selector_labels_are_the_catalogues_common_labels() -> None:
 
     fields = [field.name for field in dataclasses.fields(AlertsConfig)]
     assert fields[: 1 + len(COMMON_LABELS)] == ["job", *COMMON_LABELS]
-    assert SEMANTIC_DRIFT.all_labels[: len(COMMON_LABELS)] == COMMON_LABELS
+    assert SEMANTIC_DRIFTED_WINDOWS.all_labels[: len(COMMON_LABELS)] == COMMON_LABELS

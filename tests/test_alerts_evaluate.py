@@ -19,8 +19,7 @@ from observe.catalogue import (
     EXPORT_FAILURES,
     INFERENCE_LATENCY,
     LOAD_IMBALANCE,
-    SEMANTIC_DRIFT,
-    SEMANTIC_DRIFT_THRESHOLD,
+    SEMANTIC_DRIFTED_WINDOWS,
     Metric,
 )
 from observe.store.alerting import alert_events, firing_since, record_events
@@ -70,53 +69,29 @@ def test_a_gauge_is_its_latest_sample_while_fresh(store: Store, run: str) -> Non
     assert by_tag(found, "model") == {"fresh": 2.5}
 
 
-def test_a_drift_score_is_paired_with_its_own_threshold(store: Store, run: str) -> None:
-    """Score and threshold in one read, paired on every label; a threshold gone stale, or
-    never published, leaves the score to the fixed line (0.3)."""
-    rows = []
-    for tag, score, threshold, threshold_age in (
-        ("under-its-own", 0.35, 0.44, 10),  # over 0.3: the fixed line's false alarm
-        ("over-its-own", 0.5, 0.44, 10),
-        ("over-its-lower-own", 0.25, 0.2, 10),
-        ("stale-threshold", 0.35, 0.44, 400),
-        ("no-threshold", 0.28, None, 0),
-    ):
-        series = labels(SEMANTIC_DRIFT, run, tag)
-        rows.append(Sample(ago(10), SEMANTIC_DRIFT.name, series, score))
-        if threshold is not None:
-            rows.append(
-                Sample(ago(threshold_age), SEMANTIC_DRIFT_THRESHOLD.name, series, threshold)
-            )
-    store.write(Batch(run, samples=tuple(rows)))
-    rule = rules()["ObserveSemanticDrift"]
-    found = {f.labels["model"]: f for f in figures(rule, store.engine, run, AT)}
-    assert {tag: (f.value, f.own) for tag, f in found.items()} == {
-        "under-its-own": (0.35, 0.44),
-        "over-its-own": (0.5, 0.44),
-        "over-its-lower-own": (0.25, 0.2),
-        "stale-threshold": (0.35, None),
-        "no-threshold": (0.28, None),
-    }
-    rows_now, _ = Evaluator([rule], store.engine, run).evaluate(AT)
-    assert {r.labels["model"]: r.state for r in rows_now} == {
-        "over-its-own": "pending",
-        "over-its-lower-own": "pending",
-        "stale-threshold": "pending",
-    }
-
-
-def test_an_ok_calibrated_rule_shows_the_series_nearest_its_own_threshold(
+def test_the_drift_alert_fires_at_the_second_drifted_window_in_a_row(
     store: Store, run: str
 ) -> None:
-    rows = []
-    # Nearest the fixed line (0.3) is "far"; nearest its own threshold, "near".
-    for tag, score, threshold in (("far", 0.29, 0.6), ("near", 0.4, 0.42)):
-        series = labels(SEMANTIC_DRIFT, run, tag)
-        rows += [Sample(ago(10), SEMANTIC_DRIFT.name, series, score),
-                 Sample(ago(10), SEMANTIC_DRIFT_THRESHOLD.name, series, threshold)]  # fmt: skip
-    store.write(Batch(run, samples=tuple(rows)))
-    [row], _ = Evaluator([rules()["ObserveSemanticDrift"]], store.engine, run).evaluate(AT)
-    assert (row.state, row.value, row.labels["model"]) == ("ok", 0.4, "near")
+    """Counted in windows, however long they last: one window over its threshold stays ok
+    however long it is the last, the second in a row fires at once (`for` 0s), and a window
+    under its threshold resolves it."""
+    rule = rules()["ObserveSemanticDrift"]
+    evaluator = Evaluator([rule], store.engine, run)
+    series = labels(SEMANTIC_DRIFTED_WINDOWS, run)
+    seen = []
+    for seconds, windows in ((0, 1), (240, 1), (250, 2), (260, 0)):
+        at = AT + timedelta(seconds=seconds)
+        store.write(
+            Batch(run, samples=(Sample(at, SEMANTIC_DRIFTED_WINDOWS.name, series, windows),))
+        )
+        [row], events = evaluator.evaluate(at + timedelta(seconds=1))
+        seen.append((row.state, row.value, [e.state for e in events]))
+    assert seen == [
+        ("ok", 1.0, []),
+        ("ok", 1.0, []),
+        ("firing", 2.0, ["firing"]),
+        ("ok", 0.0, ["resolved"]),
+    ]
 
 
 def test_a_rate_counts_a_reset_as_prometheus_does(store: Store, run: str) -> None:

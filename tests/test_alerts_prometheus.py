@@ -3,9 +3,8 @@ and, with `for = "0s"`, every rule fires on live series that break its bounds.
 
 The series come from prometheus_client's own HTTP server, one per catalogue metric a rule
 reads, with the catalogue's labels; each holds a value the rule's promtool probes say
-fires it (a calibrated rule's threshold gauge holds the probe's own threshold). Prometheus
-scrapes and evaluates every second; the test polls the rules API until each rule has been
-evaluated, and checks states, never times.
+fires it. Prometheus scrapes and evaluates every second; the test polls the rules API until
+each rule has been evaluated, and checks states, never times.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from observe.alerts.config import AlertsConfig, RuleOverride
 from observe.alerts.defaults import DEFAULT_RULES
 from observe.alerts.files import RULES_FILE, write_alert_files
 from observe.alerts.promtool_tests import SHARE_TOTAL, Probe, probes
-from observe.alerts.rules import Calibrated, Rule
+from observe.alerts.rules import Rule
 from observe.alerts.signals import Quantile, Rate, Share, Value
 from observe.catalogue import BY_NAME
 from observe.generate import ROOT
@@ -31,7 +30,7 @@ from observe.generate import ROOT
 def _feed(rule: Rule, registry: CollectorRegistry) -> tuple[Probe, Callable[[], None]]:
     """Makes the rule's metrics in `registry` and returns the first probe that fires it, and
     what moves them once to its value (counters rise by it each call)."""
-    probe = next(p for p in probes(rule, steps=1) if rule.violated(p.value, p.own))
+    probe = next(p for p in probes(rule, steps=1) if rule.violated(p.value))
     value = probe.value
     signal = rule.signal
     metrics = [BY_NAME[name] for name in signal.metrics]
@@ -41,8 +40,6 @@ def _feed(rule: Rule, registry: CollectorRegistry) -> tuple[Probe, Callable[[], 
         prometheus_name = BY_NAME[name].prometheus_name
         Gauge(prometheus_name, "", values.keys(), registry=registry).labels(**values).set(to)
 
-    if isinstance(rule, Calibrated) and probe.own is not None:
-        gauge(rule.threshold.metric, probe.own)
     if isinstance(signal, Value):
         gauge(signal.metric, value)
         return probe, lambda: None
@@ -110,5 +107,4 @@ def test_every_rule_loads_evaluates_and_fires_in_prometheus(
         labels = fired[rule.name]["labels"]
         assert labels["severity"] == rule.severity and labels["job"] == "observe"
         assert set(rule.signal.labels) <= set(labels), rule.name
-        probe, _ = fed[rule.name]
-        assert rule.violated(float(fired[rule.name]["value"]), probe.own), rule.name
+        assert rule.violated(float(fired[rule.name]["value"])), rule.name

@@ -15,10 +15,10 @@ from cli_runner import invoke
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from prometheus_server import StartPrometheus, free_port
 
-from observe.alerts.config import AlertsConfig, RuleOverride
+from observe.alerts.config import AlertsConfig
 from observe.alerts.defaults import SEMANTIC_DRIFT_RULE
 from observe.alerts.files import RULES_FILE, write_alert_files
-from observe.catalogue import SEMANTIC_DRIFT
+from observe.catalogue import SEMANTIC_DRIFTED_WINDOWS
 from observe.hooks.config import MonitorConfig
 from observe.pipeline import MonitoringSession
 from observe.settings import load_settings
@@ -137,24 +137,23 @@ def _wait_for_state(url: str, rule: str, state: str) -> dict[str, Any]:
 def test_status_and_check_read_a_real_prometheus(
     prometheus: StartPrometheus, tmp_path: Path
 ) -> None:
-    immediate = AlertsConfig(rules={SEMANTIC_DRIFT_RULE.name: RuleOverride(for_="0s")})
-    write_alert_files(immediate, tmp_path / "rules")
+    write_alert_files(AlertsConfig(), tmp_path / "rules")
     registry = CollectorRegistry()
-    labels = dict.fromkeys(SEMANTIC_DRIFT.all_labels, "0")
-    gauge = Gauge(SEMANTIC_DRIFT.prometheus_name, "", labels.keys(), registry=registry)
+    labels = dict.fromkeys(SEMANTIC_DRIFTED_WINDOWS.all_labels, "0")
+    gauge = Gauge(SEMANTIC_DRIFTED_WINDOWS.prometheus_name, "", labels.keys(), registry=registry)
     drift = gauge.labels(**labels)
-    drift.set(0.9)  # no threshold series: held to the fixed line, 0.3
+    drift.set(3)  # the third scored window in a row over its threshold
     server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
     try:
         with prometheus(
             [f"127.0.0.1:{server.server_port}"], rule_files=[tmp_path / "rules" / RULES_FILE]
         ) as api:
             row = _wait_for_state(api.url, SEMANTIC_DRIFT_RULE.name, "firing")
-            assert row["state"] == "firing" and row["value"] == 0.9 and row["since"]
+            assert row["state"] == "firing" and row["value"] == 3 and row["since"]
             assert row["labels"]["job"] == "observe" and row["severity"] == "critical"
             code, output = invoke("alerts", "check", "--prometheus", api.url)
             assert code == 1 and f"{SEMANTIC_DRIFT_RULE.name} firing" in output
-            drift.set(0.1)
+            drift.set(0)
             row = _wait_for_state(api.url, SEMANTIC_DRIFT_RULE.name, "ok")
             assert row["state"] == "ok"
             code, output = invoke("alerts", "check", "--prometheus", api.url)

@@ -64,6 +64,51 @@ def test_windows_are_scored_against_the_baseline() -> None:
     assert routing["shifted"].score > 0.3
 
 
+def test_drifted_windows_are_counted_in_a_row_per_layer_and_method() -> None:
+    sink = DriftSink(baseline(), DriftConfig(queue_size=10))
+    try:
+        counts = []
+        for step, shift in enumerate((1.0, 1.0, 0.0, 1.0, 1.0, 1.0), start=1):
+            drift = sink.score(window(step, shift, (100, 100, 100, 100), seed=step))
+            semantic = next(s for s in drift.scores if s.kind == "semantic")
+            counts.append((semantic.drifted, semantic.drifted_windows))
+    finally:
+        sink.close()
+    assert counts == [(True, 1), (True, 2), (False, 0), (True, 1), (True, 2), (True, 3)]
+
+
+def test_live_windows_of_every_size_are_scored_without_calibrating(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The baseline calibrated every size a live window can have for its live methods; a
+    method it did not calibrate them for is calibrated when a window first needs it."""
+    reference = baseline()
+    assert {m: sorted(t) for m, t in reference.hidden_states[0].thresholds.items()} == {
+        "classifier": [32, 64, 128]
+    }
+    calibrated: list[tuple[str, int]] = []
+
+    def calibrate(method: str, sample_NK: np.ndarray, rows: int, **kwargs: Any) -> float:
+        calibrated.append((method, rows))
+        return 0.5
+
+    monkeypatch.setattr("observe.drift.live.calibrate", calibrate)
+    sink = DriftSink(reference, DriftConfig(methods=("classifier", "distance")))
+    try:
+        # Rows in the window, rows scored: the largest power of two, up to window_rows.
+        for rows, scored in ((40, 32), (64, 64), (100, 64), (128, 128), (300, 128), (70, 64)):
+            sized = window(1, 0.0, (100, 100, 100, 100), seed=rows)
+            sized.hidden_states[NAME] = np.resize(sized.hidden_states[NAME], (rows, D))
+            drift = sink.score(sized)
+            assert {(s.method, s.rows) for s in drift.scores if s.kind == "semantic"} == {
+                ("classifier", scored),
+                ("distance", scored),
+            }
+    finally:
+        sink.close()
+    assert calibrated == [("distance", 32), ("distance", 64), ("distance", 128)]
+
+
 def test_windows_past_the_queue_are_skipped_and_counted() -> None:
     sink = DriftSink(baseline(), DriftConfig(queue_size=1))
     # Far faster than the thread scores: most are skipped, none waits.
@@ -162,24 +207,25 @@ def test_a_session_publishes_and_stores_drift(tiny: Any, tmp_path: Path) -> None
         return {line.partition("{")[2].rpartition("}")[0] for line in lines
                 if line.partition("{")[0] == metric.prometheus_name}  # fmt: skip
 
-    # Each score beside a threshold of exactly its labels: the drift alert's PromQL pairs
-    # them one-to-one on every label.
+    # Each score beside its threshold and its windows in a row, of exactly its labels.
     assert len(label_sets(catalogue.SEMANTIC_DRIFT)) == 2
     assert label_sets(catalogue.SEMANTIC_DRIFT) == label_sets(catalogue.SEMANTIC_DRIFT_THRESHOLD)
+    assert label_sets(catalogue.SEMANTIC_DRIFT) == label_sets(catalogue.SEMANTIC_DRIFTED_WINDOWS)
     engine = connect(settings.db_url)
     try:
         scores = stored.drift_results(engine, session.run_id)
         kept = stored.window_samples(engine, session.run_id)
         at = last_sample_time(engine, session.run_id)
         assert at is not None
-        # And the store's evaluator pairs them too.
-        paired = figures(SEMANTIC_DRIFT_RULE, engine, session.run_id, at)
+        # The alert's figure, as the store's evaluator reads it: one drifted window so far.
+        in_a_row = figures(SEMANTIC_DRIFT_RULE, engine, session.run_id, at)
     finally:
         engine.dispose()
-    thresholds = {
-        (d.layer, d.method): d.threshold for d in scores if d.details["kind"] == "semantic"
+    drifted = {
+        (d.layer, d.method): float(d.drifted) for d in scores if d.details["kind"] == "semantic"
     }
-    assert {(int(f.labels["layer"]), f.labels["method"]): f.own for f in paired} == thresholds
+    assert drifted == {(0, "classifier"): 1.0, (1, "classifier"): 1.0}
+    assert {(int(f.labels["layer"]), f.labels["method"]): f.value for f in in_a_row} == drifted
     assert {d.details["kind"] for d in scores} == {"semantic", "routing"}
     assert all(d.baseline_id == saved_id for d in scores)
     assert {w.name for w in kept} == {name for name in monitor.attention_names}

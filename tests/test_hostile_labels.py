@@ -148,12 +148,12 @@ def test_alert_status_keeps_hostile_labels(
     labels = {"run": run, "model": HOSTILE[2], "layer": "0", "method": HOSTILE[3]}
     store = Store.open(hostile_store)
     store.start_run(run, HOSTILE[2], {})
-    store.write(Batch(run, (Sample(now(), catalogue.SEMANTIC_DRIFT.name, labels, 0.9),)))
+    store.write(Batch(run, (Sample(now(), catalogue.SEMANTIC_DRIFTED_WINDOWS.name, labels, 2),)))
     store.close()
     code, output = invoke("alerts", "status", "--run", run, "--json", "--db-url", hostile_store)
     assert code == 0, output
     [row] = [r for r in json.loads(output) if r["rule"] == "ObserveSemanticDrift"]
-    assert (row["state"], row["labels"]) == ("pending", labels)
+    assert (row["state"], row["labels"]) == ("firing", labels)
     monkeypatch.setenv("COLUMNS", "500")
     code, table = invoke("alerts", "status", "--run", run, "--db-url", hostile_store)
     assert code == 0 and r"run=[bold]alert[/]\n'; --" in table, table

@@ -13,6 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from conftest import ENGINES, label_sets
+from sqlalchemy.dialects import postgresql
 
 from observe.errors import ObserveError
 from observe.store import migrate
@@ -69,7 +70,7 @@ def schema_diff(url: str, metadata: sa.MetaData) -> list[object]:
 def test_upgrade_from_empty_to_head_and_down_to_base(empty_url: str) -> None:
     assert migrate.current(empty_url) is None
     migrate.upgrade(empty_url)
-    assert migrate.current(empty_url) == migrate.head() == "0007"
+    assert migrate.current(empty_url) == migrate.head() == "0008"
     assert tables(empty_url) == TABLES | {"alembic_version"}
     migrate.upgrade(empty_url)  # at head already: nothing to do
     migrate.downgrade(empty_url, "base")
@@ -406,3 +407,61 @@ def _aware(time: datetime | str) -> datetime:
     if isinstance(time, str):
         time = datetime.fromisoformat(time)
     return time.replace(tzinfo=UTC) if time.tzinfo is None else time.astimezone(UTC)
+
+
+def test_thresholds_become_per_window_size_and_back(empty_url: str) -> None:
+    """0007 → 0008: a baseline's thresholds, held at its window_rows alone, become that
+    size's; going back, each method keeps that size's threshold alone."""
+    json_type = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+    layers = sa.table(
+        "baseline_layers",
+        *(sa.column(name) for name in ("baseline_id", "kind", "layer", "name", "data")),
+        sa.column("thresholds", json_type),
+    )
+    migrate.upgrade(empty_url, "0007")
+    engine = connect(empty_url)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "INSERT INTO baselines (id, model, created, active, window_rows) "
+                "VALUES (1, 'm', :created, true, 256)"
+            ),
+            {"created": _at(0)},
+        )
+        connection.execute(
+            sa.insert(layers),
+            [
+                {
+                    "baseline_id": 1,
+                    "kind": "hidden_states",
+                    "layer": 0,
+                    "name": "a",
+                    "data": b"",
+                    "thresholds": {"classifier": 0.3, "mmd": 0.025},
+                },
+                {
+                    "baseline_id": 1,
+                    "kind": "experts",
+                    "layer": 0,
+                    "name": "r",
+                    "data": b"",
+                    "thresholds": {},
+                },
+            ],
+        )
+    engine.dispose()
+
+    def thresholds() -> dict[str, object]:
+        engine = connect(empty_url)
+        with engine.connect() as connection:
+            rows = connection.execute(sa.select(layers.c.kind, layers.c.thresholds)).all()
+        engine.dispose()
+        return dict(rows)  # type: ignore[arg-type]
+
+    migrate.upgrade(empty_url)
+    assert thresholds() == {
+        "hidden_states": {"classifier": {"256": 0.3}, "mmd": {"256": 0.025}},
+        "experts": {},
+    }
+    migrate.downgrade(empty_url, "0007")
+    assert thresholds() == {"hidden_states": {"classifier": 0.3, "mmd": 0.025}, "experts": {}}

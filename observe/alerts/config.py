@@ -7,8 +7,8 @@ model = ["mixtral-8x7b"]
 evaluation_interval_s = 15    # how often a monitored run evaluates the rules; 0: never
 
 [alerts.rules.ObserveSemanticDrift]
-value = 0.4                   # Threshold rules: value (Calibrated: the line for series
-for = "2m"                    # without a threshold); Range rules: low and high
+value = 2                     # Threshold rules: value; Range rules: low and high
+for = "2m"
 severity = "warning"
 ```
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from observe.alerts.defaults import DEFAULT_RULES, RULES_BY_NAME
-from observe.alerts.rules import RUNBOOK, Calibrated, Range, Rule, Threshold
+from observe.alerts.rules import RUNBOOK, Range, Rule, Threshold
 from observe.alerts.signals import Selector
 from observe.catalogue import COMMON_LABELS
 from observe.errors import ObserveError
@@ -101,7 +101,6 @@ def _changes(rule: Rule, override: RuleOverride | None) -> dict[str, Any]:
     kind, fields = {
         Threshold: ("a threshold", ("value",)),
         Range: ("a range", ("low", "high")),
-        Calibrated: ("a calibrated threshold", ("value",)),
     }[type(rule)]
     misplaced = sorted(set(changes) & {"value", "low", "high"} - set(fields))
     if misplaced:

@@ -7,7 +7,7 @@ bands from these rules (`RULES_BY_NAME`), so a chart and its alert never disagre
 
 from __future__ import annotations
 
-from observe.alerts.rules import Calibrated, Range, Rule, Runbook, Severity, Threshold
+from observe.alerts.rules import Range, Rule, Runbook, Severity, Threshold
 from observe.alerts.signals import Quantile, Rate, Share, Value
 from observe.catalogue import (
     CACHE_HITS,
@@ -28,9 +28,9 @@ from observe.catalogue import (
     ROUTING_DRIFT_ALERT,
     ROUTING_ENTROPY,
     ROUTING_ENTROPY_BAND,
-    SEMANTIC_DRIFT,
     SEMANTIC_DRIFT_ALERT,
-    SEMANTIC_DRIFT_THRESHOLD,
+    SEMANTIC_DRIFT_ALERT_WINDOWS,
+    SEMANTIC_DRIFTED_WINDOWS,
 )
 
 _DRIFT_CHECKS = (
@@ -41,35 +41,32 @@ _DRIFT_CHECKS = (
     "`observe drift baselines --model MODEL`: is the active baseline the served checkpoint's?",
 )
 
-# Each score against its own calibrated threshold, which same-distribution windows of its
-# size stay under (observe/drift/calibration.py): the fixed line alone fired on unchanged
-# traffic, whose small windows score up to their threshold (0.31-0.44). A score published
-# without a threshold is held to the line, the classifier's lowest threshold, rather than
-# left unwatched. `for`: a window's score stays on the gauge until the next one replaces it,
-# so `for` decides how long one window must last to page alone. In benchmarks/serve_load.py
-# (windows of 9-23 s, evaluation every 5 s; benchmarks/README.md) 10 s paged on one window
-# of unchanged traffic over its threshold on one layer, and 20 s would page on a shift
-# whose first window was mixed only at the fourth window; 15 s did neither. A window of
-# observe's default 10 batches (about 6 s there) stays pending alone.
-SEMANTIC_DRIFT_RULE = Calibrated(
-    Value(SEMANTIC_DRIFT.name),
-    Value(SEMANTIC_DRIFT_THRESHOLD.name),
-    SEMANTIC_DRIFT_ALERT,
+# Counted in scored windows, not seconds: the drift sink compares each window's score with
+# the threshold calibrated on the baseline for its layer, method and window size, and counts
+# the windows in a row over it (catalogue.SEMANTIC_DRIFT_ALERT_WINDOWS says why two). A `for`
+# in seconds could not count them: a window lasts 5-23 s under benchmarks/serve_load.py's load
+# and hours on a quiet service, so 15 s paged 4 windows after a shift there, and 10 s on one
+# window of unchanged traffic. `for` 0s: the count is the persistence.
+SEMANTIC_DRIFT_RULE = Threshold(
+    Value(SEMANTIC_DRIFTED_WINDOWS.name),
+    ">",
+    SEMANTIC_DRIFT_ALERT_WINDOWS - 1,
     name="ObserveSemanticDrift",
-    for_="15s",
+    for_="0s",
     severity=Severity.CRITICAL,
     summary="Served traffic no longer looks like the baseline: semantic drift over its "
-    "calibrated threshold.",
-    description="Semantic drift of $where is $value, $bound, for at least $for.",
+    "calibrated threshold in windows in a row.",
+    description="Semantic drift of $where was over its calibrated threshold in each of the last "
+    "$value scored windows: windows in a row $bound.",
     runbook=Runbook(
         meaning="The hidden states of the traffic served in the last windows are told apart "
         "from the baseline's (the traffic the checkpoint was tuned and checked on) better "
-        "than windows of the baseline's own traffic are: each score is over the threshold "
-        "calibrated on the baseline for its layer, method and window size. For the classifier "
-        f"method that threshold is at least {SEMANTIC_DRIFT_ALERT:g}, a ROC AUC of "
-        f"{(1 + SEMANTIC_DRIFT_ALERT) / 2:g}; a score published without a threshold is held "
-        f"to {SEMANTIC_DRIFT_ALERT:g}. Answers on such traffic are no longer backed by the "
-        "evaluation the checkpoint passed.",
+        "than windows of the baseline's own traffic are: in at least "
+        f"{SEMANTIC_DRIFT_ALERT_WINDOWS} scored windows in a row, a layer's score was over "
+        "the threshold calibrated on the baseline for its layer, method and window size. For "
+        f"the classifier method that threshold is at least {SEMANTIC_DRIFT_ALERT:g}, a ROC "
+        f"AUC of {(1 + SEMANTIC_DRIFT_ALERT) / 2:g}. Answers on such traffic are no longer "
+        "backed by the evaluation the checkpoint passed.",
         causes=(
             "A new client, product or language sends prompts of a domain the model was not "
             "tuned on.",

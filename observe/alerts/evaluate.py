@@ -23,7 +23,7 @@ from observe.alerts.figures import (
     increase,
     window_points,
 )
-from observe.alerts.rules import Calibrated, Range, Rule, Threshold
+from observe.alerts.rules import Range, Rule, Threshold
 from observe.alerts.signals import Quantile, Rate, Share, Signal, Value, parse_duration
 from observe.alerts.text import python_value
 from observe.store import alerting
@@ -40,8 +40,6 @@ STATES = ("ok", "pending", "firing")
 class Figure:
     labels: Mapping[str, str]
     value: float
-    # The series' own bound, for a rule that reads one (`Calibrated`); None without one.
-    own: float | None = None
 
 
 @dataclass(frozen=True)
@@ -68,9 +66,8 @@ class AlertRow:
 
 
 def figures(rule: Rule, engine: Engine, run_id: str, at: datetime) -> list[Figure]:
-    """The rule's signal per series of the run at time `at`, with the series' own bound
-    where the rule reads one; series it gives no number for (too few points, 0/0) are left
-    out, as PromQL leaves them out."""
+    """The rule's signal per series of the run at time `at`; series it gives no number for
+    (too few points, 0/0) are left out, as PromQL leaves them out."""
     signal = rule.signal
     end = at.timestamp()
     if isinstance(signal, Rate | Share | Quantile):
@@ -83,14 +80,8 @@ def figures(rule: Rule, engine: Engine, run_id: str, at: datetime) -> list[Figur
     if isinstance(signal, Quantile):
         series = alerting.histograms(engine, run_id, signal.metric, since, at)
     else:
-        # With a calibrated rule's thresholds, in the same read as the values they bound.
         series = alerting.samples(engine, run_id, rule.metrics, since, at)
-    found = _compute(signal, _reading(signal, series), end - window, end)
-    if isinstance(rule, Calibrated):
-        thresholds = _compute(rule.threshold, _reading(rule.threshold, series), end - window, end)
-        # Paired on every label, as PromQL's one-to-one matching pairs them.
-        own = {labels_text(f.labels): f.value for f in thresholds}
-        found = [Figure(f.labels, f.value, own.get(labels_text(f.labels))) for f in found]
+    found = _compute(signal, series, end - window, end)
     matchers = [(label, values) for label, values in rule.selector.matchers if values]
     return [
         f
@@ -99,11 +90,6 @@ def figures(rule: Rule, engine: Engine, run_id: str, at: datetime) -> list[Figur
         # The store has no `job` label: Prometheus adds it to what it scrapes.
         and all(label == "job" or f.labels.get(label) in values for label, values in matchers)
     ]
-
-
-def _reading(signal: Signal, series: list[SeriesPoints]) -> list[SeriesPoints]:
-    """The series of `series` that `signal` reads."""
-    return [s for s in series if s.name in signal.metrics]
 
 
 def _compute(signal: Signal, series: list[SeriesPoints], start: float, end: float) -> list[Figure]:
@@ -139,8 +125,6 @@ def headroom(rule: Rule, figure: Figure) -> float:
     value = figure.value
     if isinstance(rule, Threshold):
         return rule.value - value if rule.op == ">" else value - rule.value
-    if isinstance(rule, Calibrated):
-        return rule.line(figure.own) - value
     assert isinstance(rule, Range)
     return min(value - rule.low, rule.high - value)
 
@@ -177,7 +161,7 @@ class Evaluator:
         events: list[AlertEvent] = []
         for rule in self.rules:
             found = figures(rule, self.engine, self.run_id, at)
-            violated = {labels_text(f.labels): f for f in found if rule.violated(f.value, f.own)}
+            violated = {labels_text(f.labels): f for f in found if rule.violated(f.value)}
             for gone_key in [k for k in self._active if k[0] == rule.name and k[1] not in violated]:
                 gone = self._active.pop(gone_key)
                 if gone.firing:

@@ -1,9 +1,7 @@
 """Grafana alert rules, as a provisioning file (`provisioning/alerting/*.yml`).
 
 Each rule queries its signal from the Prometheus data source (A), keeps the last value per
-series (B) and compares it with the rule's bounds (C, the condition). A calibrated rule also
-queries each series' own bound (D: its threshold, or the fixed line where it has none),
-keeps its last value (E) and compares B with E (C, a math expression). The rules are built
+series (B) and compares it with the rule's bounds (C, the condition). The rules are built
 with grafana-foundation-sdk's alerting builders, which check uids and titles and spell the
 queries and expressions as Grafana stores them; the SDK writes the API's shape, so the group
 around them (org, folder, interval as text) is written here in the provisioning file's.
@@ -22,8 +20,8 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.alerting import Query, RelativeTimeRange
 
 from observe.alerts.prometheus import GROUP, HEADER
-from observe.alerts.rules import Calibrated, Range, Rule, Threshold
-from observe.alerts.text import go_label, go_value, number
+from observe.alerts.rules import Range, Rule, Threshold
+from observe.alerts.text import go_label, go_value
 from observe.alerts.yamlfile import dump
 
 FOLDER = "observe"
@@ -59,22 +57,8 @@ def _last(ref: str, of: str) -> alerting.Query:
     )
 
 
-def _own_bound(rule: Calibrated) -> str:
-    """PromQL: per series of the signal, its own threshold, or the rule's fixed line where
-    it has none. `0 * signal +` drops the metric name: Grafana's math joins series whose
-    labels are equal or one's a subset of the other's, which a threshold series still
-    named differently from its signal's would not be."""
-    signal = rule.signal.promql(rule.selector)
-    threshold = rule.threshold.promql(rule.selector)
-    return f"0 * {signal} + {threshold} or 0 * {signal} + {number(rule.value)}"
-
-
 def _queries(rule: Rule, datasource_uid: str) -> list[Builder[Query]]:
     signal = [_prometheus("A", rule.signal.promql(rule.selector), datasource_uid), _last("B", "A")]
-    if isinstance(rule, Calibrated):
-        condition = expr.TypeMath().ref_id("C").expression("$B > $E")
-        own = [_prometheus("D", _own_bound(rule), datasource_uid), _last("E", "D")]
-        return [*signal, *own, alerting.Query("C").datasource_uid("__expr__").model(condition)]
     threshold = alerting.Query("C").datasource_uid("__expr__").model(_condition(rule))
     return [*signal, threshold]
 

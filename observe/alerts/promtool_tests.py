@@ -4,11 +4,9 @@ not, made from its own bounds.
 Each probe is a value of the rule's signal (just over and under a threshold; under, inside
 and over a range; and 0), turned into input series that give exactly that value: a gauge
 holding it, a counter rising at it, two counters whose rates give that share, or a
-histogram whose observations all fall in the bucket that interpolates to it. A calibrated
-rule's probes also carry the series' own threshold: over the fixed line and under it, each
-with values just over and under it, and none (values either side of the fixed line). A
-probe is expected to fire when `rule.violated(value, own)` says so, so the tests prove that
-the PromQL Prometheus runs and the bounds Python applies agree. Every probe is its own
+histogram whose observations all fall in the bucket that interpolates to it. A probe is
+expected to fire when `rule.violated(value)` says so, so the tests prove that the PromQL
+Prometheus runs and the bounds Python applies agree. Every probe is its own
 `instance`.
 """
 
@@ -19,7 +17,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from observe.alerts.rules import Calibrated, Range, Rule, Threshold
+from observe.alerts.rules import Range, Rule, Threshold
 from observe.alerts.signals import (
     Quantile,
     Rate,
@@ -39,14 +37,9 @@ STEP_S = 60
 SHARE_TOTAL = 1000
 
 
-# A probe's signal value, and its series' own threshold (calibrated rules) or None.
-Case = tuple[float, float | None]
-
-
 @dataclass(frozen=True)
 class Probe:
     value: float
-    own: float | None
     # Labels of the signal's series (without __name__ and le): the alert's, but severity.
     labels: dict[str, str]
     # (series, values) in promtool's notation.
@@ -55,24 +48,18 @@ class Probe:
 
 def probes(rule: Rule, steps: int) -> list[Probe]:
     """The rule's probes, each as input series of `steps` + 1 samples."""
-    cases = _realised(rule, _candidates(rule))
-    if {rule.violated(*case) for case in cases} != {True, False}:
+    values = _realised(rule, _candidates(rule))
+    if {rule.violated(value) for value in values} != {True, False}:
         # A bound far outside the values the signal takes leaves the candidates outside
         # too: points inside them, at and on either side of each bound.
-        cases |= _realised(rule, [(value, None) for value in _inside(rule)])
+        values |= _realised(rule, _inside(rule))
     made = []
-    for value, own in sorted(cases, key=lambda case: (case[0], _text(case[1]))):
-        instance = f"probe-{number(value)}"
-        if own is not None:
-            instance += f"-threshold-{number(own)}"
-        labels = _labels(rule, instance)
-        series = _series(rule.signal, value, labels, steps)
-        if isinstance(rule, Calibrated) and own is not None:
-            series += _series(rule.threshold, own, labels, steps)
-        made.append(Probe(value, own, labels, series))
+    for value in sorted(values):
+        labels = _labels(rule, f"probe-{number(value)}")
+        made.append(Probe(value, labels, _series(rule.signal, value, labels, steps)))
     for verdict, words in ((True, "fires"), (False, "stays quiet")):
-        if not any(rule.violated(p.value, p.own) is verdict for p in made):
-            tried = ", ".join(_text(p.value) + _text(p.own, " with threshold ") for p in made)
+        if not any(rule.violated(p.value) is verdict for p in made):
+            tried = ", ".join(number(p.value) for p in made)
             raise ObserveError(
                 f"alert rule {rule.name}: no test series {words} (values tried: {tried}): "
                 "move its bounds inside the values its signal takes"
@@ -80,16 +67,9 @@ def probes(rule: Rule, steps: int) -> list[Probe]:
     return made
 
 
-def _text(value: float | None, before: str = "") -> str:
-    return "" if value is None else before + number(value)
-
-
-def _realised(rule: Rule, candidates: list[Case]) -> set[Case]:
-    cases = {
-        (_realise(rule.signal, _tidy(value)), None if own is None else _tidy(own))
-        for value, own in candidates
-    }
-    return {(value, own) for value, own in cases if value is not None}
+def _realised(rule: Rule, candidates: list[float]) -> set[float]:
+    values = {_realise(rule.signal, _tidy(value)) for value in candidates}
+    return {value for value in values if value is not None}
 
 
 def _tidy(value: float) -> float:
@@ -98,42 +78,26 @@ def _tidy(value: float) -> float:
     return float(f"{value:.12g}")
 
 
-def _candidates(rule: Rule) -> list[Case]:
+def _candidates(rule: Rule) -> list[float]:
     if isinstance(rule, Threshold):
         step = abs(rule.value) / 2 or 1.0
         bounds, values = [rule.value], [rule.value - step, rule.value + step, 0.0]
-        cases: list[Case] = [(value, None) for value in values]
-    elif isinstance(rule, Calibrated):
-        # Own thresholds under and over the fixed line, each with a value between the two,
-        # on which its own threshold overrules the line, and one on its far side; and series
-        # without a threshold, on either side of the line.
-        step = abs(rule.value) / 2 or 1.0
-        bounds = [rule.value - step, rule.value, rule.value + step]
-        cases = [
-            (rule.value - step * 3 / 2, rule.value - step),
-            (rule.value - step / 2, rule.value - step),
-            (rule.value + step / 2, rule.value + step),
-            (rule.value + step * 3 / 2, rule.value + step),
-            (rule.value - step / 2, None),
-            (rule.value + step / 2, None),
-        ]
+        if rule.signal.unit.startswith("{"):
+            # A count ("{window}", "{expert}") takes whole numbers: the bound itself, which
+            # must not fire, and the counts either side of it.
+            values = [rule.value - 1, rule.value, rule.value + 1, 0.0]
     else:
         assert isinstance(rule, Range)
         half = (rule.high - rule.low) / 2
         bounds, values = [rule.low], [rule.low - half, rule.low + half, rule.high + half, 0.0]
-        cases = [(value, None) for value in values]
     # Bounds at or over 0 are on figures that are never negative (counts, shares, scores).
-    return [
-        (value, own)
-        for value, own in cases
-        if min(bounds) < 0 or (value >= 0 and (own is None or own >= 0))
-    ]
+    return [value for value in values if min(bounds) < 0 or value >= 0]
 
 
 def _inside(rule: Rule) -> list[float]:
     """The rule's bounds and the finite ends of its signal's span, and the midpoints
     between them."""
-    if isinstance(rule, Threshold | Calibrated):
+    if isinstance(rule, Threshold):
         bounds = [rule.value]
     else:
         assert isinstance(rule, Range)
@@ -251,7 +215,7 @@ def render_test_file(rule: Rule, rule_file: str) -> str:
             ),
         }
         for p in made
-        if rule.violated(p.value, p.own)
+        if rule.violated(p.value)
     ]
     checks.append({"eval_time": _at(fire_at), "alertname": rule.name, "exp_alerts": firing})
     test = {

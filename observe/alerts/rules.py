@@ -1,11 +1,10 @@
-"""The alert rule model: `Threshold`, `Range` and `Calibrated` over a signal, with `for`,
-severity, text and runbook, checked when made.
+"""The alert rule model: `Threshold` and `Range` over a signal, with `for`, severity, text
+and runbook, checked when made.
 
-A rule says its PromQL (`expr`) and decides on plain numbers (`violated`: the series' value,
-and its own bound where the rule reads one), so Prometheus, Grafana and an evaluator reading
-the store all apply the same bounds. Names are CamelCase with the `Observe` prefix; labels
-carry `severity`; annotations are `summary`, `description` and `runbook_url` (the
-monitoring-mixin conventions).
+A rule says its PromQL (`expr`) and decides on plain numbers (`violated`: the series'
+value), so Prometheus, Grafana and an evaluator reading the store all apply the same bounds.
+Names are CamelCase with the `Observe` prefix; labels carry `severity`; annotations are
+`summary`, `description` and `runbook_url` (the monitoring-mixin conventions).
 
 Text is a `string.Template` with four fields: `$value` (the signal's value now), `$where`
 (the series: run, model and the metric's own labels), `$bound` ("over 0.3", "outside
@@ -23,7 +22,7 @@ from enum import StrEnum
 from string import Template
 from typing import Any
 
-from observe.alerts.signals import Selector, Signal, Value, duration_problem, parse_duration
+from observe.alerts.signals import Selector, Signal, duration_problem, parse_duration
 from observe.alerts.text import number, quantity
 from observe.errors import ObserveError
 
@@ -137,10 +136,8 @@ class Rule(ABC):
         """The PromQL that returns the violating series."""
 
     @abstractmethod
-    def violated(self, value: float, own: float | None = None) -> bool:
-        """Whether the signal's `value` is out of bounds (NaN never is). `own` is the
-        series' own bound, for a rule that reads one (`Calibrated`); None where the series
-        has none, and for the other rules, whose bounds are the same for every series."""
+    def violated(self, value: float) -> bool:
+        """Whether the signal's `value` is out of bounds (NaN never is)."""
 
     @property
     @abstractmethod
@@ -201,7 +198,7 @@ class Threshold(Rule):
     def expr(self) -> str:
         return f"{self.signal.promql(self.selector)} {self.op} {number(self.value)}"
 
-    def violated(self, value: float, own: float | None = None) -> bool:
+    def violated(self, value: float) -> bool:
         return value > self.value if self.op == ">" else value < self.value
 
     @property
@@ -244,7 +241,7 @@ class Range(Rule):
         signal = self.signal.promql(self.selector)
         return f"{signal} < {number(self.low)} or {signal} > {number(self.high)}"
 
-    def violated(self, value: float, own: float | None = None) -> bool:
+    def violated(self, value: float) -> bool:
         return value < self.low or value > self.high
 
     @property
@@ -254,65 +251,3 @@ class Range(Rule):
 
     def as_dict(self) -> dict[str, Any]:
         return {**super().as_dict(), "low": self.low, "high": self.high}
-
-
-@dataclass(frozen=True)
-class Calibrated(Rule):
-    """Fires while a gauge is over its own series' bound: `threshold`, a gauge of the same
-    labels (a bound calibrated per series, as drift's per layer, method and window size),
-    matched on every label. A series with no threshold series is held to `value` instead:
-    an exporter that does not publish thresholds still gets an alert, on a fixed line."""
-
-    threshold: Value
-    value: float
-
-    def _check_bounds(self) -> None:
-        for which, signal in (("signal", self.signal), ("threshold", self.threshold)):
-            if not isinstance(signal, Value):
-                raise ObserveError(
-                    f"alert rule {self.name}: {which} = {signal!r} must be a Value: a "
-                    "calibrated rule compares a gauge with a gauge"
-                )
-        self.threshold.check(self.name)
-        if self.threshold.labels != self.signal.labels:
-            raise ObserveError(
-                f"alert rule {self.name}: {self.threshold.describe()} carries labels "
-                f"{list(self.threshold.labels)} and {self.signal.describe()} "
-                f"{list(self.signal.labels)}: a series is paired with its threshold on every "
-                "label, so they must carry the same ones"
-            )
-        self._check_line(">", "value")
-
-    @property
-    def metrics(self) -> tuple[str, ...]:
-        return (*self.signal.metrics, *self.threshold.metrics)
-
-    @property
-    def expr(self) -> str:
-        # Vector matching on every label but the name pairs each series with its own
-        # threshold, and `>` keeps the signal's labels and value for the alert.
-        signal = self.signal.promql(self.selector)
-        threshold = self.threshold.promql(self.selector)
-        return f"{signal} > {threshold} or ({signal} > {number(self.value)} unless {threshold})"
-
-    def line(self, own: float | None) -> float:
-        """The bound a series is held to: its own threshold, or `value` without one."""
-        return self.value if own is None else own
-
-    def violated(self, value: float, own: float | None = None) -> bool:
-        return value > self.line(own)
-
-    @property
-    def bound(self) -> str:
-        return (
-            f"over its own {self.threshold.describe()} "
-            f"({quantity(self.value, self.signal.unit)} where it has none)"
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            **super().as_dict(),
-            "op": ">",
-            "threshold": self.threshold.describe(),
-            "value": self.value,
-        }

@@ -124,6 +124,7 @@ def baseline(
             experts,
             model=record.model,
             window_rows=options.monitor.window_sample_size,
+            live_methods=options.drift.methods,
             seed=options.monitor.seed,
             domain=record.config.get("fine_tune", {}).get("domain"),
             run_id=run,

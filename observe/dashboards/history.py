@@ -66,8 +66,8 @@ def _drift_scores() -> PanelBuilder:
         "Drift scores",
         "Every scored window's drift, semantic and routing, per run, layer and method. "
         f"Dashed red: {c.SEMANTIC_DRIFT_ALERT:g}, the lowest semantic drift threshold of the "
-        "classifier method; the alert fires on a score over its own threshold, in the drift "
-        "results below.",
+        "classifier method; the alert fires when a layer's score is over its own threshold, "
+        "in the drift results below, in windows in a row.",
         [
             sql(
                 "SELECT time AS \"time\", run_id || ' layer ' || COALESCE(layer::text, 'all') "

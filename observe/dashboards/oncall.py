@@ -105,9 +105,9 @@ def _semantic_drift() -> PanelBuilder:
     panel = timeseries_panel(
         "Semantic drift",
         f"{score.description} Series named `threshold`: {threshold.description} The alert "
-        "fires on a score over its own threshold. Dashed red: "
-        f"{c.SEMANTIC_DRIFT_ALERT:g}, the lowest threshold of the classifier method, and the "
-        "alert's line for a score without a threshold.",
+        f"fires when a score is over its own threshold in {c.SEMANTIC_DRIFT_ALERT_WINDOWS} "
+        "scored windows in a row. Dashed red: "
+        f"{c.SEMANTIC_DRIFT_ALERT:g}, the lowest threshold of the classifier method.",
         [
             promql(selector(score), legend(RUN, LAYER, METHOD)),
             promql(selector(threshold), legend(RUN, LAYER, METHOD, prefix="threshold")),

@@ -2,7 +2,9 @@
 
 Per attention layer: a projection to at most 64 dimensions, fitted on a held-out part of
 the sample, the rest of the sample projected, and each drift method's threshold calibrated
-on same-distribution windows of it. Per MoE layer: the expert distribution.
+on same-distribution windows of it: at `window_rows`, and for the methods live drift scores
+at every smaller size a live window can have, so that serving never calibrates. Per MoE
+layer: the expert distribution.
 
 baseline = Baseline.capture(monitor, model="my-moe")   # at the end of fine-tuning
 baseline = baseline.save(store)                         # the model's active baseline
@@ -18,8 +20,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from observe.drift.calibration import calibrate
-from observe.drift.config import METHODS
+from observe.drift.calibration import calibrate, window_sizes
+from observe.drift.config import METHODS, DriftConfig
 from observe.drift.projection import Projection
 from observe.errors import ObserveError
 from observe.store import baselines as stored
@@ -42,8 +44,9 @@ class HiddenStateBaseline:
     projection: Projection
     # The sample's other rows, projected: what windows are compared with.
     reference_NK: np.ndarray
-    # Calibrated score threshold per drift method, at the baseline's window_rows.
-    thresholds: Mapping[str, float]
+    # Calibrated score threshold per drift method and window rows (`window_sizes`): every
+    # method at the baseline's window_rows, the live methods at the smaller sizes too.
+    thresholds: Mapping[str, Mapping[int, float]]
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,7 @@ class Baseline:
         model: str,
         window_rows: int,
         methods: Sequence[str] = METHODS,
+        live_methods: Sequence[str] = DriftConfig().methods,
         seed: int = 0,
         checkpoint: str | None = None,
         domain: str | None = None,
@@ -83,7 +87,10 @@ class Baseline:
         run_id: str | None = None,
     ) -> Baseline:
         """A baseline from each attention layer's sample of pooled hidden states (rows ×
-        hidden width) and each MoE layer's tokens per expert."""
+        hidden width) and each MoE layer's tokens per expert. `methods` are calibrated at
+        `window_rows`; `live_methods`, those live drift will score, at every window size
+        too. A live window of a size not calibrated here is calibrated when first met: a
+        second of the drift thread's time per size for the classifier."""
         rng = np.random.default_rng(seed)
         fitted = []
         for name, rows_ND in samples.items():
@@ -99,16 +106,17 @@ class Baseline:
             fitted.append((name, projection, projection.apply(rows_ND[order[held_out:]])))
         # Thresholds are calibrated for windows this size: half the smallest reference at most.
         window_rows = min([window_rows, *(len(ref) // 2 for _, _, ref in fitted)])
-        hidden = [
-            HiddenStateBaseline(
-                layer,
-                name,
-                projection,
-                reference_NK,
-                {m: calibrate(m, reference_NK, window_rows, seed=seed) for m in methods},
-            )
-            for layer, (name, projection, reference_NK) in enumerate(fitted)
-        ]
+        hidden = []
+        for layer, (name, projection, reference_NK) in enumerate(fitted):
+            every_size = window_sizes(window_rows, len(reference_NK))
+            thresholds = {
+                m: {
+                    rows: calibrate(m, reference_NK, rows, seed=seed)
+                    for rows in (every_size if m in live_methods else [window_rows])
+                }
+                for m in dict.fromkeys([*methods, *live_methods])
+            }
+            hidden.append(HiddenStateBaseline(layer, name, projection, reference_NK, thresholds))
         experts = []
         for layer, (name, tokens_E) in enumerate(expert_tokens.items()):
             counts_E = np.asarray(tokens_E, dtype=np.float64)
@@ -137,12 +145,14 @@ class Baseline:
         *,
         model: str,
         methods: Sequence[str] = METHODS,
+        live_methods: Sequence[str] = DriftConfig().methods,
         checkpoint: str | None = None,
         domain: str | None = None,
         trained_until: datetime | None = None,
         run_id: str | None = None,
     ) -> Baseline:
-        """A baseline from what `monitor` sampled since it attached (its reservoir)."""
+        """A baseline from what `monitor` sampled since it attached (its reservoir); see
+        `from_samples` for `methods` and `live_methods`."""
         samples = {name: rows.numpy() for name, rows in monitor.hidden_states().items()}
         routing = monitor.snapshot()
         return cls.from_samples(
@@ -151,6 +161,7 @@ class Baseline:
             model=model,
             window_rows=monitor.config.window_sample_size,
             methods=methods,
+            live_methods=live_methods,
             seed=monitor.config.seed,
             checkpoint=checkpoint,
             domain=domain,

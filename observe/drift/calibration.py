@@ -71,3 +71,25 @@ def calibrate(
     if method == "classifier":
         threshold = max(threshold, SEMANTIC_DRIFT_ALERT)
     return threshold
+
+
+def scored_rows(rows: int, window_rows: int, reference_rows: int) -> int:
+    """How many of a window's `rows` live drift scores: the baseline's `window_rows` when
+    there are enough, else the largest power of two there is, and never more than half the
+    `reference_rows` (calibration draws a window and a disjoint rest from them). So a
+    window's threshold is calibrated for exactly its size, and only a handful of sizes
+    ever need one (`window_sizes`)."""
+    if rows < window_rows:
+        window_rows = 1 << (rows.bit_length() - 1) if rows else 0
+    return min(window_rows, reference_rows // 2)
+
+
+def window_sizes(window_rows: int, reference_rows: int) -> list[int]:
+    """Every size `scored_rows` gives that drift can score (at least `MIN_ROWS`), smallest
+    first: what a baseline calibrates so that live scoring never has to."""
+    sizes = {scored_rows(window_rows, window_rows, reference_rows)}
+    rows = 1 << (MIN_ROWS - 1).bit_length()
+    while rows < window_rows:
+        sizes.add(scored_rows(rows, window_rows, reference_rows))
+        rows <<= 1
+    return sorted(size for size in sizes if size >= MIN_ROWS)

@@ -20,7 +20,7 @@ import numpy as np
 
 from observe import signals
 from observe.drift.baseline import Baseline, HiddenStateBaseline
-from observe.drift.calibration import calibrate
+from observe.drift.calibration import calibrate, scored_rows
 from observe.drift.config import DriftConfig
 from observe.drift.divergence import js_divergence
 from observe.drift.methods import MIN_ROWS
@@ -47,6 +47,9 @@ class LayerDrift:
     threshold: float | None
     drifted: bool
     rows: int
+    # This window and the scored windows in a row before it that drifted on this layer and
+    # method: 0 when this one did not (never more for routing, which has no threshold).
+    drifted_windows: int = 0
 
 
 @dataclass(frozen=True)
@@ -92,8 +95,11 @@ class DriftSink:
         self.latest: WindowDrift | None = None
         # The last scored window's raw sample per attention layer, for reports.
         self.latest_samples: dict[str, LatestSample] = {}
-        # Thresholds for window sizes other than the baseline's, calibrated when first met.
+        # Thresholds for window sizes and methods the baseline has none for, calibrated
+        # when first met.
         self._thresholds: dict[tuple[int, str, int], float] = {}
+        # Per (layer, method): the scored windows in a row that drifted, up to the last.
+        self._drifted_windows: dict[tuple[int, str], int] = {}
         self._windows: queue.Queue[Window | None] = queue.Queue(self.config.queue_size)
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="observe-drift", daemon=True)
@@ -129,7 +135,11 @@ class DriftSink:
         scores = []
         for reference in self.baseline.hidden_states:
             rows_ND = window.hidden_states.get(reference.name)
-            rows = _scored_rows(0 if rows_ND is None else len(rows_ND), reference, self.baseline)
+            rows = scored_rows(
+                0 if rows_ND is None else len(rows_ND),
+                self.baseline.window_rows,
+                len(reference.reference_NK),
+            )
             if rows_ND is None or rows < MIN_ROWS:
                 continue
             self.latest_samples[reference.name] = LatestSample(
@@ -145,6 +155,9 @@ class DriftSink:
                     self._threshold(reference, method, rows),
                     seed=self.config.seed + window.last_step,
                 )
+                key = (reference.layer, method)
+                in_a_row = self._drifted_windows.get(key, 0) + 1 if result.drifted else 0
+                self._drifted_windows[key] = in_a_row
                 scores.append(
                     LayerDrift(
                         "semantic",
@@ -155,13 +168,15 @@ class DriftSink:
                         result.threshold,
                         result.drifted,
                         rows,
+                        in_a_row,
                     )
                 )
         return scores
 
     def _threshold(self, reference: HiddenStateBaseline, method: str, rows: int) -> float:
-        if rows == self.baseline.window_rows and method in reference.thresholds:
-            return reference.thresholds[method]
+        calibrated = reference.thresholds.get(method, {}).get(rows)
+        if calibrated is not None:
+            return calibrated
         key = (reference.layer, method, rows)
         if key not in self._thresholds:
             self._thresholds[key] = calibrate(
@@ -211,15 +226,3 @@ class DriftSink:
             finally:
                 self._windows.task_done()
         self._windows.task_done()
-
-
-def _scored_rows(rows: int, reference: HiddenStateBaseline, baseline: Baseline) -> int:
-    """How many of a window's rows to score: the baseline's window size when there are
-    enough, else the largest power of two there is (and the reference can calibrate), so
-    that a window's threshold is calibrated for exactly its size and only a handful of
-    sizes ever need calibrating."""
-    if rows >= baseline.window_rows:
-        rows = baseline.window_rows
-    else:
-        rows = 1 << (rows.bit_length() - 1) if rows else 0
-    return min(rows, len(reference.reference_NK) // 2)

@@ -60,7 +60,8 @@ class BaselineLayerData:
     layer: int
     name: str
     data: bytes
-    thresholds: Mapping[str, float]
+    # Per drift method, per window rows: JSON keys are text, so rows are stored as text.
+    thresholds: Mapping[str, Mapping[int, float]]
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,10 @@ def save_baseline(
                         "layer": layer.layer,
                         "name": layer.name,
                         "data": layer.data,
-                        "thresholds": dict(layer.thresholds),
+                        "thresholds": {
+                            method: {str(rows): t for rows, t in by_rows.items()}
+                            for method, by_rows in layer.thresholds.items()
+                        },
                     }
                     for layer in layers
                 ],
@@ -196,7 +200,19 @@ def baseline_layers(engine: Engine, baseline_id: int) -> list[BaselineLayerData]
         .order_by(BASELINE_LAYERS.c.kind, BASELINE_LAYERS.c.layer)
     )
     with schema_checked(engine), engine.connect() as connection:
-        return [BaselineLayerData(*row) for row in connection.execute(statement)]
+        return [
+            BaselineLayerData(
+                kind,
+                layer,
+                name,
+                data,
+                {
+                    method: {int(rows): t for rows, t in by_rows.items()}
+                    for method, by_rows in thresholds.items()
+                },
+            )
+            for kind, layer, name, data, thresholds in connection.execute(statement)
+        ]
 
 
 def hidden_samples(engine: Engine, run_id: str) -> dict[str, bytes]:

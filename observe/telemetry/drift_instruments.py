@@ -1,4 +1,5 @@
-"""Drift as OpenTelemetry instruments: the last window's scores, and windows scored.
+"""Drift as OpenTelemetry instruments: the last window's scores, the windows in a row that
+drifted, and windows scored.
 
 Observable gauges read at collection time, like the routing figures: the drift thread
 only replaces the values they read.
@@ -27,10 +28,12 @@ class DriftInstruments:
         self._lock = threading.Lock()
         self._semantic: Values = {}
         self._thresholds: Values = {}
+        self._drifted_windows: Values = {}
         self._routing: Values = {}
         for metric, values in (
             (catalogue.SEMANTIC_DRIFT, self._semantic),
             (catalogue.SEMANTIC_DRIFT_THRESHOLD, self._thresholds),
+            (catalogue.SEMANTIC_DRIFTED_WINDOWS, self._drifted_windows),
             (catalogue.ROUTING_DRIFT, self._routing),
         ):
             observable(meter, metric, self._reader(metric, values))
@@ -44,6 +47,7 @@ class DriftInstruments:
                 else:
                     key = (layer, score.method)
                     self._semantic[key] = score.score
+                    self._drifted_windows[key] = score.drifted_windows
                     if score.threshold is not None:
                         self._thresholds[key] = score.threshold
 
