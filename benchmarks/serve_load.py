@@ -2,10 +2,11 @@
 
 Fine-tunes a model on one domain and records its drift baseline into a throwaway SQLite
 store, as `observe train` does (`jobs.train`). Then serves it over HTTP on a free loopback
-port to `--concurrency` client threads (httpx), each sending a completion request and
-waiting for its answer, again and again, for `--seconds`: prompts of the training domain in
-the first half, of `--shift-to` in the second. Every prompt is sent once per run, so the
-response cache answers none; each request asks for `--max-tokens` new tokens, greedy.
+port to `--concurrency` client threads (httpx, in a process of their own), each sending a
+completion request and waiting for its answer, again and again, for `--seconds`: prompts of
+the training domain in the first half, of `--shift-to` in the second. Every prompt is sent
+once per run, so the response cache answers none; each request asks for `--max-tokens` new
+tokens, greedy.
 
 - A, without the monitor: the engine behind the same server, no session and no hooks; the
   server's and the engine's figures go to a no-op meter provider.
@@ -18,15 +19,16 @@ so that A's mean time is B's.
 
 Printed: per run, requests answered, requests/s, generated tokens/s and p50/p95/p99 latency
 (client side, wall clock); B over A throughput against the 2% target, per half, and B over A
-CPU time per request; then B's drift windows scored after the shift and when the run's alert
-evaluator recorded the drift alert (ObserveSemanticDrift) firing in its `alert_events`, what
-an on-call engineer is paged from: how many windows had been scored after the shift by then,
-against the target of three, and whether it fired before the shift (a false alarm). The rule
-is the default one, a layer's score over its calibrated threshold in two scored windows in a
-row; `--drift-for` adds a `for` to both drift rules. Windows of the default
-`flush_every` (10 batches, 64 prompts scored) and alert evaluation every 15 s are set for
-hours, not a run of minutes: the header says what this run sets instead. It reports; it
-exits 0 whether or not the targets are met. `benchmarks/README.md` keeps the latest table.
+CPU time per request (the server's process); then B's drift windows scored after the shift
+and when the run's alert evaluator recorded the drift alert (ObserveSemanticDrift) firing in
+its `alert_events`, what an on-call engineer is paged from: how many windows had been scored
+after the shift by then, against the target of three, and whether it fired before the shift
+(a false alarm). The rule is the default one, a layer's score over its calibrated threshold
+in two scored windows in a row; `--drift-for` adds a `for` to both drift rules. Windows of
+the default `flush_every` (10 batches, 64 prompts scored) and alert evaluation every 15 s
+are set for hours, not a run of minutes: the header says what this run sets instead. It
+reports; it exits 0 whether or not the targets are met. `benchmarks/README.md` keeps the
+latest table.
 
     .venv/bin/python benchmarks/serve_load.py [--seconds 90] [--concurrency 8] [--model-size small]
         [--train-steps 60] [--flush-every 20] [--evaluation-interval-s 5] [--drift-for DURATION]
@@ -45,7 +47,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import torch
@@ -54,9 +56,9 @@ from opentelemetry.metrics import NoOpMeterProvider
 from serve_traffic import (
     BOUND_S,
     MODEL,
+    Clients,
     Phases,
     distinct_prompts,
-    send,
     wait_ready,
 )
 
@@ -144,12 +146,12 @@ def monitored_run(
     model: MoETransformer,
     config: ServerConfig,
     trained_until: datetime | None,
-    before: Sequence[str],
-    after: Sequence[str],
+    send: Callable[[str, float, float], Phases],
     args: argparse.Namespace,
 ) -> Monitored:
     """`model` served by `jobs.serve_http`, as `observe serve` serves it, in this (the main)
-    thread, loaded from another, which then stops it with SIGTERM."""
+    thread, loaded by `send(url, before_s, seconds)` from another, which then stops it
+    with SIGTERM."""
     with contextlib.closing(http.bind(config.host, 0)) as probe:
         port = probe.getsockname()[1]
     url = f"http://{config.host}:{port}"
@@ -158,8 +160,8 @@ def monitored_run(
     def drive() -> None:
         try:
             wait_ready(url)
-            driven.shift = datetime.now(UTC) + timedelta(seconds=args.seconds / 2)
-            driven.phases = send(url, before, after, args.seconds, args.seconds / 2, args)
+            driven.phases = send(url, args.seconds / 2, args.seconds)
+            driven.shift = driven.phases.began + timedelta(seconds=args.seconds / 2)
         except BaseException as exc:
             driven.error = exc
         finally:
@@ -399,7 +401,7 @@ def main() -> None:
         drift_for = f"{args.drift_for} (their own: {own_for})"
     else:
         overrides, drift_for = {}, f"their own, {own_for}"
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as scratch, Clients() as clients:
         settings = Settings(
             db_url=f"sqlite:///{scratch}/observe.db",
             prometheus_port=0,
@@ -457,9 +459,14 @@ def main() -> None:
             times[name] = time.perf_counter() - start
             return result
 
+        def send(url: str, before_s: float, seconds: float) -> Phases:
+            return clients.send(
+                url, first, second, seconds, before_s, args.concurrency, args.max_tokens
+            )
+
         def bare(before_s: float, seconds: float) -> Phases:
             with bare_server(model, config) as (url, engine):
-                phases = send(url, first, second, seconds, before_s, args)
+                phases = send(url, before_s, seconds)
                 return dataclasses.replace(phases, batches=engine.stats.batches)
 
         # Allocator, threads and the first batches warm, for A as for B.
@@ -470,16 +477,19 @@ def main() -> None:
         # ending) weighs on both alike, which A then B would not give.
         a_first = timed("A, first half", lambda: bare(half, half))
         start = time.perf_counter()
-        run = monitored_run(
-            settings, model, config, training.result.trained_until, first, second, args
-        )
+        run = monitored_run(settings, model, config, training.result.trained_until, send, args)
         times["B, with the session's start and close"] = time.perf_counter() - start
         a_second = timed("A, second half", lambda: bare(0.0, half))
-        others = other_processes_cpu_share(*load_began)
+        wall, cpu, busy = load_began
+        # The clients' process is this benchmark's, not another's.
+        clients_cpu_s = sum(p.clients_cpu_s for p in (a_first, run.phases, a_second))
+        others = other_processes_cpu_share(wall, cpu - clients_cpu_s, busy)
         a = Phases(
             a_first.before,
             a_second.after,
+            a_first.began,
             a_first.cpu_s + a_second.cpu_s,
+            a_first.clients_cpu_s + a_second.clients_cpu_s,
             a_first.batches + a_second.batches,
         )
         engine = connect(settings.db_url)

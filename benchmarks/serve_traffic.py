@@ -1,16 +1,21 @@
-"""The load `benchmarks/serve_load.py` puts on a server: client threads sending distinct
-prompts of one domain, then another, and what they measured."""
+"""The load `benchmarks/serve_load.py` puts on a server: client threads, in a process of
+their own as a service's clients are, sending distinct prompts of one domain, then another,
+and what they measured.
+
+In the server's process the clients' Python would share the server's interpreter lock,
+which no real client does, and their CPU time would count as the server's."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
+import multiprocessing
 import statistics
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import httpx
 
@@ -65,12 +70,15 @@ def combined(loads: Sequence[Load], seconds: float) -> Load:
 
 @dataclass(frozen=True)
 class Phases:
-    """A run's load before the shift and after it, and the CPU time this process took
-    meanwhile (the clients', the server's and, in run B, the monitor's threads)."""
+    """A run's load before the shift and after it, when it began, the CPU time the server's
+    process took meanwhile (the server's and, in run B, the monitor's threads) and the
+    clients' process."""
 
     before: Load
     after: Load
+    began: datetime
     cpu_s: float
+    clients_cpu_s: float
     # Batched generations that answered it, once counted: the engine's, or run B's steps.
     batches: int = 0
 
@@ -112,18 +120,52 @@ def distinct_prompts(domain: str, fits: int) -> list[str]:
     return list(dict.fromkeys(p for p in drawn if len(tokenizer.encode(p, bos=True)) <= fits))
 
 
-def send(
+class Clients:
+    """A process of client threads, started once (spawned: the server's process may hold
+    threads and locks a fork would copy) and given one run of load at a time."""
+
+    def __init__(self) -> None:
+        self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        # Imports done before any run: a run's clock starts with its first request.
+        self._pool.submit(time.process_time).result()
+
+    def __enter__(self) -> Clients:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown()
+
+    def send(
+        self,
+        url: str,
+        before: Sequence[str],
+        after: Sequence[str],
+        seconds: float,
+        shift_after_s: float,
+        concurrency: int,
+        max_tokens: int,
+    ) -> Phases:
+        """`concurrency` clients, each sending a request and waiting for its answer, for
+        `seconds`: prompts of `before` for the first `shift_after_s` seconds, then of
+        `after`. Answers that come after the end are not counted."""
+        cpu = time.process_time()
+        job = (url, before, after, seconds, shift_after_s, concurrency, max_tokens)
+        before_load, after_load, began, clients_cpu_s = self._pool.submit(_load, *job).result()
+        return Phases(before_load, after_load, began, time.process_time() - cpu, clients_cpu_s)
+
+
+def _load(
     url: str,
     before: Sequence[str],
     after: Sequence[str],
     seconds: float,
     shift_after_s: float,
-    args: argparse.Namespace,
-) -> Phases:
-    """`args.concurrency` clients, each sending a request and waiting for its answer, for
-    `seconds`: prompts of `before` for the first `shift_after_s` seconds, then of `after`.
-    Answers that come after the end are not counted."""
-    start, cpu = time.perf_counter(), time.process_time()
+    concurrency: int,
+    max_tokens: int,
+) -> tuple[Load, Load, datetime, float]:
+    """The clients' side of `Clients.send`, in the clients' process: the two phases' loads,
+    when they began, and the CPU time the clients took."""
+    began, start, cpu = datetime.now(UTC), time.perf_counter(), time.process_time()
     ends = start + seconds
     traffic = Traffic(before, after, start + shift_after_s)
     before_s = min(seconds, shift_after_s)
@@ -136,7 +178,7 @@ def send(
                 request = {
                     "model": MODEL,
                     "prompt": prompt,
-                    "max_tokens": args.max_tokens,
+                    "max_tokens": max_tokens,
                     "temperature": 0,  # greedy
                 }
                 sent = time.perf_counter()
@@ -153,13 +195,14 @@ def send(
                 load.tokens += response.json()["usage"]["completion_tokens"]
         return phases
 
-    with ThreadPoolExecutor(args.concurrency) as pool:
-        clients = [pool.submit(client) for _ in range(args.concurrency)]
+    with ThreadPoolExecutor(concurrency) as pool:
+        clients = [pool.submit(client) for _ in range(concurrency)]
         done = [c.result() for c in clients]
     # The clients ran side by side: the phase's seconds, every client's requests.
-    return Phases(
+    return (
         combined([before for before, _ in done], before_s),
         combined([after for _, after in done], seconds - before_s),
+        began,
         time.process_time() - cpu,
     )
 
