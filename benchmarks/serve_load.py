@@ -57,6 +57,7 @@ from serve_traffic import (
     BOUND_S,
     MODEL,
     Clients,
+    LoadPlan,
     Phases,
     distinct_prompts,
     wait_ready,
@@ -460,9 +461,10 @@ def main() -> None:
             return result
 
         def send(url: str, before_s: float, seconds: float) -> Phases:
-            return clients.send(
+            plan = LoadPlan(
                 url, first, second, seconds, before_s, args.concurrency, args.max_tokens
             )
+            return clients.send(plan)
 
         def bare(before_s: float, seconds: float) -> Phases:
             with bare_server(model, config) as (url, engine):

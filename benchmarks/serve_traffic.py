@@ -120,6 +120,22 @@ def distinct_prompts(domain: str, fits: int) -> list[str]:
     return list(dict.fromkeys(p for p in drawn if len(tokenizer.encode(p, bos=True)) <= fits))
 
 
+@dataclass(frozen=True)
+class LoadPlan:
+    """One run of load: `concurrency` clients, each sending a request of `max_tokens` new
+    tokens and waiting for its answer, for `seconds`: prompts of `before` for the first
+    `shift_after_s` seconds, then of `after`. Answers that come after the end are not
+    counted."""
+
+    url: str
+    before: Sequence[str]
+    after: Sequence[str]
+    seconds: float
+    shift_after_s: float
+    concurrency: int
+    max_tokens: int
+
+
 class Clients:
     """A process of client threads, started once (spawned: the server's process may hold
     threads and locks a fork would copy) and given one run of load at a time."""
@@ -135,50 +151,31 @@ class Clients:
     def __exit__(self, *exc: object) -> None:
         self._pool.shutdown()
 
-    def send(
-        self,
-        url: str,
-        before: Sequence[str],
-        after: Sequence[str],
-        seconds: float,
-        shift_after_s: float,
-        concurrency: int,
-        max_tokens: int,
-    ) -> Phases:
-        """`concurrency` clients, each sending a request and waiting for its answer, for
-        `seconds`: prompts of `before` for the first `shift_after_s` seconds, then of
-        `after`. Answers that come after the end are not counted."""
+    def send(self, plan: LoadPlan) -> Phases:
+        """The clients' measures of `plan`, and the CPU time this process took meanwhile."""
         cpu = time.process_time()
-        job = (url, before, after, seconds, shift_after_s, concurrency, max_tokens)
-        before_load, after_load, began, clients_cpu_s = self._pool.submit(_load, *job).result()
-        return Phases(before_load, after_load, began, time.process_time() - cpu, clients_cpu_s)
+        before, after, began, clients_cpu_s = self._pool.submit(_load, plan).result()
+        return Phases(before, after, began, time.process_time() - cpu, clients_cpu_s)
 
 
-def _load(
-    url: str,
-    before: Sequence[str],
-    after: Sequence[str],
-    seconds: float,
-    shift_after_s: float,
-    concurrency: int,
-    max_tokens: int,
-) -> tuple[Load, Load, datetime, float]:
+def _load(plan: LoadPlan) -> tuple[Load, Load, datetime, float]:
     """The clients' side of `Clients.send`, in the clients' process: the two phases' loads,
     when they began, and the CPU time the clients took."""
     began, start, cpu = datetime.now(UTC), time.perf_counter(), time.process_time()
+    seconds = plan.seconds
     ends = start + seconds
-    traffic = Traffic(before, after, start + shift_after_s)
-    before_s = min(seconds, shift_after_s)
+    traffic = Traffic(plan.before, plan.after, start + plan.shift_after_s)
+    before_s = min(seconds, plan.shift_after_s)
 
     def client() -> tuple[Load, Load]:
         phases = Load(before_s), Load(seconds - before_s)
-        with httpx.Client(base_url=url, timeout=BOUND_S) as session:
+        with httpx.Client(base_url=plan.url, timeout=BOUND_S) as session:
             while time.perf_counter() < ends:
                 prompt, shifted = traffic.next_prompt()
                 request = {
                     "model": MODEL,
                     "prompt": prompt,
-                    "max_tokens": max_tokens,
+                    "max_tokens": plan.max_tokens,
                     "temperature": 0,  # greedy
                 }
                 sent = time.perf_counter()
@@ -195,8 +192,8 @@ def _load(
                 load.tokens += response.json()["usage"]["completion_tokens"]
         return phases
 
-    with ThreadPoolExecutor(concurrency) as pool:
-        clients = [pool.submit(client) for _ in range(concurrency)]
+    with ThreadPoolExecutor(plan.concurrency) as pool:
+        clients = [pool.submit(client) for _ in range(plan.concurrency)]
         done = [c.result() for c in clients]
     # The clients ran side by side: the phase's seconds, every client's requests.
     return (
