@@ -218,6 +218,8 @@ class DemoConfig:
 
     fine_tune: FineTuneConfig = FineTuneConfig(domain="medical")
     train: TrainConfig = TrainConfig(steps=120)
-    # Serving starts on the training domain and shifts halfway: real drift to monitor.
-    serve: ServeConfig = ServeConfig()
+    # Serving starts on the training domain and shifts halfway: real drift to monitor. 200
+    # requests a phase make two windows at the default flush interval, and the drift alert
+    # pages at the second window in a row over its threshold.
+    serve: ServeConfig = ServeConfig(requests=400)
     generation: GenerationSettings = GenerationSettings(max_new_tokens=24)
