@@ -172,12 +172,12 @@ def _create(
 ) -> None:
     """Creates the run's series (name, labels text, labels key) that the table lacks."""
     rows = zip(names, texts, keys, strict=True)
-    if connection.dialect.name == "postgresql" and len(texts) > _STAGE_FROM:
+    postgres = connection.dialect.name == "postgresql"
+    if postgres and len(texts) > _STAGE_FROM:
         _create_staged(connection, run_id, rows)
         return
     # The canonical text as it is: through the JSON column type, each row's labels would be
     # encoded again.
-    postgres = connection.dialect.name == "postgresql"
     mark, labels = ("%s", "%s::jsonb") if postgres else ("?", "?")
     connection.exec_driver_sql(
         f"INSERT INTO series (run_id, name, labels, labels_key) "
@@ -203,9 +203,9 @@ def _create_staged(
     connection: Connection, run_id: str, rows: Iterable[tuple[str, str, str]]
 ) -> None:
     """Creates the run's series among `rows` (name, labels text, labels key) that the table
-    lacks, through a staging table
-    filled by one COPY: an INSERT of 262,144 series (a 64 × 256 × 16 family's first window)
-    as statements of a thousand rows took 16 s, each row's JSON bound on its own."""
+    lacks, through a staging table filled by one COPY: an INSERT of 262,144 series (a
+    64 × 256 × 16 family's first window) as statements of a thousand rows took 16 s, each
+    row's JSON bound on its own."""
     connection.exec_driver_sql(
         "CREATE TEMPORARY TABLE IF NOT EXISTS staged_series "
         "(name text, labels jsonb, labels_key text) ON COMMIT DELETE ROWS"
