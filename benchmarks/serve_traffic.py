@@ -143,7 +143,7 @@ class Clients:
     def __init__(self) -> None:
         self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
         # Imports done before any run: a run's clock starts with its first request.
-        self._pool.submit(time.process_time).result()
+        self._pool.submit(time.process_time).result(timeout=BOUND_S)
 
     def __enter__(self) -> Clients:
         return self
@@ -154,7 +154,9 @@ class Clients:
     def send(self, plan: LoadPlan) -> Phases:
         """The clients' measures of `plan`, and the CPU time this process took meanwhile."""
         cpu = time.process_time()
-        before, after, began, clients_cpu_s = self._pool.submit(_load, plan).result()
+        # Bounded: the last request of a run may start just before its end and take BOUND_S.
+        outcome = self._pool.submit(_load, plan).result(timeout=plan.seconds + 2 * BOUND_S)
+        before, after, began, clients_cpu_s = outcome
         return Phases(before, after, began, time.process_time() - cpu, clients_cpu_s)
 
 
