@@ -1,269 +1,202 @@
 """What `observe serve`'s monitor costs a loaded server, and how soon its drift alert fires.
 
-Fine-tunes a model on one domain and records its drift baseline into a throwaway SQLite
-store, as `observe train` does (`jobs.train`). Then serves it over HTTP on a free loopback
-port to `--concurrency` client threads (httpx, in a process of their own), each sending a
-completion request and waiting for its answer, again and again, for `--seconds`: prompts of
-the training domain in the first half, of `--shift-to` in the second. Every prompt is sent
-once per run, so the response cache answers none; each request asks for `--max-tokens` new
-tokens, greedy.
+Fine-tunes a model on one domain into a checkpoint and records its drift baseline into a
+throwaway SQLite store, as `observe train` does (`jobs.train`). Then serves the checkpoint
+from two processes, each on a free loopback port:
 
-- A, without the monitor: the engine behind the same server, no session and no hooks; the
-  server's and the engine's figures go to a no-op meter provider.
-- B, with it: `jobs.serve_http`, which `observe serve` runs (a monitoring session on the
-  store, hooks, each window scored for drift against the baseline, the alert evaluator),
-  stopped with SIGTERM as a service is.
+- A, without the monitor: `serve_bare.py`, the server and engine `observe serve` runs
+  without observe (no session, no hooks, figures to a no-op meter provider).
+- B, with it: `observe serve` itself (a monitoring session on the store, hooks, each window
+  scored for drift against the baseline, the alert evaluator), stopped with SIGTERM at the
+  end as a service is.
 
-A's halves run around B (A's first half, B, A's second half) after an unmeasured warm-up,
-so that A's mean time is B's.
+`--concurrency` client threads (httpx, in this process) load one server at a time, in turns
+of `--turn-s` seconds, A B B A, A B B A, …, `--seconds` of turns per server, the other
+server stopped meanwhile (serve_traffic.py says why). Each client sends a completion request
+and waits for its answer, again and again: prompts of the training domain in a server's
+first half of turns, of `--shift-to` in its second. Every prompt is sent once per server, so
+the response cache answers none; each request asks for `--max-tokens` new tokens, greedy.
 
-Printed: per run, requests answered, requests/s, generated tokens/s and p50/p95/p99 latency
-(client side, wall clock); B over A throughput against the 2% target, per half, and B over A
-CPU time per request (the server's process); then B's drift windows scored after the shift
-and when the run's alert evaluator recorded the drift alert (ObserveSemanticDrift) firing in
-its `alert_events`, what an on-call engineer is paged from: how many windows had been scored
-after the shift by then, against the target of three, and whether it fired before the shift
-(a false alarm). The rule is the default one, a layer's score over its calibrated threshold
-in two scored windows in a row; `--drift-for` adds a `for` to both drift rules. Windows of
-the default `flush_every` (10 batches, 64 prompts scored) and alert evaluation every 15 s
-are set for hours, not a run of minutes: the header says what this run sets instead. It
-reports; it exits 0 whether or not the targets are met. `benchmarks/README.md` keeps the
-latest table.
+Printed: per server, requests answered, requests/s, generated tokens/s and p50/p95/p99
+latency (client side, wall clock); B over A throughput against the 2% target, per half and
+per pair of turns, and B over A CPU time per request (each server's process); then B's drift
+windows scored after the shift and when B's alert evaluator recorded the drift alert
+(ObserveSemanticDrift) firing in its `alert_events`, what an on-call engineer is paged from:
+how many windows had been scored after the shift by then, against the target of three, and
+whether it fired before the shift (a false alarm). Times from the shift are B's serving
+seconds, its stopped time left out. The rule is the default one, a layer's score over its
+calibrated threshold in two scored windows in a row; `--drift-for` adds a `for` to both
+drift rules. Windows of the default `flush_every` (10 batches, 64 prompts scored) and alert
+evaluation every 15 s are set for hours, not a run of minutes: the header says what this run
+sets instead. It reports; it exits 0 whether or not the targets are met.
+`benchmarks/README.md` keeps the latest table.
 
-    .venv/bin/python benchmarks/serve_load.py [--seconds 90] [--concurrency 8] [--model-size small]
-        [--train-steps 60] [--flush-every 20] [--evaluation-interval-s 5] [--drift-for DURATION]
+    .venv/bin/python benchmarks/serve_load.py [--seconds 120] [--turn-s 2] [--concurrency 8]
+        [--model-size small] [--train-steps 60] [--flush-every 20] [--evaluation-interval-s 5]
+        [--drift-for DURATION]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
+import json
 import math
 import os
 import signal
+import statistics
+import subprocess
+import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from pathlib import Path
 
-import torch
-from hook_overhead import busy_cpu_seconds, other_processes_cpu_share
-from opentelemetry.metrics import NoOpMeterProvider
+from hook_overhead import busy_cpu_seconds
+from serve_drift import DRIFT_RULES, print_drift, scored_windows
 from serve_traffic import (
     BOUND_S,
     MODEL,
     Clients,
     LoadPlan,
-    Phases,
+    Served,
+    Server,
     distinct_prompts,
+    pair_ratios,
     wait_ready,
 )
 
 from observe import jobs
-from observe.alerts.config import AlertsConfig, RuleOverride
+from observe.alerts.config import AlertsConfig
 from observe.alerts.defaults import ROUTING_DRIFT_RULE, SEMANTIC_DRIFT_RULE
 from observe.alerts.signals import duration_problem
 from observe.hooks.config import MonitorConfig
-from observe.settings import Settings
-from observe.store.alerting import AlertEvent, alert_events
-from observe.store.baselines import StoredDrift, drift_results
+from observe.settings import Settings, load_settings
+from observe.store.alerting import alert_events
+from observe.store.baselines import drift_results
 from observe.store.engine import connect
+from observe.store.queries import list_runs
 from observe.workload.config import CONFIGS
 from observe.workload.corpus import DOMAINS
-from observe.workload.inference import InferenceEngine
 from observe.workload.job_config import FineTuneConfig, ServerConfig, TrainConfig
-from observe.workload.model import MoETransformer
 from observe.workload.server import http
-from observe.workload.server.app import Service, Slots, create_app
-from observe.workload.server.figures import ServerFigures
-from observe.workload.server.openai_api import ServedModel
 
 THROUGHPUT_TARGET = 0.98
-WINDOWS_TARGET = 3
-# The drift rule the target is about; the routing one is shown beside it.
-DRIFT_RULE = SEMANTIC_DRIFT_RULE
-DRIFT_RULES = (SEMANTIC_DRIFT_RULE, ROUTING_DRIFT_RULE)
-
-
-@contextlib.contextmanager
-def bare_server(
-    model: MoETransformer, config: ServerConfig
-) -> Iterator[tuple[str, InferenceEngine]]:
-    """`model` behind the server `observe serve` runs, without observe: no session, no
-    hooks, the engine's and the server's figures to a no-op meter provider. Yields its URL
-    and its engine."""
-    no_op = NoOpMeterProvider()
-    with (
-        InferenceEngine(
-            model,
-            cache_size=config.cache_size,
-            max_batch_size=config.max_batch_size,
-            seed=config.seed,
-            meter_provider=no_op,
-        ) as engine,
-        contextlib.closing(http.bind(config.host, config.port)) as sock,
-    ):
-        served = ServedModel(MODEL, model.config.max_seq_len, int(time.time()))
-        service = Service(engine, served, ServerFigures(no_op), Slots(config.max_queue))
-        server = http.Server(create_app(service), config.drain_s)
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]})
-        thread.start()
-        try:
-            url = f"http://{config.host}:{sock.getsockname()[1]}"
-            wait_ready(url)
-            yield url, engine
-        finally:
-            server.stop()
-            thread.join(BOUND_S)
-
-
-@dataclass(frozen=True)
-class Monitored:
-    run_id: str
-    phases: Phases
-    # When the second domain's prompts began.
-    shift: datetime
-    # From SIGTERM to serve_http's return: draining, closing the session.
-    close_s: float
+HERE = Path(__file__).resolve().parent
+# B serves every other turn and is stopped in between, while its timers (store exports,
+# alert evaluations) count the wall clock: set to this many times their interval, they come
+# as often per second served as on a server that serves all the time.
+WALL_PER_SERVED = 2
+# Prompts of the training domain kept for the warm-up, which the measured turns never send.
+WARMUP_PROMPTS = 500
 
 
 @dataclass
-class Driven:
-    """What run B's load thread leaves behind: read once it is done."""
+class Process:
+    """One server's process: what the clients call it, and what it printed once stopped."""
 
-    shift: datetime | None = None
-    phases: Phases | None = None
-    error: BaseException | None = None
-    # perf_counter seconds when it sent SIGTERM.
-    stopped: float = math.nan
+    server: Server
+    popen: subprocess.Popen[str]
+    log: Path
 
+    def cpu_seconds(self) -> float:
+        """CPU time the process has used, every thread's (Linux)."""
+        with open(f"/proc/{self.server.pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-def monitored_run(
-    settings: Settings,
-    model: MoETransformer,
-    config: ServerConfig,
-    trained_until: datetime | None,
-    send: Callable[[str, float, float], Phases],
-    args: argparse.Namespace,
-) -> Monitored:
-    """`model` served by `jobs.serve_http`, as `observe serve` serves it, in this (the main)
-    thread, loaded by `send(url, before_s, seconds)` from another, which then stops it
-    with SIGTERM."""
-    with contextlib.closing(http.bind(config.host, 0)) as probe:
-        port = probe.getsockname()[1]
-    url = f"http://{config.host}:{port}"
-    driven = Driven()
-
-    def drive() -> None:
+    def stop(self) -> str:
+        """SIGTERM, as a service is stopped; its standard output once it exited."""
+        self.popen.send_signal(signal.SIGCONT)
+        self.popen.send_signal(signal.SIGTERM)
         try:
-            wait_ready(url)
-            driven.phases = send(url, args.seconds / 2, args.seconds)
-            driven.shift = driven.phases.began + timedelta(seconds=args.seconds / 2)
-        except BaseException as exc:
-            driven.error = exc
-        finally:
-            driven.stopped = time.perf_counter()
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    thread = threading.Thread(target=drive, name="serve-load", daemon=True)
-    thread.start()
-    run_id = jobs.serve_http(
-        settings,
-        model,
-        MODEL,
-        dataclasses.replace(config, port=port),
-        drift=settings.drift,
-        trained_until=trained_until,
-    )
-    close_s = time.perf_counter() - driven.stopped
-    thread.join()
-    if driven.error is not None:
-        raise driven.error
-    assert driven.shift is not None and driven.phases is not None
-    return Monitored(run_id, driven.phases, driven.shift, close_s)
-
-
-@dataclass(frozen=True)
-class Window:
-    """One drift-scored window of run B: its steps, when its scores were taken, its highest
-    semantic score over layers (NaN: none scored) with that layer's rows and calibrated
-    threshold, how many of its semantic scores were over their own threshold (what the drift
-    alert fires on), of how many, and its highest routing score."""
-
-    first_step: int
-    last_step: int
-    scored: datetime
-    semantic: float
-    rows: int
-    threshold: float
-    drifted: int
-    scores: int
-    routing: float
-
-
-def highest(values: Iterable[float]) -> float:
-    """The highest of `values` that is a number; NaN if none is."""
-    return max((v for v in values if not math.isnan(v)), default=math.nan)
-
-
-def scored_windows(results: Sequence[StoredDrift]) -> list[Window]:
-    grouped: dict[tuple[int, int], list[StoredDrift]] = {}
-    for result in results:
-        grouped.setdefault((result.first_step or 0, result.last_step or 0), []).append(result)
-    windows = []
-    for (first, last), scores in grouped.items():
-        semantic = [d for d in scores if d.details.get("kind") == "semantic"]
-        top = max(semantic, key=lambda d: d.score, default=None)
-        windows.append(
-            Window(
-                first,
-                last,
-                max(d.time for d in scores),
-                math.nan if top is None else top.score,
-                0 if top is None else int(top.details.get("rows", 0)),
-                math.nan if top is None or top.threshold is None else top.threshold,
-                sum(d.drifted for d in semantic),
-                len(semantic),
-                highest(d.score for d in scores if d.details.get("kind") == "routing"),
+            out, _ = self.popen.communicate(timeout=BOUND_S)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            raise RuntimeError(
+                f"server {self.server.name} did not stop within {BOUND_S:g} s"
+            ) from None
+        if self.popen.returncode != 0:
+            raise RuntimeError(
+                f"server {self.server.name} exited with {self.popen.returncode}: "
+                f"{self.log.read_text()[-4000:]}"
             )
-        )
-    return sorted(windows, key=lambda w: w.scored)
+        return out
 
 
-def skipped_windows(windows: Sequence[Window], flush_every: int) -> int:
-    """Windows the drift thread had no room for (its queue full), from the gaps in steps."""
-    skipped, last = 0, 0
-    for window in sorted(windows, key=lambda w: w.first_step):
-        skipped += (window.first_step - last - 1) // flush_every
-        last = window.last_step
-    return skipped
+def free_port(host: str) -> int:
+    with contextlib.closing(http.bind(host, 0)) as probe:
+        return int(probe.getsockname()[1])
 
 
-def print_load(a: Phases, b: Phases) -> None:
+@contextlib.contextmanager
+def started(
+    name: str, command: list[str], host: str, port: int, scratch: Path
+) -> Iterator[Process]:
+    """The server `command` starts, once it answers /readyz; killed if still up at the end."""
+    log = scratch / f"{name}.log"
+    with open(log, "w") as errors:
+        popen = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True)
+    process = Process(Server(name, f"http://{host}:{port}", popen.pid), popen, log)
+    try:
+        try:
+            wait_ready(process.server.url)
+        except RuntimeError:
+            raise RuntimeError(f"{name} did not start: {log.read_text()[-4000:]}") from None
+        yield process
+    finally:
+        if popen.poll() is None:
+            popen.send_signal(signal.SIGCONT)
+            popen.kill()
+            popen.wait()
+
+
+def write_settings(scratch: Path, args: argparse.Namespace) -> Path:
+    """Run B's settings file: the throwaway store, a free /metrics port, the windows and
+    evaluations of a run of minutes, and timers in wall-clock seconds (`WALL_PER_SERVED`)."""
+    lines = [
+        f'db_url = "sqlite:///{scratch}/observe.db"',
+        "prometheus_port = 0",
+        "prometheus_linger_s = 0",
+        f'spool_dir = "{scratch}/spool"',
+        f"export_interval_s = {WALL_PER_SERVED * Settings().export_interval_s}",
+        "[monitor]",
+        f"flush_every = {args.flush_every}",
+        "[alerts]",
+        f"evaluation_interval_s = {WALL_PER_SERVED * args.evaluation_interval_s}",
+    ]
+    if args.drift_for:
+        for rule in DRIFT_RULES:
+            lines += [f"[alerts.rules.{rule.name}]", f'for = "{args.drift_for}"']
+    path = scratch / "observe.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def print_load(
+    a: Served, b: Served, batches: dict[str, int], cpu_s: dict[str, float], ratios: list[float]
+) -> None:
     print()
     print(
-        "| run | requests | requests/s | generated tokens/s | p50 ms | p95 ms | p99 ms "
+        "| server | requests | requests/s | generated tokens/s | p50 ms | p95 ms | p99 ms "
         "| requests/s before / after the shift | requests per batch | CPU ms per request "
         "| failed |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for name, phases in (("A: without the monitor", a), ("B: with the monitor", b)):
-        whole = phases.whole
+    for name, served in (("A: without the monitor", a), ("B: with the monitor", b)):
+        whole = served.whole
         p50, p95, p99 = whole.latency_ms()
-        per_batch = f"{whole.requests / phases.batches:.2f}" if phases.batches else "–"
+        key = name[0]
+        per_batch = f"{whole.requests / batches[key]:.2f}" if batches.get(key) else "–"
         print(
             f"| {name} | {whole.requests:,} | {whole.requests_per_s:.2f} "
             f"| {whole.tokens_per_s:,.1f} | {p50:,.0f} | {p95:,.0f} | {p99:,.0f} "
-            f"| {phases.before.requests_per_s:.2f} / {phases.after.requests_per_s:.2f} "
-            f"| {per_batch} | {phases.cpu_s / whole.requests * 1e3:.1f} "
-            f"| {whole.failed} |"
+            f"| {served.before.requests_per_s:.2f} / {served.after.requests_per_s:.2f} "
+            f"| {per_batch} | {cpu_s[key] / whole.requests * 1e3:.1f} | {whole.failed} |"
         )
         if whole.error:
-            print(f"(run {name[0]}'s first failed request: {whole.error})")
+            print(f"(server {key}'s first failed request: {whole.error})")
     requests = b.whole.requests_per_s / a.whole.requests_per_s
     tokens = b.whole.tokens_per_s / a.whole.tokens_per_s
     met = "met" if requests >= THROUGHPUT_TARGET else "MISSED"
@@ -271,82 +204,20 @@ def print_load(a: Phases, b: Phases) -> None:
         f"\nThroughput B/A: requests/s {requests:.3f}, generated tokens/s {tokens:.3f} "
         f"(target: requests/s ≥ {THROUGHPUT_TARGET}, at most 2% lost: {met})"
     )
-    # Per half, each B half beside the A half next to it in time.
     halves = (
         b.before.requests_per_s / a.before.requests_per_s,
         b.after.requests_per_s / a.after.requests_per_s,
     )
-    # CPU time moves less than wall time when other processes take the cores.
-    cpu = (b.cpu_s / b.whole.requests) / (a.cpu_s / a.whole.requests)
+    cpu = (cpu_s["B"] / b.whole.requests) / (cpu_s["A"] / a.whole.requests)
+    # The spread of B/A from one pair of turns to the next: how far the machine's speed moved
+    # within a pair, which the whole run's ratio averages over.
+    finite = [r for r in ratios if not math.isnan(r)]
+    error = statistics.stdev(finite) / math.sqrt(len(finite)) if len(finite) > 1 else math.nan
     print(
-        f"Requests/s B/A before the shift {halves[0]:.3f}, after it {halves[1]:.3f}; "
-        f"CPU time per request B/A {cpu:.3f}"
+        f"Requests/s B/A before the shift {halves[0]:.3f}, after it {halves[1]:.3f}; per pair "
+        f"of turns: median {statistics.median(finite):.3f}, mean {statistics.fmean(finite):.3f} "
+        f"± {error:.3f} (standard error, {len(finite)} pairs); CPU time per request B/A {cpu:.3f}"
     )
-
-
-def score(value: float) -> str:
-    """A score as the tables show it, NaN (none) as a dash."""
-    return "–" if math.isnan(value) else f"{value:.3f}"
-
-
-def print_drift(
-    windows: Sequence[Window], events: Sequence[AlertEvent], run: Monitored, flush_every: int
-) -> None:
-    shift = run.shift
-    before = [w for w in windows if w.scored < shift]
-    after = [w for w in windows if w.scored >= shift]
-    over = sum(w.drifted > 0 for w in before)
-    print(
-        f"\nRun B ({run.run_id}): the shift at {shift:%H:%M:%S} UTC; {len(windows)} windows "
-        f"scored for drift, {len(before)} before the shift ({over} of them with a layer over "
-        f"its calibrated threshold), {len(after)} after it; "
-        f"{skipped_windows(windows, flush_every)} skipped (the drift thread behind)."
-    )
-    print(
-        "Alert lines: semantic drift over its calibrated threshold in scored windows in a row "
-        f"{SEMANTIC_DRIFT_RULE.bound}, routing drift "
-        f"{ROUTING_DRIFT_RULE.bound}. Window 1 after the shift may hold steps served before it."
-    )
-    print()
-    print(
-        "| window after the shift | steps | scored, s from the shift | semantic drift "
-        "(highest layer) | its rows | its calibrated threshold | layers over theirs "
-        "| routing drift (highest layer) |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
-    for n, w in enumerate(windows, 1 - len(before)):
-        print(
-            f"| {n if n > 0 else ''} | {w.first_step}–{w.last_step} "
-            f"| {(w.scored - shift).total_seconds():+.1f} | {score(w.semantic)} | {w.rows} "
-            f"| {score(w.threshold)} | {w.drifted} of {w.scores} | {score(w.routing)} |"
-        )
-    print()
-    for rule in DRIFT_RULES:
-        firing = [e for e in events if e.alert == rule.name and e.state == "firing"]
-        if early := [e for e in firing if e.time < shift]:
-            print(
-                f"{rule.name} fired before the shift, on the training domain's traffic (a "
-                f"false alarm), {(shift - early[0].time).total_seconds():.1f} s before it."
-            )
-        if late := [e for e in firing if e.time >= shift]:
-            fired = late[0].time
-            windows_by_then = sum(w.scored <= fired for w in after)
-            outcome = (
-                f"fired {(fired - shift).total_seconds():.1f} s after the shift, with "
-                f"{windows_by_then} window{'' if windows_by_then == 1 else 's'} scored after it"
-            )
-            if not windows_by_then:
-                outcome += " (on windows of the training domain: a false alarm)"
-            met = 1 <= windows_by_then <= WINDOWS_TARGET
-        else:
-            outcome, met = "did not fire after the shift", False
-        verdict = "met" if met else "MISSED"
-        target = f" (target ≤ {WINDOWS_TARGET} windows: {verdict})" if rule is DRIFT_RULE else ""
-        print(f"{rule.name} {outcome}{target}.")
-    others = sorted(
-        {e.alert for e in events if e.state == "firing"} - {r.name for r in DRIFT_RULES}
-    )
-    print(f"Other alerts that fired during run B: {', '.join(others) or 'none'}.")
 
 
 def duration(text: str) -> str:
@@ -359,7 +230,10 @@ def duration(text: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=90.0, help="per run (default 90)")
+    parser.add_argument(
+        "--seconds", type=float, default=120.0, help="of turns per server (default 120)"
+    )
+    parser.add_argument("--turn-s", type=float, default=2.0, help="seconds a turn (default 2)")
     parser.add_argument("--concurrency", type=int, default=8, help="clients (default 8)")
     parser.add_argument("--max-tokens", type=int, default=24, help="new tokens per request")
     parser.add_argument("--model-size", choices=sorted(CONFIGS), default="small")
@@ -387,132 +261,127 @@ def main() -> None:
         f"({SEMANTIC_DRIFT_RULE.for_} and {ROUTING_DRIFT_RULE.for_})",
     )
     parser.add_argument(
-        "--warmup-s", type=float, default=5.0, help="unmeasured load before the runs"
+        "--warmup-s", type=float, default=6.0, help="unmeasured turns first (default 6)"
     )
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
     if args.threads:
-        torch.set_num_threads(args.threads)
+        # Read by torch in each server's process as it starts.
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
     began = time.perf_counter()
-    # observe serve's defaults, on a free port.
-    config = ServerConfig(port=0)
+    turns = max(2, round(args.seconds / args.turn_s))
     own_for = f"{SEMANTIC_DRIFT_RULE.for_} and {ROUTING_DRIFT_RULE.for_}"
-    if args.drift_for:
-        overrides = {rule.name: RuleOverride(for_=args.drift_for) for rule in DRIFT_RULES}
-        drift_for = f"{args.drift_for} (their own: {own_for})"
-    else:
-        overrides, drift_for = {}, f"their own, {own_for}"
-    with tempfile.TemporaryDirectory() as scratch, Clients() as clients:
-        settings = Settings(
-            db_url=f"sqlite:///{scratch}/observe.db",
-            prometheus_port=0,
-            prometheus_linger_s=0,
-            spool_dir=Path(scratch) / "spool",
-            monitor=MonitorConfig(flush_every=args.flush_every),
-            alerts=AlertsConfig(evaluation_interval_s=args.evaluation_interval_s, rules=overrides),
-        )
+    drift_for = f"{args.drift_for} (their own: {own_for})" if args.drift_for else own_for
+    with tempfile.TemporaryDirectory() as scratch_dir:
+        scratch = Path(scratch_dir)
+        config_file = write_settings(scratch, args)
+        settings = load_settings(config_file, environ={})
+        # observe serve's defaults, on free ports.
+        config = ServerConfig()
         print(
-            f"torch {torch.__version__}, {torch.get_num_threads()} threads; model "
+            f"{args.threads or 'torch default'} torch threads per server; model "
             f"{args.model_size!r} fine-tuned on {args.domain} for {args.train_steps} steps; "
-            f"{args.concurrency} clients for {args.seconds:g} s per run, {args.domain} "
-            f"prompts then {args.shift_to} from halfway; {args.max_tokens} new tokens per "
-            f"request, greedy; `observe serve`'s defaults (batches of up to "
-            f"{config.max_batch_size}, queue {config.max_queue})"
+            f"{args.concurrency} clients, {turns} turns of {args.turn_s:g} s per server, "
+            f"A B B A, {args.domain} prompts then {args.shift_to} from each server's halfway; "
+            f"{args.max_tokens} new tokens per request, greedy; `observe serve`'s defaults "
+            f"(batches of up to {config.max_batch_size}, queue {config.max_queue})"
         )
         print(
-            f"Run B's monitor: windows of {settings.monitor.flush_every} serving steps "
+            f"Server B's monitor: windows of {settings.monitor.flush_every} serving steps "
             f"(batches; observe's default {MonitorConfig().flush_every}), drift "
             f"{', '.join(settings.drift.methods)} against the baseline, store exports every "
-            f"{settings.export_interval_s:g} s, alert evaluation every "
-            f"{settings.alerts.evaluation_interval_s:g} s (default "
-            f"{AlertsConfig().evaluation_interval_s:g}), the drift rules' for {drift_for}"
+            f"{settings.export_interval_s / WALL_PER_SERVED:g} s, alert evaluation every "
+            f"{settings.alerts.evaluation_interval_s / WALL_PER_SERVED:g} s (default "
+            f"{AlertsConfig().evaluation_interval_s:g}), the drift rules' for {drift_for}; "
+            f"in seconds served: the wall clock's are {WALL_PER_SERVED} times as many"
         )
-        train = TrainConfig(steps=args.train_steps)
+        checkpoint = scratch / MODEL
         training = jobs.train(
             settings,
             FineTuneConfig(model_size=args.model_size, domain=args.domain),
-            train,
-            Path(scratch) / MODEL,
+            TrainConfig(steps=args.train_steps),
+            checkpoint,
             progress=False,
         )
-        setup_s = time.perf_counter() - began
-        fine_tune_s = sum(step.seconds for step in training.result.steps)
-        print(
-            f"Setup: fine-tuning {fine_tune_s:.0f} s, the baseline and the rest "
-            f"{setup_s - fine_tune_s:.0f} s"
-        )
-        model = training.result.model
-        # The first half is new traffic of the training domain: the generator's prompts drawn
-        # with a seed of their own, each once, as the model sees them behind the response
-        # cache. Leaving out the baseline's prompts, as runs before 2026-11-30 did, left out
-        # the domain's commonest, shortest ones: the rest scored 0.25-0.41 against the
-        # baseline, over the alert line in some windows.
-        # Prompts that leave room for the new tokens: none is refused for its length.
-        fits = model.config.max_seq_len - args.max_tokens
+        fits = training.result.model.config.max_seq_len - args.max_tokens
         first = distinct_prompts(args.domain, fits)
         second = distinct_prompts(args.shift_to, fits)
-        half = args.seconds / 2
-        times: dict[str, float] = {}
-
-        def timed(name: str, work: Callable[[], Phases]) -> Phases:
-            start = time.perf_counter()
-            result = work()
-            times[name] = time.perf_counter() - start
-            return result
-
-        def send(url: str, before_s: float, seconds: float) -> Phases:
-            plan = LoadPlan(
-                url, first, second, seconds, before_s, args.concurrency, args.max_tokens
+        host = config.host
+        a_port, b_port = free_port(host), free_port(host)
+        bare = [sys.executable, str(HERE / "serve_bare.py"), str(checkpoint), str(a_port)]
+        observe = [
+            str(Path(sys.executable).with_name("observe")),
+            "--config",
+            str(config_file),
+            "serve",
+            "--checkpoint",
+            str(checkpoint),
+            "--host",
+            host,
+            "--port",
+            str(b_port),
+        ]
+        with (
+            started("A", bare, host, a_port, scratch) as a,
+            started("B", observe, host, b_port, scratch) as b,
+        ):
+            setup_s = time.perf_counter() - began
+            fine_tune_s = sum(step.seconds for step in training.result.steps)
+            print(
+                f"Setup: fine-tuning {fine_tune_s:.0f} s, the baseline, the servers' start and "
+                f"the rest {setup_s - fine_tune_s:.0f} s"
             )
-            return clients.send(plan)
-
-        def bare(before_s: float, seconds: float) -> Phases:
-            with bare_server(model, config) as (url, engine):
-                phases = send(url, before_s, seconds)
-                return dataclasses.replace(phases, batches=engine.stats.batches)
-
-        # Allocator, threads and the first batches warm, for A as for B.
-        timed("warm-up", lambda: bare(args.warmup_s / 2, args.warmup_s))
-        load_began = time.perf_counter(), time.process_time(), busy_cpu_seconds()
-        # A's halves run around B (A's first half, B, A's second half): A's mean time is
-        # B's, so a drift in this shared machine's speed (a neighbour's tests starting or
-        # ending) weighs on both alike, which A then B would not give.
-        a_first = timed("A, first half", lambda: bare(half, half))
-        start = time.perf_counter()
-        run = monitored_run(settings, model, config, training.result.trained_until, send, args)
-        times["B, with the session's start and close"] = time.perf_counter() - start
-        a_second = timed("A, second half", lambda: bare(0.0, half))
-        wall, cpu, busy = load_began
-        # The clients' process is this benchmark's, not another's.
-        clients_cpu_s = sum(p.clients_cpu_s for p in (a_first, run.phases, a_second))
-        others = other_processes_cpu_share(wall, cpu - clients_cpu_s, busy)
-        a = Phases(
-            a_first.before,
-            a_second.after,
-            a_first.began,
-            a_first.cpu_s + a_second.cpu_s,
-            a_first.clients_cpu_s + a_second.clients_cpu_s,
-            a_first.batches + a_second.batches,
-        )
+            servers = (a.server, b.server)
+            warm = first[-WARMUP_PROMPTS:]
+            warmup = LoadPlan(
+                servers, warm, warm, 1, args.warmup_s / 2, args.concurrency, args.max_tokens
+            )
+            with Clients(warmup) as clients:
+                clients.run()
+            plan = LoadPlan(
+                servers,
+                first[:-WARMUP_PROMPTS],
+                second,
+                turns,
+                args.turn_s,
+                args.concurrency,
+                args.max_tokens,
+            )
+            processes = {"A": a, "B": b}
+            wall, busy = time.perf_counter(), busy_cpu_seconds()
+            cpu = {name: p.cpu_seconds() for name, p in processes.items()}
+            own = time.process_time()
+            with Clients(plan) as clients:
+                served, order = clients.run()
+            cpu = {name: p.cpu_seconds() - cpu[name] for name, p in processes.items()}
+            ours = sum(cpu.values()) + time.process_time() - own
+            load_s = time.perf_counter() - wall
+            others = None
+            if busy is not None and (now := busy_cpu_seconds()) is not None:
+                others = max(0.0, now - busy - ours) / (load_s * (os.cpu_count() or 1))
+            batches = {"A": int(json.loads(a.stop())["batches"])}
+            stopping = time.perf_counter()
+            b.stop()
+            close_s = time.perf_counter() - stopping
         engine = connect(settings.db_url)
         try:
-            windows = scored_windows(drift_results(engine, run.run_id))
-            events = alert_events(engine, run_id=run.run_id)
+            run_id = next(r.id for r in list_runs(engine) if r.pid == b.server.pid)
+            windows = scored_windows(drift_results(engine, run_id))
+            events = alert_events(engine, run_id=run_id)
         finally:
             engine.dispose()
 
-    # Each batch is a monitor step: the last window's last step is the run's batches.
-    b = dataclasses.replace(run.phases, batches=max((w.last_step for w in windows), default=0))
-    print_load(a, b)
-    print_drift(windows, events, run, args.flush_every)
+    # Each batch is a monitor step: the last window's last step is B's batches.
+    batches["B"] = max((w.last_step for w in windows), default=0)
+    print_load(served["A"], served["B"], batches, cpu, pair_ratios(order, "A", "B"))
+    print_drift(windows, events, run_id, order, args.flush_every)
     print()
-    parts = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in times.items())
     print(
-        f"Took {time.perf_counter() - began:.0f} s: setup {setup_s:.0f} s, {parts} "
-        f"(B's close: {run.close_s:.1f} s)."
+        f"Took {time.perf_counter() - began:.0f} s: setup {setup_s:.0f} s, the turns "
+        f"{load_s:.0f} s (B's close: {close_s:.1f} s)."
     )
     if others is not None:
-        print(f"Other processes used {others:.0%} of the machine's CPU time during the runs.")
+        print(f"Other processes used {others:.0%} of the machine's CPU time during the turns.")
         if others > 0.1:
             print(
                 "WARNING: the CPUs were shared with other processes; the throughput ratio "

@@ -1,19 +1,28 @@
-"""The load `benchmarks/serve_load.py` puts on a server: client threads, in a process of
-their own as a service's clients are, sending distinct prompts of one domain, then another,
-and what they measured.
+"""The load `benchmarks/serve_load.py` puts on its two servers, A and B, each a process of its
+own: client threads sending distinct prompts of one domain, then another, to one server at a
+time, in short turns, and what they measured.
 
-In the server's process the clients' Python would share the server's interpreter lock,
-which no real client does, and their CPU time would count as the server's."""
+Turns take the two servers in the order A B B A, A B B A, …, and the server out of turn is
+stopped (SIGSTOP) from its last answer to its next turn: none of its threads runs
+meanwhile, so none of its work (a drift score, an export, an alert evaluation) lands in the
+other's turn. This machine's speed moves: one batch of 8 prompts, generated again and again
+in a loop, took 8% more or less from one batch to the next and 5% from one 4 s stretch to
+the next, and its rate over 5 s ranged from 30 to 44 requests/s within 100 s. Turns of
+seconds put A and B side by side in it, where a run of each, one after the other, measured
+the machine as much as the monitor.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
+import math
+import os
+import signal
 import statistics
 import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -31,9 +40,9 @@ POOL = 20_000
 
 @dataclass
 class Load:
-    """What the clients saw of one phase of a run: the requests answered before it ended."""
+    """What the clients saw of some turns on one server."""
 
-    seconds: float
+    seconds: float = 0.0
     latencies_s: list[float] = field(default_factory=list)
     tokens: int = 0
     failed: int = 0
@@ -57,59 +66,205 @@ class Load:
         cuts = statistics.quantiles(self.latencies_s, n=100, method="inclusive")
         return cuts[49] * 1e3, cuts[94] * 1e3, cuts[98] * 1e3
 
-
-def combined(loads: Sequence[Load], seconds: float) -> Load:
-    return Load(
-        seconds,
-        [latency for load in loads for latency in load.latencies_s],
-        sum(load.tokens for load in loads),
-        sum(load.failed for load in loads),
-        next((load.error for load in loads if load.error), ""),
-    )
+    def add(self, other: Load) -> None:
+        self.seconds += other.seconds
+        self.latencies_s += other.latencies_s
+        self.tokens += other.tokens
+        self.failed += other.failed
+        self.error = self.error or other.error
 
 
 @dataclass(frozen=True)
-class Phases:
-    """A run's load before the shift and after it, when it began, the CPU time the server's
-    process took meanwhile (the server's and, in run B, the monitor's threads) and the
-    clients' process."""
+class Server:
+    name: str
+    url: str
+    pid: int
 
-    before: Load
-    after: Load
+
+@dataclass(frozen=True)
+class Turn:
+    """One turn of load on one server: which of its prompts, when, and what it answered."""
+
+    server: str
+    shifted: bool
     began: datetime
-    cpu_s: float
-    clients_cpu_s: float
-    # Batched generations that answered it, once counted: the engine's, or run B's steps.
-    batches: int = 0
-
-    @property
-    def whole(self) -> Load:
-        return combined((self.before, self.after), self.before.seconds + self.after.seconds)
+    ended: datetime
+    requests_per_s: float
 
 
 @dataclass
-class Traffic:
-    """One run's prompts, each handed out once: `before`'s until `shift_at` (perf_counter
-    seconds), `after`'s from then on."""
+class Served:
+    """What one server answered over its turns: before the shift and after it."""
 
+    before: Load = field(default_factory=Load)
+    after: Load = field(default_factory=Load)
+
+    @property
+    def whole(self) -> Load:
+        whole = Load()
+        whole.add(self.before)
+        whole.add(self.after)
+        return whole
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """`turns` turns of `turn_s` seconds on each server: `concurrency` clients, each sending
+    a request of `max_tokens` new tokens and waiting for its answer, again and again, until
+    the turn's end; the turn ends with the last answer. A server's first half of turns gets
+    prompts of `before`, the rest of `after`, each turn from a block of its own: the two
+    servers' turns of one number get the same prompts, in the same order, so that the
+    prompts' lengths, which set a batch's time, weigh on both alike."""
+
+    servers: tuple[Server, Server]
     before: Sequence[str]
     after: Sequence[str]
-    shift_at: float
-    _sent: list[int] = field(default_factory=lambda: [0, 0])
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    turns: int
+    turn_s: float
+    concurrency: int
+    max_tokens: int
 
-    def next_prompt(self) -> tuple[str, bool]:
-        """A prompt, and whether it is of the domain after the shift."""
-        shifted = time.perf_counter() >= self.shift_at
-        prompts = self.after if shifted else self.before
-        with self._lock:
-            index = self._sent[shifted]
-            self._sent[shifted] += 1
-        if index >= len(prompts):
-            raise RuntimeError(
-                f"all {len(prompts)} distinct prompts were sent: pass a shorter --seconds"
-            )
-        return prompts[index], shifted
+    @property
+    def first_after(self) -> int:
+        """The number of each server's first turn of `after`'s prompts."""
+        return math.ceil(self.turns / 2)
+
+    def prompts(self, n: int) -> Sequence[str]:
+        """The block of prompts turn number `n` takes from."""
+        if n < self.first_after:
+            size = len(self.before) // self.first_after
+            return self.before[n * size : (n + 1) * size]
+        n -= self.first_after
+        size = len(self.after) // (self.turns - self.first_after)
+        return self.after[n * size : (n + 1) * size]
+
+    def order(self) -> Iterator[tuple[Server, int]]:
+        """Each turn's server and its turn number on that server, A B B A, A B B A, …"""
+        a, b = self.servers
+        for n in range(self.turns):
+            yield from ((a, n), (b, n)) if n % 2 == 0 else ((b, n), (a, n))
+
+
+class Clients:
+    """The client threads, each with a connection to each server, kept across turns."""
+
+    def __init__(self, plan: LoadPlan) -> None:
+        self.plan = plan
+        self._pool = ThreadPoolExecutor(plan.concurrency)
+        self._sessions = {
+            server.name: [
+                httpx.Client(base_url=server.url, timeout=BOUND_S) for _ in range(plan.concurrency)
+            ]
+            for server in plan.servers
+        }
+        self._lock = threading.Lock()
+        # Prompts of this turn's block handed out.
+        self._sent = 0
+
+    def __enter__(self) -> Clients:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown()
+        for sessions in self._sessions.values():
+            for session in sessions:
+                session.close()
+
+    def run(self) -> tuple[dict[str, Served], list[Turn]]:
+        """Every turn of the plan, the servers stopped out of turn and both running again
+        after: what each server answered, and the turns in order."""
+        plan = self.plan
+        served = {server.name: Served() for server in plan.servers}
+        turns = []
+        try:
+            for server, n in self.order_running():
+                shifted = n >= plan.first_after
+                began = datetime.now(UTC)
+                load = self.turn(server, self.plan.prompts(n))
+                turns.append(
+                    Turn(server.name, shifted, began, datetime.now(UTC), load.requests_per_s)
+                )
+                (served[server.name].after if shifted else served[server.name].before).add(load)
+        finally:
+            for server in plan.servers:
+                os.kill(server.pid, signal.SIGCONT)
+        return served, turns
+
+    def order_running(self) -> Iterator[tuple[Server, int]]:
+        """The plan's order, with the server in turn running and the other stopped."""
+        for server, n in self.plan.order():
+            for other in self.plan.servers:
+                if other is not server:
+                    os.kill(other.pid, signal.SIGSTOP)
+            os.kill(server.pid, signal.SIGCONT)
+            yield server, n
+
+    def turn(self, server: Server, prompts: Sequence[str]) -> Load:
+        """One turn of the clients on `server`, sending `prompts` from the first; returns
+        once every request is answered."""
+        started = time.perf_counter()
+        ends = started + self.plan.turn_s
+        self._sent = 0
+        clients = [
+            self._pool.submit(self._client, session, prompts, ends)
+            for session in self._sessions[server.name]
+        ]
+        load = Load()
+        for client in clients:
+            load.add(client.result(timeout=self.plan.turn_s + BOUND_S))
+        # Until its last answer: a request sent before the end counts, and so does the time
+        # it took. Cut at the end, a turn would count a batch or none by chance.
+        load.seconds = time.perf_counter() - started
+        return load
+
+    def _client(self, session: httpx.Client, prompts: Sequence[str], ends: float) -> Load:
+        load = Load()
+        while time.perf_counter() < ends:
+            with self._lock:
+                index = self._sent
+                self._sent += 1
+            if index >= len(prompts):
+                raise RuntimeError(
+                    f"a turn sent all {len(prompts)} prompts of its block: pass a shorter "
+                    "--turn-s or fewer --seconds"
+                )
+            request = {
+                "model": MODEL,
+                "prompt": prompts[index],
+                "max_tokens": self.plan.max_tokens,
+                "temperature": 0,  # greedy
+            }
+            sent = time.perf_counter()
+            response = session.post("/v1/completions", json=request)
+            answered = time.perf_counter()
+            if response.status_code != 200:
+                load.failed += 1
+                load.error = load.error or f"{response.status_code} {response.text}"
+                continue
+            load.latencies_s.append(answered - sent)
+            load.tokens += response.json()["usage"]["completion_tokens"]
+        return load
+
+
+def serving_seconds(turns: Sequence[Turn], server: str, since: datetime, until: datetime) -> float:
+    """Seconds of `server`'s turns between `since` and `until`: its serving time, its
+    stopped time left out. Negative when `until` comes first."""
+    if until < since:
+        return -serving_seconds(turns, server, until, since)
+    seconds = 0.0
+    for turn in turns:
+        if turn.server == server:
+            overlap = min(turn.ended, until) - max(turn.began, since)
+            seconds += max(0.0, overlap.total_seconds())
+    return seconds
+
+
+def pair_ratios(turns: Sequence[Turn], a: str, b: str) -> list[float]:
+    """B's requests/s over A's in each pair of turns with the same number, side by side."""
+    rates: dict[str, list[float]] = {a: [], b: []}
+    for turn in turns:
+        rates[turn.server].append(turn.requests_per_s)
+    return [rb / ra if ra else math.nan for ra, rb in zip(rates[a], rates[b], strict=True)]
 
 
 def distinct_prompts(domain: str, fits: int) -> list[str]:
@@ -118,92 +273,6 @@ def distinct_prompts(domain: str, fits: int) -> list[str]:
     tokenizer = ByteTokenizer()
     drawn = generate_prompts(domain, POOL, seed=0)
     return list(dict.fromkeys(p for p in drawn if len(tokenizer.encode(p, bos=True)) <= fits))
-
-
-@dataclass(frozen=True)
-class LoadPlan:
-    """One run of load: `concurrency` clients, each sending a request of `max_tokens` new
-    tokens and waiting for its answer, for `seconds`: prompts of `before` for the first
-    `shift_after_s` seconds, then of `after`. Answers that come after the end are not
-    counted."""
-
-    url: str
-    before: Sequence[str]
-    after: Sequence[str]
-    seconds: float
-    shift_after_s: float
-    concurrency: int
-    max_tokens: int
-
-
-class Clients:
-    """A process of client threads, started once (spawned: the server's process may hold
-    threads and locks a fork would copy) and given one run of load at a time."""
-
-    def __init__(self) -> None:
-        self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-        # Imports done before any run: a run's clock starts with its first request.
-        self._pool.submit(time.process_time).result(timeout=BOUND_S)
-
-    def __enter__(self) -> Clients:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._pool.shutdown()
-
-    def send(self, plan: LoadPlan) -> Phases:
-        """The clients' measures of `plan`, and the CPU time this process took meanwhile."""
-        cpu = time.process_time()
-        # Bounded: the last request of a run may start just before its end and take BOUND_S.
-        outcome = self._pool.submit(_load, plan).result(timeout=plan.seconds + 2 * BOUND_S)
-        before, after, began, clients_cpu_s = outcome
-        return Phases(before, after, began, time.process_time() - cpu, clients_cpu_s)
-
-
-def _load(plan: LoadPlan) -> tuple[Load, Load, datetime, float]:
-    """The clients' side of `Clients.send`, in the clients' process: the two phases' loads,
-    when they began, and the CPU time the clients took."""
-    began, start, cpu = datetime.now(UTC), time.perf_counter(), time.process_time()
-    seconds = plan.seconds
-    ends = start + seconds
-    traffic = Traffic(plan.before, plan.after, start + plan.shift_after_s)
-    before_s = min(seconds, plan.shift_after_s)
-
-    def client() -> tuple[Load, Load]:
-        phases = Load(before_s), Load(seconds - before_s)
-        with httpx.Client(base_url=plan.url, timeout=BOUND_S) as session:
-            while time.perf_counter() < ends:
-                prompt, shifted = traffic.next_prompt()
-                request = {
-                    "model": MODEL,
-                    "prompt": prompt,
-                    "max_tokens": plan.max_tokens,
-                    "temperature": 0,  # greedy
-                }
-                sent = time.perf_counter()
-                response = session.post("/v1/completions", json=request)
-                answered = time.perf_counter()
-                if answered > ends:
-                    break
-                load = phases[shifted]
-                if response.status_code != 200:
-                    load.failed += 1
-                    load.error = load.error or f"{response.status_code} {response.text}"
-                    continue
-                load.latencies_s.append(answered - sent)
-                load.tokens += response.json()["usage"]["completion_tokens"]
-        return phases
-
-    with ThreadPoolExecutor(plan.concurrency) as pool:
-        clients = [pool.submit(client) for _ in range(plan.concurrency)]
-        done = [c.result() for c in clients]
-    # The clients ran side by side: the phase's seconds, every client's requests.
-    return (
-        combined([before for before, _ in done], before_s),
-        combined([after for _, after in done], seconds - before_s),
-        began,
-        time.process_time() - cpu,
-    )
 
 
 def wait_ready(url: str) -> None:

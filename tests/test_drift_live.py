@@ -10,11 +10,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_info
 
 import observe
 from observe import catalogue
 from observe.alerts.defaults import SEMANTIC_DRIFT_RULE
 from observe.alerts.evaluate import figures
+from observe.drift import live
 from observe.drift.baseline import Baseline
 from observe.drift.config import DriftConfig
 from observe.drift.live import ROUTING_METHOD, DriftSink
@@ -75,6 +77,35 @@ def test_drifted_windows_are_counted_in_a_row_per_layer_and_method() -> None:
     finally:
         sink.close()
     assert counts == [(True, 1), (True, 2), (False, 0), (True, 1), (True, 2), (True, 3)]
+
+
+class BlasThreads(DriftSink):
+    """Records the BLAS libraries' threads each time the drift thread scores a window."""
+
+    seen: list[list[int]]
+
+    def score(self, window: Window) -> Any:
+        self.seen.append(blas_threads())
+        return super().score(window)
+
+
+def blas_threads() -> list[int]:
+    return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+
+def test_the_drift_thread_scores_on_one_blas_thread_and_gives_them_back() -> None:
+    before = blas_threads()
+    if max(before, default=1) == 1:
+        pytest.skip("BLAS runs on one thread here already: a machine of one core")
+    sink = BlasThreads(baseline(), DriftConfig(queue_size=10))
+    sink.seen = []
+    try:
+        sink.consume(window(1, 0.0, (100, 100, 100, 100), seed=1))
+        sink.join()
+    finally:
+        sink.close()
+    assert sink.seen == [[live.SCORING_BLAS_THREADS] * len(before)]
+    assert blas_threads() == before
 
 
 def test_live_windows_of_every_size_are_scored_without_calibrating(

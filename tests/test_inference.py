@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import replace
@@ -12,6 +13,7 @@ from torch import nn
 
 import observe
 from observe.errors import ObserveError
+from observe.workload import inference
 from observe.workload.config import get_config
 from observe.workload.generation import GenerationSettings, generate_batch
 from observe.workload.inference import InferenceEngine, Response, ResponseCache
@@ -92,6 +94,47 @@ def test_engine_runs_concurrent_prompts_as_one_batch(model: MoETransformer) -> N
         futures = [engine.submit(prompt, GREEDY) for prompt in PROMPTS]
         assert [f.result(timeout=10).text for f in futures] == alone
         assert engine.stats.batches == 1
+
+
+def submitted_apart(engine: InferenceEngine, gaps_s: list[float]) -> list[Future[Response]]:
+    """A request, then one more after each gap."""
+    futures = [engine.submit("burst 0", GREEDY)]
+    for n, gap_s in enumerate(gaps_s, 1):
+        time.sleep(gap_s)
+        futures.append(engine.submit(f"burst {n}", GREEDY))
+    return futures
+
+
+def test_a_burst_longer_than_the_batch_wait_is_one_batch(model: MoETransformer) -> None:
+    # Gaps under batch_wait_s, the burst three times as long: a deadline from the first
+    # request would have cut it.
+    with InferenceEngine(model, max_batch_size=8, batch_wait_s=0.3) as engine:
+        futures = submitted_apart(engine, [0.1] * 7)
+        for future in futures:
+            future.result(timeout=30)
+        assert (engine.stats.batches, engine.stats.batched_requests) == (1, 8)
+
+
+def test_a_gap_longer_than_the_batch_wait_ends_the_batch(model: MoETransformer) -> None:
+    with InferenceEngine(model, batch_wait_s=0.1) as engine:
+        for future in submitted_apart(engine, [0.02, 0.5]):
+            future.result(timeout=30)
+        assert [engine.stats.batches, engine.stats.batched_requests] == [2, 3]
+
+
+def test_a_batch_waits_for_a_burst_at_most_burst_waits_batch_waits(
+    model: MoETransformer,
+) -> None:
+    # Requests every 0.1 s for 1.5 s, gaps under batch_wait_s: the first batch closes at
+    # 4 × 0.2 s, the burst still going.
+    assert inference.BURST_WAITS == 4
+    with InferenceEngine(model, max_batch_size=64, batch_wait_s=0.2) as engine:
+        futures = submitted_apart(engine, [0.1] * 15)
+        first = futures[0].result(timeout=30)
+        for future in futures:
+            future.result(timeout=30)
+    assert engine.stats.batches >= 2
+    assert first.latency_s < 1.5
 
 
 def test_on_step_gets_each_steps_ids_as_they_come(model: MoETransformer) -> None:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from observe import signals
 from observe.drift.baseline import Baseline, HiddenStateBaseline
@@ -30,6 +31,13 @@ from observe.hooks.stats import Window
 logger = logging.getLogger("observe")
 
 ROUTING_METHOD = "jensen_shannon"
+# BLAS threads (numpy's and scipy's OpenBLAS) a window's scoring uses, while it runs. By
+# default OpenBLAS runs a thread per core, which spins between calls: beside the reference
+# model generating on 2 cores, a background thread of numpy and scikit-learn work (a
+# projection and a classifier, every 0.5 s) cost generation 21% of its throughput so, and
+# 5% on one thread; in `observe serve` the spinning thread took more CPU than drift scoring
+# itself. Torch's threads are not OpenBLAS's, and keep their number.
+SCORING_BLAS_THREADS = 1
 # Seconds close() waits for queued windows to be scored.
 CLOSE_TIMEOUT_S = 10.0
 
@@ -213,7 +221,11 @@ class DriftSink:
         failed = False
         while (window := self._windows.get()) is not None:
             try:
-                drift = self.score(window)
+                # Process-wide while it lasts: BLAS calls of other threads meanwhile run on
+                # one thread too. (OpenBLAS 0.3.31 ignores it where the main thread set a
+                # number of its own.)
+                with threadpool_limits(SCORING_BLAS_THREADS, user_api="blas"):
+                    drift = self.score(window)
                 self.latest = drift
                 self.scored += 1
                 for output in self.outputs:

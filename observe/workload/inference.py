@@ -38,6 +38,9 @@ from observe.workload.tokenizer import ByteTokenizer
 
 # Enough latencies for stable tail quantiles without growing for the life of a server.
 LATENCY_WINDOW = 100_000
+# The most a batch waits for a burst of requests to end, in batch_wait_s: what the
+# first request may lose to the gathering of its batch.
+BURST_WAITS = 4
 
 logger = logging.getLogger("observe")
 
@@ -301,17 +304,24 @@ class InferenceEngine(Closeable):
                 self._run_batch(live)
 
     def _collect_batch(self) -> list[_Request]:
-        """The oldest waiting request plus any that arrive within batch_wait_s, up to the cap."""
+        """The oldest waiting request plus those that follow it with gaps of at most
+        batch_wait_s, up to the cap, within BURST_WAITS × batch_wait_s of the first."""
         first = self._queue.get()
         if first is None:
             return []
         batch = [first]
-        deadline = time.perf_counter() + self.batch_wait_s
+        # The callers a batch answered send their next requests as one burst, which the
+        # server reads one by one, a few ms apart: a deadline from the first would cut the
+        # burst in two, and the halves would then run as two batches for good.
+        now = time.perf_counter()
+        deadline = now + BURST_WAITS * self.batch_wait_s
         while len(batch) < self.max_batch_size:
+            wait = min(self.batch_wait_s, deadline - now)
             try:
-                request = self._queue.get(timeout=max(0.0, deadline - time.perf_counter()))
+                request = self._queue.get(timeout=max(0.0, wait))
             except queue.Empty:
                 break
+            now = time.perf_counter()
             if request is None:
                 break
             batch.append(request)
