@@ -8,6 +8,7 @@ meter provider), until SIGTERM. Then prints the batches its engine ran, as JSON.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import sys
 import time
@@ -42,6 +43,8 @@ def main() -> None:
     ):
         served = ServedModel(MODEL, model.config.max_seq_len, int(time.time()))
         service = Service(engine, served, ServerFigures(no_op), Slots(config.max_queue))
+        # As `observe serve` does (jobs.serve_http): start-up's objects out of full collections.
+        gc.freeze()
         http.Server(create_app(service), config.drain_s).run(sockets=[sock])
         print(json.dumps({"batches": engine.stats.batches}), flush=True)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import json
 import logging
 import os
@@ -303,7 +304,16 @@ def serve_http(
             def draining() -> None:
                 service.ready = False
 
-            http.Server(create_app(service), config.drain_s, draining).run(sockets=[sock])
+            # What start-up made (imports, the model, the session) stays for the server's
+            # life: out of the collector's full passes, which walk every tracked object while
+            # the model's thread waits. observe's imports alone take a full pass from 201k
+            # objects to 539k (92 to 252 ms here).
+            gc.freeze()
+            try:
+                http.Server(create_app(service), config.drain_s, draining).run(sockets=[sock])
+            finally:
+                # A caller that goes on (a test, a notebook) collects them again.
+                gc.unfreeze()
     return session.run_id
 
 

@@ -294,6 +294,23 @@ def test_reservoir_is_a_uniform_sample() -> None:
     assert abs(hits[:50].mean() - 30) < 3 and abs(hits[50:].mean() - 30) < 3
 
 
+def test_a_forwards_layers_keep_the_same_sequences_and_each_window_draws_anew() -> None:
+    from observe.hooks.reservoir import HiddenStateReservoir
+
+    reservoir = HiddenStateReservoir(2, capacity=4, device=torch.device("cpu"), seed=0)
+    items = torch.arange(8, dtype=torch.float32)[:, None]
+    windows = []
+    # Windows of one forward each, of more items than the reservoir holds: slots are drawn.
+    for _ in range(3):
+        reservoir.add(0, items)
+        reservoir.add(1, items + 1000)
+        layer_0, layer_1 = (rows[:, 0].tolist() for rows in reservoir.drain())
+        assert [v + 1000 for v in layer_0] == layer_1
+        windows.append(layer_0)
+    # Each window starts from a count of 0 again, with a draw of its own.
+    assert len({tuple(w) for w in windows}) > 1
+
+
 def test_reservoir_slots_follow_algorithm_r_and_write_no_row_twice() -> None:
     """A batch's items take the rows item-by-item Algorithm R leaves them in: where two draw
     one slot the later keeps it, so no row is written twice and the order of writes (free

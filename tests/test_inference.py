@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -325,6 +327,12 @@ def test_the_worker_starts_on_first_submit(model: MoETransformer) -> None:
         assert workers() == before
         engine.generate("Hi", 2)
         assert workers() == before + 1
+        # The model's own thread: not one of observe's background threads, which yield.
+        assert engine._worker is not None and engine._worker.native_id is not None
+        if sys.platform == "linux":
+            assert os.getpriority(os.PRIO_PROCESS, engine._worker.native_id) == os.getpriority(
+                os.PRIO_PROCESS, threading.get_native_id()
+            )
     assert workers() == before
 
 

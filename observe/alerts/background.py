@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from observe import signals
+from observe import priority
 from observe.alerts.evaluate import Evaluator
 from observe.alerts.rules import Rule
 from observe.store import alerting
@@ -33,7 +33,7 @@ class BackgroundEvaluator:
         self._stop = threading.Event()
         self._failing = False
         self._thread = threading.Thread(target=self._loop, name="observe-alerts", daemon=True)
-        signals.start(self._thread)
+        priority.start_background(self._thread)
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval_s):

@@ -168,6 +168,9 @@ class Monitor(Closeable):
         # This forward's token mask for one token count: every layer of a forward asks for
         # the same one, and a decode step's slicing costs as much as the recording.
         self._token_masks: tuple[int, torch.Tensor | None] | None = None
+        # This forward's pooling weights (batch × 1 × positions) and their sums per row,
+        # for one shape: every attention layer of a forward pools with the same ones.
+        self._pooling: tuple[tuple[int, int], torch.Tensor, torch.Tensor] | None = None
         self._measure_routing = self._measure_hidden = True
         self._pending_logits: list[torch.Tensor | None] = [None] * len(self.routers)
         # Layers whose router outputs may wait to be read: the choice is in the output.
@@ -267,7 +270,7 @@ class Monitor(Closeable):
         if mask is None and len(args) > 1 and isinstance(args[1], torch.Tensor):
             mask = args[1]
         self._mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
-        self._token_masks = None
+        self._token_masks = self._pooling = None
         shape = _input_shape(args, kwargs)
         self._forward_tokens = None if shape is None else shape[0] * shape[1]
         config = self.config
@@ -284,7 +287,7 @@ class Monitor(Closeable):
 
     def _after_forward(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         self._mask = None
-        self._token_masks = None
+        self._token_masks = self._pooling = None
         self._forward_tokens = None
 
     def _token_mask(self, n_tokens: int) -> torch.Tensor | None:
@@ -342,14 +345,24 @@ class Monitor(Closeable):
             return
         with torch.no_grad():
             hidden_BSD = hidden_BSD.detach().float()
-            B, S, _ = hidden_BSD.shape
-            mask = self._token_mask(B * S)
-            weight_BS = hidden_BSD.new_ones(B, S) if mask is None else mask.view(B, S).float()
-            pooled_BD = (hidden_BSD * weight_BS[..., None]).sum(1)
-            pooled_BD = pooled_BD / weight_BS.sum(1, keepdim=True).clamp_min(1.0)
+            weight_B1S, count_B1 = self._pooling_weights(hidden_BSD)
+            # A batched matrix product: no batch × positions × width temporary.
+            pooled_BD = torch.bmm(weight_B1S, hidden_BSD).squeeze(1) / count_B1
             self._reservoir.add(layer, pooled_BD)
             if self._window_sample is not None:
                 self._window_sample.add(layer, pooled_BD)
+
+    def _pooling_weights(self, hidden_BSD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each sequence's real tokens, to average its states over, and how many they are."""
+        B, S, _ = hidden_BSD.shape
+        cached = self._pooling
+        if cached is not None and cached[0] == (B, S):
+            return cached[1], cached[2]
+        mask = self._token_mask(B * S)
+        weight_BS = hidden_BSD.new_ones(B, S) if mask is None else mask.view(B, S).float()
+        weights = (weight_BS[:, None, :], weight_BS.sum(1, keepdim=True).clamp_min(1.0))
+        self._pooling = ((B, S), *weights)
+        return weights
 
     # -- steps and flushes -------------------------------------------------------------
 

@@ -7,7 +7,9 @@ Algorithm R run on the device: item i (counted from 0) fills slot i while the re
 has room, then replaces slot j ~ U{0..i} when j falls inside it. The count of items seen is
 a host-side number (batch sizes are shapes, not values), so no step waits for the device.
 Items that land outside the reservoir, or in a slot a later item of their batch takes,
-are written to one spare row that is never read.
+are written to one spare row that is never read. The layers of one forward, each at the
+same count with a batch of the same size, share one draw: the slots cost a forward
+several small ops, and each layer's sample stays uniform (all hold the same sequences).
 
 Shape legend: B sequences, R reservoir rows, D hidden width.
 """
@@ -24,6 +26,8 @@ class HiddenStateReservoir:
         self.seen = [0] * n_layers
         self._rows: list[torch.Tensor | None] = [None] * n_layers
         self._generator = torch.Generator(device=device).manual_seed(seed)
+        # The last draw's slots, for the count and batch size they were drawn at.
+        self._drawn: tuple[tuple[int, int], torch.Tensor] | None = None
 
     def add(self, layer: int, pooled_BD: torch.Tensor) -> None:
         B, D = pooled_BD.shape
@@ -35,8 +39,11 @@ class HiddenStateReservoir:
                 rows_RD = torch.zeros(self.capacity + 1, D, device=self.device)
             self._rows[layer] = rows_RD
         seen = self.seen[layer]
-        u_B = torch.rand(B, generator=self._generator, device=self.device)
-        rows_RD.index_copy_(0, slots(seen, u_B, self.capacity), pooled_BD.detach().float())
+        drawn = self._drawn
+        if drawn is None or drawn[0] != (seen, B):
+            u_B = torch.rand(B, generator=self._generator, device=self.device)
+            drawn = self._drawn = ((seen, B), slots(seen, u_B, self.capacity))
+        rows_RD.index_copy_(0, drawn[1], pooled_BD.detach().float())
         self.seen[layer] = seen + B
 
     def read(self, layer: int) -> torch.Tensor:
@@ -53,6 +60,8 @@ class HiddenStateReservoir:
         call. A layer that sampled nothing gives a (0, 0) tensor."""
         on_gpu = self.device.type == "cuda"
         samples = []
+        # Counts start again from 0: a draw at a count of the last window is not this one's.
+        self._drawn = None
         for layer, rows_RD in enumerate(self._rows):
             n = min(self.seen[layer], self.capacity)
             if rows_RD is None or n == 0:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from observe import signals
+from observe import priority
 from observe.hooks.stats import LayerStats, RoutingStats, RoutingTotals, Window
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ class WindowWorker:
         self._windows.put((sums, hidden, first_step, last_step))
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="observe-flush", daemon=True)
-            signals.start(self._thread)
+            priority.start_background(self._thread)
 
     def total_stats(self) -> tuple[LayerStats, ...]:
         """Statistics of every window put so far; waits until they are processed."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from observe import signals
+from observe import priority
 from observe.errors import ObserveError
 from observe.store.engine import mask_url
 from observe.store.records import Batch
@@ -71,7 +71,7 @@ class Delivery:
         self._hurry = threading.Event()  # close() began: retry now rather than after backoff
         self._stop = threading.Event()  # close() gave up waiting: exit
         self._thread = threading.Thread(target=self._run, name="observe-delivery", daemon=True)
-        signals.start(self._thread)
+        priority.start_background(self._thread)
 
     def submit(self, batch: Batch) -> None:
         """Spools `batch`; never waits for the database. A full spool drops measurements
