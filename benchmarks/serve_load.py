@@ -125,9 +125,11 @@ class Process:
         return out
 
 
-def free_port(host: str) -> int:
-    with contextlib.closing(http.bind(host, 0)) as probe:
-        return int(probe.getsockname()[1])
+def free_ports(host: str, n: int) -> list[int]:
+    """`n` distinct free ports: each probe is held until all are found."""
+    with contextlib.ExitStack() as probes:
+        socks = [probes.enter_context(contextlib.closing(http.bind(host, 0))) for _ in range(n)]
+        return [int(sock.getsockname()[1]) for sock in socks]
 
 
 @contextlib.contextmanager
@@ -307,7 +309,7 @@ def main() -> None:
         first = distinct_prompts(args.domain, fits)
         second = distinct_prompts(args.shift_to, fits)
         host = config.host
-        a_port, b_port = free_port(host), free_port(host)
+        a_port, b_port = free_ports(host, 2)
         bare = [sys.executable, str(HERE / "serve_bare.py"), str(checkpoint), str(a_port)]
         observe = [
             str(Path(sys.executable).with_name("observe")),
