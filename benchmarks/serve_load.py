@@ -19,17 +19,17 @@ the response cache answers none; each request asks for `--max-tokens` new tokens
 
 Printed: per server, requests answered, requests/s, generated tokens/s and p50/p95/p99
 latency (client side, wall clock); B over A throughput against the 2% target, per half and
-per pair of turns, and B over A CPU time per request (each server's process); then B's drift
-windows scored after the shift and when B's alert evaluator recorded the drift alert
-(ObserveSemanticDrift) firing in its `alert_events`, what an on-call engineer is paged from:
-how many windows had been scored after the shift by then, against the target of three, and
-whether it fired before the shift (a false alarm). Times from the shift are B's serving
-seconds, its stopped time left out. The rule is the default one, a layer's score over its
-calibrated threshold in two scored windows in a row; `--drift-for` adds a `for` to both
-drift rules. Windows of the default `flush_every` (10 batches, 64 prompts scored) and alert
-evaluation every 15 s are set for hours, not a run of minutes: the header says what this run
-sets instead. It reports; it exits 0 whether or not the targets are met.
-`benchmarks/README.md` keeps the latest table.
+per pair of turns, and B over A CPU time per request (each server's process, and by thread:
+thread_cpu.py); then B's drift windows scored after the shift and when B's alert evaluator
+recorded the drift alert (ObserveSemanticDrift) firing in its `alert_events`, what an
+on-call engineer is paged from: how many windows had been scored after the shift by then,
+against the target of three, and whether it fired before the shift (a false alarm). Times
+from the shift are B's serving seconds, its stopped time left out. The rule is the default
+one, a layer's score over its calibrated threshold in two scored windows in a row;
+`--drift-for` adds a `for` to both drift rules. Windows of the default `flush_every`
+(10 batches, 64 prompts scored) and alert evaluation every 15 s are set for hours, not a
+run of minutes: the header says what this run sets instead. It reports; it exits 0 whether
+or not the targets are met. `benchmarks/README.md` keeps the latest table.
 
     .venv/bin/python benchmarks/serve_load.py [--seconds 120] [--turn-s 2] [--concurrency 8]
         [--model-size small] [--train-steps 60] [--flush-every 20] [--evaluation-interval-s 5]
@@ -66,6 +66,7 @@ from serve_traffic import (
     pair_ratios,
     wait_ready,
 )
+from thread_cpu import cpu_by_thread, print_thread_cpu
 
 from observe import jobs
 from observe.alerts.config import AlertsConfig
@@ -352,10 +353,12 @@ def main() -> None:
             processes = {"A": a, "B": b}
             wall, busy = time.perf_counter(), busy_cpu_seconds()
             cpu = {name: p.cpu_seconds() for name, p in processes.items()}
+            threads = {name: cpu_by_thread(p.server.pid) for name, p in processes.items()}
             own = time.process_time()
             with Clients(plan) as clients:
                 served, order = clients.run()
             cpu = {name: p.cpu_seconds() - cpu[name] for name, p in processes.items()}
+            threads_after = {name: cpu_by_thread(p.server.pid) for name, p in processes.items()}
             ours = sum(cpu.values()) + time.process_time() - own
             load_s = time.perf_counter() - wall
             others = None
@@ -376,6 +379,7 @@ def main() -> None:
     # Each batch is a monitor step: the last window's last step is B's batches.
     batches["B"] = max((w.last_step for w in windows), default=0)
     print_load(served["A"], served["B"], batches, cpu, pair_ratios(order, "A", "B"))
+    print_thread_cpu(threads, threads_after, {k: s.whole.requests for k, s in served.items()})
     print_drift(windows, events, run_id, order, args.flush_every)
     print()
     print(

@@ -14,6 +14,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from observe.thread_names import name_os_thread
+
 _SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
@@ -30,6 +32,7 @@ def blocked() -> Iterator[None]:
 
 
 def start(thread: threading.Thread) -> None:
-    """Starts `thread` with SIGINT and SIGTERM blocked in it."""
+    """Starts `thread` with SIGINT and SIGTERM blocked in it, under its name for the OS too."""
     with blocked():
         thread.start()
+    name_os_thread(thread)
