@@ -242,10 +242,16 @@ class InferenceEngine(Closeable):
                     )
                     signals.start(self._worker)
                 self._queue.put(_Request(prompt, settings, future, submitted_at, on_tokens))
-                self._cache_misses.add(1)
-                return future
-            response = replace(cached, cached=True, latency_s=time.perf_counter() - submitted_at)
-            self._latencies_s.append(response.latency_s)
+            else:
+                response = replace(
+                    cached, cached=True, latency_s=time.perf_counter() - submitted_at
+                )
+                self._latencies_s.append(response.latency_s)
+        # Figures outside the lock, which the engine's thread takes after each batch: with
+        # a meter provider's readers, a figure costs tens of µs.
+        if cached is None:
+            self._cache_misses.add(1)
+            return future
         self._cache_hits.add(1)
         self._latency.record(response.latency_s)
         # Outside the lock: done-callbacks run here and may submit again.
