@@ -69,6 +69,35 @@ def test_a_gauge_is_its_latest_sample_while_fresh(store: Store, run: str) -> Non
     assert by_tag(found, "model") == {"fresh": 2.5}
 
 
+def test_rules_evaluated_together_read_what_each_reads_alone(store: Store, run: str) -> None:
+    """The evaluator fetches every rule's series at once, as far back as the furthest
+    reaching rule reads (a rate's window before its lookback): a gauge's sample older than
+    the lookback stays stale, and a rate still starts from its point before the window."""
+    failures = labels(EXPORT_FAILURES, run)
+    store.write(
+        Batch(
+            run,
+            samples=(
+                Sample(ago(10), LOAD_IMBALANCE.name, labels(LOAD_IMBALANCE, run, "fresh"), 2.5),
+                Sample(ago(400), LOAD_IMBALANCE.name, labels(LOAD_IMBALANCE, run, "stale"), 9.0),
+                Sample(ago(400), EXPORT_FAILURES.name, failures, 10.0),
+                Sample(ago(0), EXPORT_FAILURES.name, failures, 40.0),
+            ),
+        )
+    )
+    chosen = rules()
+    together = [chosen["ObserveLoadImbalance"], chosen["ObserveExportFailures"]]
+    rows, _ = Evaluator(together, store.engine, run).evaluate(AT)
+    values = {row.rule: (row.value, dict(row.labels).get("model")) for row in rows}
+    assert values["ObserveLoadImbalance"] == (2.5, "fresh")
+    assert values["ObserveExportFailures"][0] == pytest.approx(30 / 300)
+    for rule in together:
+        alone = figures(rule, store.engine, run, AT)
+        assert [f.value for f in alone] == [
+            row.value for row in rows if row.rule == rule.name and row.value is not None
+        ]
+
+
 def test_the_drift_alert_fires_at_the_second_drifted_window_in_a_row(
     store: Store, run: str
 ) -> None:

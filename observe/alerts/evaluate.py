@@ -10,8 +10,8 @@ the alert events its run's evaluator recorded.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -68,20 +68,70 @@ class AlertRow:
 def figures(rule: Rule, engine: Engine, run_id: str, at: datetime) -> list[Figure]:
     """The rule's signal per series of the run at time `at`; series it gives no number for
     (too few points, 0/0) are left out, as PromQL leaves them out."""
+    return _figures(rule, Fetched.of([rule], engine, run_id, at), at)
+
+
+def _since(rule: Rule, at: datetime) -> datetime:
+    """The oldest point the rule reads at `at`."""
+    signal = rule.signal
+    if isinstance(signal, Rate | Share | Quantile):
+        # Points from before the window too: the increase starts from the last one of them.
+        return at - timedelta(seconds=(parse_duration(signal.window) or 0.0) + LOOKBACK_S)
+    return at - timedelta(seconds=LOOKBACK_S)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """The stored series that rules read at one time, fetched together: a query costs
+    about a millisecond whatever it returns, and the background evaluator of a served
+    model runs every rule every interval."""
+
+    # Counter and gauge series, over what the rule reading furthest back reads.
+    samples: list[SeriesPoints]
+    histograms: dict[str, list[SeriesPoints]]
+
+    @classmethod
+    def of(cls, rules: Sequence[Rule], engine: Engine, run_id: str, at: datetime) -> Fetched:
+        plain = [rule for rule in rules if not isinstance(rule.signal, Quantile)]
+        samples = []
+        if plain:
+            names = sorted({name for rule in plain for name in rule.metrics})
+            since = min(_since(rule, at) for rule in plain)
+            samples = alerting.samples(engine, run_id, names, since, at)
+        histograms = {}
+        for rule in rules:
+            signal = rule.signal
+            if isinstance(signal, Quantile) and signal.metric not in histograms:
+                since = min(
+                    _since(r, at)
+                    for r in rules
+                    if isinstance(r.signal, Quantile) and r.signal.metric == signal.metric
+                )
+                histograms[signal.metric] = alerting.histograms(
+                    engine, run_id, signal.metric, since, at
+                )
+        return cls(samples, histograms)
+
+    def series(self, rule: Rule, at: datetime) -> list[SeriesPoints]:
+        """The series `rule` reads at `at`, with the points it reads."""
+        signal = rule.signal
+        if isinstance(signal, Quantile):
+            found = self.histograms[signal.metric]
+        else:
+            found = [s for s in self.samples if s.name in rule.metrics]
+        since = _since(rule, at).timestamp()
+        kept = [replace(s, points=[p for p in s.points if p[0] >= since]) for s in found]
+        return [s for s in kept if s.points]
+
+
+def _figures(rule: Rule, fetched: Fetched, at: datetime) -> list[Figure]:
     signal = rule.signal
     end = at.timestamp()
     if isinstance(signal, Rate | Share | Quantile):
-        # Points from before the window too: the increase starts from the last one of them.
         window = parse_duration(signal.window) or 0.0
-        since = at - timedelta(seconds=window + LOOKBACK_S)
     else:
         window = LOOKBACK_S
-        since = at - timedelta(seconds=window)
-    if isinstance(signal, Quantile):
-        series = alerting.histograms(engine, run_id, signal.metric, since, at)
-    else:
-        series = alerting.samples(engine, run_id, rule.metrics, since, at)
-    found = _compute(signal, series, end - window, end)
+    found = _compute(signal, fetched.series(rule, at), end - window, end)
     matchers = [(label, values) for label, values in rule.selector.matchers if values]
     return [
         f
@@ -159,8 +209,9 @@ class Evaluator:
         previous evaluation."""
         rows: list[AlertRow] = []
         events: list[AlertEvent] = []
+        fetched = Fetched.of(self.rules, self.engine, self.run_id, at)
         for rule in self.rules:
-            found = figures(rule, self.engine, self.run_id, at)
+            found = _figures(rule, fetched, at)
             violated = {labels_text(f.labels): f for f in found if rule.violated(f.value)}
             for gone_key in [k for k in self._active if k[0] == rule.name and k[1] not in violated]:
                 gone = self._active.pop(gone_key)
