@@ -31,9 +31,12 @@ one, a layer's score over its calibrated threshold in two scored windows in a ro
 run of minutes: the header says what this run sets instead. It reports; it exits 0 whether
 or not the targets are met. `benchmarks/README.md` keeps the latest table.
 
+`--control` runs B without the monitor too (a second `serve_bare.py`): B/A is then the
+benchmark's own spread, two servers that differ in nothing.
+
     .venv/bin/python benchmarks/serve_load.py [--seconds 120] [--turn-s 2] [--concurrency 8]
         [--model-size small] [--train-steps 60] [--flush-every 20] [--evaluation-interval-s 5]
-        [--drift-for DURATION]
+        [--drift-for DURATION] [--control]
 """
 
 from __future__ import annotations
@@ -178,7 +181,12 @@ def write_settings(scratch: Path, args: argparse.Namespace) -> Path:
 
 
 def print_load(
-    a: Served, b: Served, batches: dict[str, int], cpu_s: dict[str, float], ratios: list[float]
+    a: Served,
+    b: Served,
+    batches: dict[str, int],
+    cpu_s: dict[str, float],
+    ratios: list[float],
+    b_name: str,
 ) -> None:
     print()
     print(
@@ -187,7 +195,7 @@ def print_load(
         "| failed |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for name, served in (("A: without the monitor", a), ("B: with the monitor", b)):
+    for name, served in (("A: without the monitor", a), (b_name, b)):
         whole = served.whole
         p50, p95, p99 = whole.latency_ms()
         key = name[0]
@@ -267,6 +275,12 @@ def main() -> None:
         "--warmup-s", type=float, default=6.0, help="unmeasured turns first (default 6)"
     )
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="B without the monitor too (a second serve_bare.py): the spread of B/A between "
+        "two servers that differ in nothing",
+    )
     args = parser.parse_args()
     if args.threads:
         # Read by torch in each server's process as it starts.
@@ -289,8 +303,11 @@ def main() -> None:
             f"{args.max_tokens} new tokens per request, greedy; `observe serve`'s defaults "
             f"(batches of up to {config.max_batch_size}, queue {config.max_queue})"
         )
+        if args.control:
+            print("Control run: B is a second serve_bare.py, without the monitor like A")
         print(
-            f"Server B's monitor: windows of {settings.monitor.flush_every} serving steps "
+            f"Server B's monitor{' (not run: control)' if args.control else ''}: windows "
+            f"of {settings.monitor.flush_every} serving steps "
             f"(batches; observe's default {MonitorConfig().flush_every}), drift "
             f"{', '.join(settings.drift.methods)} against the baseline, store exports every "
             f"{settings.export_interval_s / WALL_PER_SERVED:g} s, alert evaluation every "
@@ -312,18 +329,22 @@ def main() -> None:
         host = config.host
         a_port, b_port = free_ports(host, 2)
         bare = [sys.executable, str(HERE / "serve_bare.py"), str(checkpoint), str(a_port)]
-        observe = [
-            str(Path(sys.executable).with_name("observe")),
-            "--config",
-            str(config_file),
-            "serve",
-            "--checkpoint",
-            str(checkpoint),
-            "--host",
-            host,
-            "--port",
-            str(b_port),
-        ]
+        observe = (
+            [*bare[:-1], str(b_port)]
+            if args.control
+            else [
+                str(Path(sys.executable).with_name("observe")),
+                "--config",
+                str(config_file),
+                "serve",
+                "--checkpoint",
+                str(checkpoint),
+                "--host",
+                host,
+                "--port",
+                str(b_port),
+            ]
+        )
         with (
             started("A", bare, host, a_port, scratch) as a,
             started("B", observe, host, b_port, scratch) as b,
@@ -366,21 +387,28 @@ def main() -> None:
                 others = max(0.0, now - busy - ours) / (load_s * (os.cpu_count() or 1))
             batches = {"A": int(json.loads(a.stop())["batches"])}
             stopping = time.perf_counter()
-            b.stop()
+            stopped_b = b.stop()
             close_s = time.perf_counter() - stopping
-        engine = connect(settings.db_url)
-        try:
-            run_id = next(r.id for r in list_runs(engine) if r.pid == b.server.pid)
-            windows = scored_windows(drift_results(engine, run_id))
-            events = alert_events(engine, run_id=run_id)
-        finally:
-            engine.dispose()
+        if args.control:
+            batches["B"] = int(json.loads(stopped_b)["batches"])
+        else:
+            engine = connect(settings.db_url)
+            try:
+                run_id = next(r.id for r in list_runs(engine) if r.pid == b.server.pid)
+                windows = scored_windows(drift_results(engine, run_id))
+                events = alert_events(engine, run_id=run_id)
+            finally:
+                engine.dispose()
+            # Each batch is a monitor step: the last window's last step is B's batches.
+            batches["B"] = max((w.last_step for w in windows), default=0)
 
-    # Each batch is a monitor step: the last window's last step is B's batches.
-    batches["B"] = max((w.last_step for w in windows), default=0)
-    print_load(served["A"], served["B"], batches, cpu, pair_ratios(order, "A", "B"))
+    b_name = "B: without the monitor either (control)" if args.control else "B: with the monitor"
+    print_load(served["A"], served["B"], batches, cpu, pair_ratios(order, "A", "B"), b_name)
     print_thread_cpu(threads, threads_after, {k: s.whole.requests for k, s in served.items()})
-    print_drift(windows, events, run_id, order, args.flush_every)
+    if args.control:
+        print("\nControl run: B differs from A in nothing; its B/A is the benchmark's own spread.")
+    else:
+        print_drift(windows, events, run_id, order, args.flush_every)
     print()
     print(
         f"Took {time.perf_counter() - began:.0f} s: setup {setup_s:.0f} s, the turns "
