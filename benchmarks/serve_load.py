@@ -328,9 +328,12 @@ def main() -> None:
         second = distinct_prompts(args.shift_to, fits)
         host = config.host
         a_port, b_port = free_ports(host, 2)
-        bare = [sys.executable, str(HERE / "serve_bare.py"), str(checkpoint), str(a_port)]
-        observe = (
-            [*bare[:-1], str(b_port)]
+
+        def bare(port: int) -> list[str]:
+            return [sys.executable, str(HERE / "serve_bare.py"), str(checkpoint), str(port)]
+
+        b_command = (
+            bare(b_port)
             if args.control
             else [
                 str(Path(sys.executable).with_name("observe")),
@@ -346,8 +349,8 @@ def main() -> None:
             ]
         )
         with (
-            started("A", bare, host, a_port, scratch) as a,
-            started("B", observe, host, b_port, scratch) as b,
+            started("A", bare(a_port), host, a_port, scratch) as a,
+            started("B", b_command, host, b_port, scratch) as b,
         ):
             setup_s = time.perf_counter() - began
             fine_tune_s = sum(step.seconds for step in training.result.steps)

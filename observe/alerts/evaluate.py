@@ -71,13 +71,19 @@ def figures(rule: Rule, engine: Engine, run_id: str, at: datetime) -> list[Figur
     return _figures(rule, Fetched.of([rule], engine, run_id, at), at)
 
 
+def _spans(signal: Signal) -> tuple[float, float]:
+    """The seconds the signal's figure covers up to its evaluation time, and the seconds
+    back it reads points from."""
+    if isinstance(signal, Rate | Share | Quantile):
+        window = parse_duration(signal.window) or 0.0
+        # Points from before the window too: the increase starts from the last one of them.
+        return window, window + LOOKBACK_S
+    return LOOKBACK_S, LOOKBACK_S
+
+
 def _since(rule: Rule, at: datetime) -> datetime:
     """The oldest point the rule reads at `at`."""
-    signal = rule.signal
-    if isinstance(signal, Rate | Share | Quantile):
-        # Points from before the window too: the increase starts from the last one of them.
-        return at - timedelta(seconds=(parse_duration(signal.window) or 0.0) + LOOKBACK_S)
-    return at - timedelta(seconds=LOOKBACK_S)
+    return at - timedelta(seconds=_spans(rule.signal)[1])
 
 
 @dataclass(frozen=True)
@@ -98,18 +104,16 @@ class Fetched:
             names = sorted({name for rule in plain for name in rule.metrics})
             since = min(_since(rule, at) for rule in plain)
             samples = alerting.samples(engine, run_id, names, since, at)
-        histograms = {}
+        # Per histogram metric, the oldest point a rule on it reads.
+        earliest: dict[str, datetime] = {}
         for rule in rules:
-            signal = rule.signal
-            if isinstance(signal, Quantile) and signal.metric not in histograms:
-                since = min(
-                    _since(r, at)
-                    for r in rules
-                    if isinstance(r.signal, Quantile) and r.signal.metric == signal.metric
-                )
-                histograms[signal.metric] = alerting.histograms(
-                    engine, run_id, signal.metric, since, at
-                )
+            if isinstance(rule.signal, Quantile):
+                metric, since = rule.signal.metric, _since(rule, at)
+                earliest[metric] = min(since, earliest.get(metric, since))
+        histograms = {
+            metric: alerting.histograms(engine, run_id, metric, since, at)
+            for metric, since in earliest.items()
+        }
         return cls(samples, histograms)
 
     def series(self, rule: Rule, at: datetime) -> list[SeriesPoints]:
@@ -125,13 +129,9 @@ class Fetched:
 
 
 def _figures(rule: Rule, fetched: Fetched, at: datetime) -> list[Figure]:
-    signal = rule.signal
     end = at.timestamp()
-    if isinstance(signal, Rate | Share | Quantile):
-        window = parse_duration(signal.window) or 0.0
-    else:
-        window = LOOKBACK_S
-    found = _compute(signal, fetched.series(rule, at), end - window, end)
+    window = _spans(rule.signal)[0]
+    found = _compute(rule.signal, fetched.series(rule, at), end - window, end)
     matchers = [(label, values) for label, values in rule.selector.matchers if values]
     return [
         f
