@@ -45,35 +45,41 @@ def highest(values: Iterable[float]) -> float:
 
 
 def scored_windows(results: Sequence[StoredDrift]) -> list[Window]:
+    """Run B's drift windows (semantic scores, over the steps each gathered), each with the
+    highest routing score of the flushed windows that ended within it."""
     grouped: dict[tuple[int, int], list[StoredDrift]] = {}
     for result in results:
-        grouped.setdefault((result.first_step or 0, result.last_step or 0), []).append(result)
+        if result.details.get("kind") == "semantic":
+            grouped.setdefault((result.first_step or 0, result.last_step or 0), []).append(result)
+    routing = [d for d in results if d.details.get("kind") == "routing"]
     windows = []
-    for (first, last), scores in grouped.items():
-        semantic = [d for d in scores if d.details.get("kind") == "semantic"]
-        top = max(semantic, key=lambda d: d.score, default=None)
+    for (first, last), semantic in grouped.items():
+        top = max(semantic, key=lambda d: d.score)
         windows.append(
             Window(
                 first,
                 last,
-                max(d.time for d in scores),
-                math.nan if top is None else top.score,
-                0 if top is None else int(top.details.get("rows", 0)),
-                math.nan if top is None or top.threshold is None else top.threshold,
+                max(d.time for d in semantic),
+                top.score,
+                int(top.details.get("rows", 0)),
+                math.nan if top.threshold is None else top.threshold,
                 sum(d.drifted for d in semantic),
                 len(semantic),
-                highest(d.score for d in scores if d.details.get("kind") == "routing"),
+                highest(d.score for d in routing if first <= (d.last_step or 0) <= last),
             )
         )
     return sorted(windows, key=lambda w: w.scored)
 
 
-def skipped_windows(windows: Sequence[Window], flush_every: int) -> int:
-    """Windows the drift thread had no room for (its queue full), from the gaps in steps."""
+def skipped_windows(results: Sequence[StoredDrift], flush_every: int) -> int:
+    """Flushed windows the drift thread had no room for (its queue full), from the gaps in
+    the steps of the routing scores it gave each."""
     skipped, last = 0, 0
-    for window in sorted(windows, key=lambda w: w.first_step):
-        skipped += (window.first_step - last - 1) // flush_every
-        last = window.last_step
+    spans = {(d.first_step or 0, d.last_step or 0) for d in results
+             if d.details.get("kind") == "routing"}  # fmt: skip
+    for first, last_step in sorted(spans):
+        skipped += (first - last - 1) // flush_every
+        last = last_step
     return skipped
 
 
@@ -83,12 +89,13 @@ def score(value: float) -> str:
 
 
 def print_drift(
-    windows: Sequence[Window],
+    results: Sequence[StoredDrift],
     events: Sequence[AlertEvent],
     run_id: str,
     turns: Sequence[Turn],
     flush_every: int,
 ) -> None:
+    windows = scored_windows(results)
     # B's first turn of the second domain's prompts.
     shift = next(t.began for t in turns if t.server == "B" and t.shifted)
 
@@ -99,10 +106,11 @@ def print_drift(
     after = [w for w in windows if w.scored >= shift]
     over = sum(w.drifted > 0 for w in before)
     print(
-        f"\nServer B's run {run_id}: the shift at {shift:%H:%M:%S} UTC; {len(windows)} windows "
-        f"scored for drift, {len(before)} before the shift ({over} of them with a layer over "
+        f"\nServer B's run {run_id}: the shift at {shift:%H:%M:%S} UTC; {len(windows)} drift "
+        f"windows scored, {len(before)} before the shift ({over} of them with a layer over "
         f"its calibrated threshold), {len(after)} after it; "
-        f"{skipped_windows(windows, flush_every)} skipped (the drift thread behind)."
+        f"{skipped_windows(results, flush_every)} flushed windows skipped (the drift thread "
+        "behind)."
     )
     print(
         "Alert lines: semantic drift over its calibrated threshold in scored windows in a row "

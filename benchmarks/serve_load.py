@@ -25,17 +25,18 @@ recorded the drift alert (ObserveSemanticDrift) firing in its `alert_events`, wh
 on-call engineer is paged from: how many windows had been scored after the shift by then,
 against the target of three, and whether it fired before the shift (a false alarm). Times
 from the shift are B's serving seconds, its stopped time left out. The rule is the default
-one, a layer's score over its calibrated threshold in two scored windows in a row;
-`--drift-for` adds a `for` to both drift rules. Windows of the default `flush_every`
-(10 batches, 64 prompts scored) and alert evaluation every 15 s are set for hours, not a
-run of minutes: the header says what this run sets instead. It reports; it exits 0 whether
-or not the targets are met. `benchmarks/README.md` keeps the latest table.
+one, a layer's score over its calibrated threshold in two drift windows in a row (each the
+baseline's 512 sequences, about 26 s served here); `--drift-for` adds a `for` to both drift
+rules. B runs `observe serve`'s defaults but for alert evaluation, every 15 s by default,
+set for hours rather than a run of minutes: the header says what this run sets instead. It
+reports; it exits 0 whether or not the targets are met. `benchmarks/README.md` keeps the
+latest table.
 
 `--control` runs B without the monitor too (a second `serve_bare.py`): B/A is then the
 benchmark's own spread, two servers that differ in nothing.
 
-    .venv/bin/python benchmarks/serve_load.py [--seconds 120] [--turn-s 2] [--concurrency 8]
-        [--model-size small] [--train-steps 60] [--flush-every 20] [--evaluation-interval-s 5]
+    .venv/bin/python benchmarks/serve_load.py [--seconds 240] [--turn-s 2] [--concurrency 8]
+        [--model-size small] [--train-steps 60] [--flush-every N] [--evaluation-interval-s 5]
         [--drift-for DURATION] [--control]
 """
 
@@ -57,7 +58,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hook_overhead import busy_cpu_seconds
-from serve_drift import DRIFT_RULES, print_drift, scored_windows
+from serve_drift import DRIFT_RULES, print_drift
 from serve_traffic import (
     BOUND_S,
     MODEL,
@@ -242,7 +243,10 @@ def duration(text: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--seconds", type=float, default=120.0, help="of turns per server (default 120)"
+        "--seconds",
+        type=float,
+        default=240.0,
+        help="of turns per server (default 240: the second half holds 4-5 drift windows)",
     )
     parser.add_argument("--turn-s", type=float, default=2.0, help="seconds a turn (default 2)")
     parser.add_argument("--concurrency", type=int, default=8, help="clients (default 8)")
@@ -256,8 +260,9 @@ def main() -> None:
     parser.add_argument(
         "--flush-every",
         type=int,
-        default=20,
-        help="serving steps (batches) per window (default 20; observe's: 10)",
+        default=MonitorConfig().flush_every,
+        help=f"serving steps (batches) per flush window (default observe's, "
+        f"{MonitorConfig().flush_every})",
     )
     parser.add_argument(
         "--evaluation-interval-s",
@@ -398,12 +403,12 @@ def main() -> None:
             engine = connect(settings.db_url)
             try:
                 run_id = next(r.id for r in list_runs(engine) if r.pid == b.server.pid)
-                windows = scored_windows(drift_results(engine, run_id))
+                results = drift_results(engine, run_id)
                 events = alert_events(engine, run_id=run_id)
             finally:
                 engine.dispose()
             # Each batch is a monitor step: the last window's last step is B's batches.
-            batches["B"] = max((w.last_step for w in windows), default=0)
+            batches["B"] = max((d.last_step or 0 for d in results), default=0)
 
     b_name = "B: without the monitor either (control)" if args.control else "B: with the monitor"
     print_load(served["A"], served["B"], batches, cpu, pair_ratios(order, "A", "B"), b_name)
@@ -411,7 +416,7 @@ def main() -> None:
     if args.control:
         print("\nControl run: B differs from A in nothing; its B/A is the benchmark's own spread.")
     else:
-        print_drift(windows, events, run_id, order, args.flush_every)
+        print_drift(results, events, run_id, order, args.flush_every)
     print()
     print(
         f"Took {time.perf_counter() - began:.0f} s: setup {setup_s:.0f} s, the turns "

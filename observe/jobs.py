@@ -248,8 +248,12 @@ def serve(
                 report = replay(
                     engine, requests, concurrency=config.concurrency, settings=generation
                 )
-                # A window never spans two phases: drift per phase reads clean windows.
-                monitor.flush()
+                # No window spans two phases, nor does a drift window: drift per phase reads
+                # clean ones. The snapshot waits until the phase's last window reached the
+                # drift sink, so that the cut comes after it.
+                monitor.snapshot()
+                if monitor.drift is not None:
+                    monitor.drift.cut()
                 mix = ",".join(
                     f"{d}={w:g}" for d, w in zip(phase.domains, phase.weights, strict=True)
                 )

@@ -19,7 +19,7 @@ from observe.alerts.evaluate import figures
 from observe.drift import live
 from observe.drift.baseline import Baseline
 from observe.drift.config import DriftConfig
-from observe.drift.live import ROUTING_METHOD, DriftSink
+from observe.drift.live import ROUTING_METHOD, DriftSink, LayerDrift, WindowDrift
 from observe.hooks.stats import LayerStats, RoutingStats, Window
 from observe.pipeline import MonitoringSession
 from observe.settings import Settings
@@ -108,10 +108,74 @@ def test_the_drift_thread_scores_on_one_blas_thread_and_gives_them_back() -> Non
     assert blas_threads() == before
 
 
-def test_live_windows_of_every_size_are_scored_without_calibrating(
+class Collected:
+    """A drift output keeping what it is given."""
+
+    def __init__(self) -> None:
+        self.drifts: list[WindowDrift] = []
+
+    def consume_drift(self, drift: WindowDrift) -> None:
+        self.drifts.append(drift)
+
+    def scores(self, kind: str) -> list[LayerDrift]:
+        return [s for d in self.drifts for s in d.scores if s.kind == kind]
+
+
+def sized(step: int, rows: int) -> Window:
+    """A same-distribution window of `rows` pooled states, at `step`."""
+    flushed = window(step, 0.0, (100, 100, 100, 100), seed=step)
+    flushed.hidden_states[NAME] = np.resize(flushed.hidden_states[NAME], (rows, D))
+    return flushed
+
+
+def test_semantic_drift_waits_for_a_drift_window_of_the_baselines_rows() -> None:
+    """Routing is scored each flushed window; semantic once the windows gathered hold the
+    baseline's window_rows (128) sequences, over every step they came from."""
+    collected = Collected()
+    sink = DriftSink(baseline(), DriftConfig(queue_size=10), outputs=[collected])
+    try:
+        for step, rows in enumerate((40, 40, 40, 40, 200, 30), start=1):
+            sink.consume(sized(step, rows))
+        sink.join()
+        semantic = [(s.first_step, s.last_step, s.rows) for s in collected.scores("semantic")]
+        assert semantic == [(1, 4, 128), (5, 5, 128)]
+        routing = [(s.first_step, s.last_step) for s in collected.scores("routing")]
+        assert routing == [(step, step) for step in range(1, 7)]
+        assert sink.scored == 6
+        # The drift window's whole sample, for reports.
+        assert sink.latest_samples[NAME].rows_ND.shape == (200, D)
+    finally:
+        sink.close()
+    # Closing scores what was gathered: 30 rows, a window of 16 is under MIN_ROWS.
+    assert len(collected.scores("semantic")) == 2
+
+
+def test_a_cut_scores_what_is_gathered_and_close_what_is_left() -> None:
+    collected = Collected()
+    sink = DriftSink(baseline(), DriftConfig(queue_size=10), outputs=[collected])
+    try:
+        for step in (1, 2):
+            sink.consume(sized(step, 50))
+        sink.cut()
+        sink.consume(sized(3, 10))
+        sink.cut()  # 10 rows: too few to score, and dropped
+        sink.consume(sized(4, 40))
+        sink.join()
+        assert [(s.first_step, s.last_step, s.rows) for s in collected.scores("semantic")] == [
+            (1, 2, 64)
+        ]
+    finally:
+        sink.close()
+    assert [(s.first_step, s.last_step, s.rows) for s in collected.scores("semantic")] == [
+        (1, 2, 64),
+        (4, 4, 32),
+    ]
+
+
+def test_drift_windows_of_every_size_are_scored_without_calibrating(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The baseline calibrated every size a live window can have for its live methods; a
+    """The baseline calibrated every size a drift window can have for its live methods; a
     method it did not calibrate them for is calibrated when a window first needs it."""
     reference = baseline()
     assert {m: sorted(t) for m, t in reference.hidden_states[0].thresholds.items()} == {
@@ -124,14 +188,20 @@ def test_live_windows_of_every_size_are_scored_without_calibrating(
         return 0.5
 
     monkeypatch.setattr("observe.drift.live.calibrate", calibrate)
-    sink = DriftSink(reference, DriftConfig(methods=("classifier", "distance")))
+    collected = Collected()
+    sink = DriftSink(
+        reference, DriftConfig(methods=("classifier", "distance"), queue_size=10), [collected]
+    )
     try:
-        # Rows in the window, rows scored: the largest power of two, up to window_rows.
-        for rows, scored in ((40, 32), (64, 64), (100, 64), (128, 128), (300, 128), (70, 64)):
-            sized = window(1, 0.0, (100, 100, 100, 100), seed=rows)
-            sized.hidden_states[NAME] = np.resize(sized.hidden_states[NAME], (rows, D))
-            drift = sink.score(sized)
-            assert {(s.method, s.rows) for s in drift.scores if s.kind == "semantic"} == {
+        # Rows gathered when cut, rows scored: the largest power of two, up to window_rows.
+        for step, (rows, scored) in enumerate(
+            ((40, 32), (64, 64), (100, 64), (300, 128), (70, 64)), start=1
+        ):
+            collected.drifts.clear()
+            sink.consume(sized(step, rows))
+            sink.cut()
+            sink.join()
+            assert {(s.method, s.rows) for s in collected.scores("semantic")} == {
                 ("classifier", scored),
                 ("distance", scored),
             }

@@ -41,12 +41,13 @@ _DRIFT_CHECKS = (
     "`observe drift baselines --model MODEL`: is the active baseline the served checkpoint's?",
 )
 
-# Counted in scored windows, not seconds: the drift sink compares each window's score with
-# the threshold calibrated on the baseline for its layer, method and window size, and counts
-# the windows in a row over it (catalogue.SEMANTIC_DRIFT_ALERT_WINDOWS says why two). A `for`
-# in seconds could not count them: a window lasts 5-23 s under benchmarks/serve_load.py's load
-# and hours on a quiet service, so 15 s paged 4 windows after a shift there, and 10 s on one
-# window of unchanged traffic. `for` 0s: the count is the persistence.
+# Counted in scored drift windows, not seconds: the drift sink compares each drift window's
+# score with the threshold calibrated on the baseline for its layer, method and window size,
+# and counts the windows in a row over it (catalogue.SEMANTIC_DRIFT_ALERT_WINDOWS says why
+# two). A `for` in seconds could not count them: a window lasts from seconds under load to
+# hours on a quiet service (when windows were each flush's, 5-23 s under
+# benchmarks/serve_load.py's load, a `for` of 15 s paged 4 windows after a shift there, and
+# 10 s on one window of unchanged traffic). `for` 0s: the count is the persistence.
 SEMANTIC_DRIFT_RULE = Threshold(
     Value(SEMANTIC_DRIFTED_WINDOWS.name),
     ">",

@@ -2,7 +2,8 @@
 
 The live path, per layer: `Baseline` fits a `Projection` on a held-out part of the
 baseline's pooled hidden states once and `calibrate`s a threshold per method and window
-size on the rest; `DriftSink` then projects each window and `score_window`s it.
+size on the rest; `DriftSink` then gathers flushed windows into drift windows of the baseline's
+size, projects each and `score_window`s it.
 `js_divergence` compares expert loads. `report_html` renders Evidently's report of one
 window for a person.
 

@@ -1,4 +1,15 @@
-"""Live drift: each flushed window compared with the baseline, on a thread of its own.
+"""Live drift: flushed windows compared with the baseline, on a thread of its own.
+
+Routing drift scores each flushed window: every sequence brings many tokens, so one window's
+expert counts are already a sample, and the score is cheap. Semantic drift scores a drift
+window: the flushed windows gathered until they hold the baseline's `window_rows` pooled
+sequence states per attention layer, whatever the steps that takes. A flushed window of a
+few steps holds few sequences (on a quiet service, fewer than `MIN_ROWS`, too few to score
+at all), and a classifier or a kernel tells little apart from so few. Each score also costs
+about the same whatever its rows (Evidently's classifier: 9 ms for 128 rows, 19 ms for
+512), so scoring many small windows costs several times what the same sequences cost in
+full ones. `cut()` scores what is gathered however few it is, where traffic changes; closing
+scores it too.
 
 `DriftSink` is a monitor sink. It only queues windows, boundedly: a drift computation
 slower than the flush interval skips windows (counted) instead of delaying training steps,
@@ -11,7 +22,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -42,10 +53,18 @@ SCORING_BLAS_THREADS = 1
 CLOSE_TIMEOUT_S = 10.0
 
 
+class _Cut:
+    """Queued by `DriftSink.cut()`: score what is gathered."""
+
+
+_CUT = _Cut()
+
+
 @dataclass(frozen=True)
 class LayerDrift:
-    """One score of one window: semantic (an attention layer, by `method`) or routing (an
-    MoE layer, method "jensen_shannon")."""
+    """One score of one layer: semantic (an attention layer, by `method`, over a drift
+    window) or routing (an MoE layer, method "jensen_shannon", over a flushed window). Steps
+    `first_step` to `last_step` are the ones its data came from."""
 
     kind: str
     layer: int
@@ -55,6 +74,8 @@ class LayerDrift:
     threshold: float | None
     drifted: bool
     rows: int
+    first_step: int
+    last_step: int
     # This window and the scored windows in a row before it that drifted on this layer and
     # method: 0 when this one did not (never more for routing, which has no threshold).
     drifted_windows: int = 0
@@ -62,8 +83,9 @@ class LayerDrift:
 
 @dataclass(frozen=True)
 class WindowDrift:
-    first_step: int
-    last_step: int
+    """The scores one flushed window (or a cut) brought: routing for that window, semantic
+    where it completed a drift window."""
+
     ended: datetime
     baseline_id: int | None
     scores: tuple[LayerDrift, ...]
@@ -83,8 +105,36 @@ class DriftOutput(Protocol):
     def consume_drift(self, drift: WindowDrift) -> None: ...
 
 
+class Gathered:
+    """The pooled sequence states of the flushed windows since the last drift window, of
+    the attention layers `names`, and the steps they came from."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self._names = frozenset(names)
+        self.first_step: int | None = None
+        self.last_step = 0
+        self._rows: dict[str, list[np.ndarray]] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, window: Window) -> None:
+        if self.first_step is None:
+            self.first_step = window.first_step
+        self.last_step = window.last_step
+        for name, rows_ND in window.hidden_states.items():
+            if name in self._names and len(rows_ND):
+                self._rows.setdefault(name, []).append(rows_ND)
+                self.counts[name] = self.counts.get(name, 0) + len(rows_ND)
+
+    def take(self) -> tuple[int, int, dict[str, np.ndarray]]:
+        """The steps and every layer's rows, in the order they came; empties it."""
+        states = {name: np.concatenate(parts) for name, parts in self._rows.items()}
+        taken = (self.first_step or self.last_step, self.last_step, states)
+        self.first_step, self._rows, self.counts = None, {}, {}
+        return taken
+
+
 class DriftSink:
-    """A monitor sink scoring each window against `baseline` (see the module docstring)."""
+    """A monitor sink scoring windows against `baseline` (see the module docstring)."""
 
     # The monitor samples pooled hidden states per window for this sink.
     wants_hidden_states = True
@@ -101,14 +151,21 @@ class DriftSink:
         self.skipped = 0
         self.scored = 0
         self.latest: WindowDrift | None = None
-        # The last scored window's raw sample per attention layer, for reports.
+        # The last drift window's raw sample per attention layer, for reports.
         self.latest_samples: dict[str, LatestSample] = {}
         # Thresholds for window sizes and methods the baseline has none for, calibrated
         # when first met.
         self._thresholds: dict[tuple[int, str, int], float] = {}
         # Per (layer, method): the scored windows in a row that drifted, up to the last.
         self._drifted_windows: dict[tuple[int, str], int] = {}
-        self._windows: queue.Queue[Window | None] = queue.Queue(self.config.queue_size)
+        self._gathered = Gathered(r.name for r in baseline.hidden_states)
+        # Rows a drift window holds per attention layer: the baseline's window, at most half
+        # its reference (as calibration took them).
+        self._full = {
+            r.name: scored_rows(baseline.window_rows, baseline.window_rows, len(r.reference_NK))
+            for r in baseline.hidden_states
+        }
+        self._windows: queue.Queue[Window | _Cut | None] = queue.Queue(self.config.queue_size)
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="observe-drift", daemon=True)
         priority.start_background(self._thread)
@@ -119,13 +176,20 @@ class DriftSink:
         except queue.Full:
             self.skipped += 1
 
+    def cut(self) -> None:
+        """Has the sequences gathered so far scored as a drift window, however few, once
+        the windows queued before are: where traffic changes, so that no drift window
+        mixes what came before with what came after. Waits for room in the queue."""
+        self._windows.put(_CUT)
+
     def join(self) -> None:
-        """Waits until every queued window is scored."""
+        """Waits until every queued window (and cut) is scored."""
         self._windows.join()
 
     def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
-        """Scores what is queued, then stops the thread, waiting at most `timeout_s`: a
-        scoring still running then finishes on its own (the thread is a daemon)."""
+        """Scores what is queued and what is gathered, then stops the thread, waiting at
+        most `timeout_s`: a scoring still running then finishes on its own (the thread is a
+        daemon)."""
         if self._closed:
             return
         self._closed = True
@@ -133,35 +197,49 @@ class DriftSink:
         self._thread.join(timeout_s)
 
     def score(self, window: Window) -> WindowDrift:
-        """The window's drift on every layer; the drift thread's work, callable directly."""
-        scores = [*self._semantic(window), *self._routing(window)]
-        return WindowDrift(
-            window.first_step, window.last_step, datetime.now(UTC), self.baseline.id, tuple(scores)
-        )
+        """What one flushed window brings: its routing drift on every MoE layer, and the
+        semantic drift of the drift window it completes, if it does. The drift thread's
+        work, callable directly."""
+        self._gathered.add(window)
+        scores = self._routing(window)
+        # Layers with no rows at all do not hold the others back: a baseline may name a
+        # layer the monitor does not sample.
+        counts = self._gathered.counts
+        if counts and all(rows >= self._full[name] for name, rows in counts.items()):
+            scores = [*self._semantic(), *scores]
+        return self._drift(scores)
 
-    def _semantic(self, window: Window) -> list[LayerDrift]:
+    def _cut(self) -> WindowDrift:
+        return self._drift(self._semantic())
+
+    def _drift(self, scores: Sequence[LayerDrift]) -> WindowDrift:
+        return WindowDrift(datetime.now(UTC), self.baseline.id, tuple(scores))
+
+    def _semantic(self) -> list[LayerDrift]:
+        """The drift window gathered so far, scored on every attention layer."""
+        first_step, last_step, states = self._gathered.take()
+        rng = np.random.default_rng(self.config.seed + last_step)
         scores = []
         for reference in self.baseline.hidden_states:
-            rows_ND = window.hidden_states.get(reference.name)
-            rows = scored_rows(
-                0 if rows_ND is None else len(rows_ND),
-                self.baseline.window_rows,
-                len(reference.reference_NK),
-            )
-            if rows_ND is None or rows < MIN_ROWS:
+            rows_ND = states.get(reference.name)
+            if rows_ND is None:
+                continue
+            rows = scored_rows(len(rows_ND), self.baseline.window_rows, len(reference.reference_NK))
+            if rows < MIN_ROWS:
                 continue
             self.latest_samples[reference.name] = LatestSample(
-                reference.layer, window.first_step, window.last_step, rows_ND
+                reference.layer, first_step, last_step, rows_ND
             )
-            # The reservoir's rows are a uniform sample already: the first `rows` are too.
-            current_NK = reference.projection.apply(rows_ND[:rows])
+            # Drawn from every flushed window of it, in their order.
+            kept = np.sort(rng.choice(len(rows_ND), rows, replace=False))
+            current_NK = reference.projection.apply(rows_ND[kept])
             for method in self.config.methods:
                 result = score_window(
                     method,
                     current_NK,
                     reference.reference_NK,
                     self._threshold(reference, method, rows),
-                    seed=self.config.seed + window.last_step,
+                    seed=self.config.seed + last_step,
                 )
                 key = (reference.layer, method)
                 in_a_row = self._drifted_windows.get(key, 0) + 1 if result.drifted else 0
@@ -176,6 +254,8 @@ class DriftSink:
                         result.threshold,
                         result.drifted,
                         rows,
+                        first_step,
+                        last_step,
                         in_a_row,
                     )
                 )
@@ -213,6 +293,8 @@ class DriftSink:
                     None,
                     False,
                     stats.tokens,
+                    window.first_step,
+                    window.last_step,
                 )
             )
         return scores
@@ -222,17 +304,22 @@ class DriftSink:
         # Found once: looking the libraries up again for each window took a fifth of the
         # drift thread's time in `observe serve`.
         blas = ThreadpoolController().select(user_api="blas")
-        while (window := self._windows.get()) is not None:
+        while True:
+            item = self._windows.get()
             try:
                 # Process-wide while it lasts: BLAS calls of other threads meanwhile run on
                 # one thread too. (OpenBLAS 0.3.31 ignores it where the main thread set a
                 # number of its own.)
                 with blas.limit(limits=SCORING_BLAS_THREADS):
-                    drift = self.score(window)
-                self.latest = drift
-                self.scored += 1
-                for output in self.outputs:
-                    output.consume_drift(drift)
+                    if isinstance(item, Window):
+                        drift = self.score(item)
+                        self.scored += 1
+                    else:
+                        drift = self._cut()
+                if drift.scores:
+                    self.latest = drift
+                    for output in self.outputs:
+                        output.consume_drift(drift)
             except Exception:
                 # Logged once: a failing computation must not flood the log every window.
                 if not failed:
@@ -240,4 +327,5 @@ class DriftSink:
                     logger.exception("observe: drift scoring failed; later failures not logged")
             finally:
                 self._windows.task_done()
-        self._windows.task_done()
+            if item is None:
+                return

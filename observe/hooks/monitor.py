@@ -55,8 +55,9 @@ def attach(
 
     `adapter` overrides the search through registered and built-in adapters; `sinks` receive
     each flushed window's statistics on the monitor's background thread. `drift`
-    (`observe.drift.DriftSink(baseline)`) scores each window against a baseline; the
-    monitor closes it, and `monitor.drift.latest` holds the newest scores.
+    (`observe.drift.DriftSink(baseline)`) scores drift against a baseline (routing each
+    window, semantic each drift window of the baseline's size); the monitor closes it, and
+    `monitor.drift.latest` holds the newest scores.
 
     With `config.reduce="global"` every rank must attach (its monitors agree on the layers
     they sum) and then step, snapshot and close together.

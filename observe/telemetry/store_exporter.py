@@ -173,7 +173,7 @@ class ExpertLoadSink:
 
 
 class DriftResultWriter:
-    """A drift output writing each scored window's results, with its bounds."""
+    """A drift output writing each score, with the steps it covers."""
 
     def __init__(self, delivery: Delivery, run_id: str) -> None:
         self.delivery = delivery
@@ -188,8 +188,8 @@ class DriftResultWriter:
                 score.score,
                 score.threshold,
                 score.drifted,
-                drift.first_step,
-                drift.last_step,
+                score.first_step,
+                score.last_step,
                 drift.baseline_id,
                 {"kind": score.kind, "name": score.name, "rows": score.rows},
             )
