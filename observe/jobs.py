@@ -249,8 +249,10 @@ def serve(
                     engine, requests, concurrency=config.concurrency, settings=generation
                 )
                 # No window spans two phases, nor does a drift window: drift per phase reads
-                # clean ones. The snapshot waits until the phase's last window reached the
-                # drift sink, so that the cut comes after it.
+                # clean ones. The engine steps the monitor after its answers: joined first,
+                # so that no step comes after the phase's flush. The snapshot waits until
+                # the phase's last window reached the drift sink, so that the cut comes after.
+                engine.join()
                 monitor.snapshot()
                 if monitor.drift is not None:
                     monitor.drift.cut()

@@ -400,12 +400,34 @@ def test_on_batch_runs_once_per_batch_on_the_worker(model: MoETransformer) -> No
     assert set(threads) == {"observe-inference"}
 
 
-def test_a_failing_on_batch_fails_its_batch_instead_of_hanging(model: MoETransformer) -> None:
+def test_a_failing_on_batch_is_logged_once_and_fails_no_request(
+    model: MoETransformer, caplog: pytest.LogCaptureFixture
+) -> None:
     def fail() -> None:
         raise RuntimeError("monitor broke")
 
     with InferenceEngine(model, on_batch=fail) as engine:
-        assert isinstance(engine.submit("Hi", GREEDY).exception(timeout=30), RuntimeError)
+        for prompt in ("Hi", "Hello"):  # two batches: the second comes after a failure
+            assert engine.submit(prompt, GREEDY).result(timeout=30).new_tokens > 0
+            engine.join()
+    assert [r.message for r in caplog.records if "on_batch failed" in r.message] == [
+        "observe: on_batch failed; later failures not logged"
+    ]
+
+
+def test_on_batch_runs_after_the_answers_and_join_waits_for_it(model: MoETransformer) -> None:
+    """The answers do not wait for the step; join() does."""
+    answered, step = threading.Event(), threading.Event()
+
+    def on_batch() -> None:
+        assert answered.wait(30), "the batch's answer was not given before its step"
+        step.set()
+
+    with InferenceEngine(model, on_batch=on_batch) as engine:
+        engine.submit("Hi", GREEDY).result(timeout=30)
+        answered.set()
+        engine.join()
+        assert step.is_set()
 
 
 def force_eos(model: MoETransformer) -> torch.utils.hooks.RemovableHandle:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any, ClassVar
@@ -269,6 +270,11 @@ def test_a_store_outage_mid_run_loses_nothing(tmp_path: Path, throwaway_pg: PgCl
         if result.step == 4:
             throwaway_pg.stop()  # the store goes away mid-run...
         if result.step == 9:
+            # Delivery runs at the lowest priority: on a busy machine it may not yet have
+            # tried the windows of steps 6 and 8, so it gets a bounded while to.
+            deadline = time.monotonic() + 30
+            while not session.delivery.stats().spooled_samples and time.monotonic() < deadline:
+                time.sleep(0.05)
             stopped_at.append(session.delivery.stats().spooled_samples)
             throwaway_pg.start()  # ...and comes back
 

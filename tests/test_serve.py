@@ -88,7 +88,7 @@ def serving(
     tmp: Path, max_queue: int = 64, gate: threading.Event | None = None
 ) -> Iterator[Served]:
     """The tiny model served in this process, monitored by a session of its own. With a
-    `gate`, each batch's requests are answered only once it is set."""
+    `gate`, each forward of the model waits until it is set: requests stay generating."""
     settings = Settings(
         db_url=f"sqlite:///{tmp / 'observe.db'}",
         prometheus_port=0,
@@ -96,15 +96,17 @@ def serving(
         spool_dir=tmp / "spool",
     )
     model = tiny_model()
+    if gate is not None:
+
+        def held(*_: object) -> None:
+            gate.wait(BOUND_S)
+
+        model.register_forward_pre_hook(held)
     with MonitoringSession(settings, model=MODEL) as session:
         monitor = session.attach(model)
-
-        def step() -> None:
-            monitor.step()
-            if gate is not None:
-                gate.wait(BOUND_S)
-
-        with InferenceEngine(model, on_batch=step, meter_provider=session.meter_provider) as engine:
+        with InferenceEngine(
+            model, on_batch=monitor.step, meter_provider=session.meter_provider
+        ) as engine:
             served = ServedModel(MODEL, model.config.max_seq_len, int(time.time()))
             figures = ServerFigures(session.meter_provider)
             service = Service(engine, served, figures, Slots(max_queue))
@@ -349,7 +351,7 @@ def test_a_full_queue_is_429_and_a_client_gone_mid_stream_frees_its_slot(
         client = one.client()
         url = f"{one.url}/v1/completions"
         with httpx.stream("POST", url, json=greedy(prompt="held", stream=True), timeout=BOUND_S):
-            # Generated, but held at the gate: the one slot stays taken.
+            # Generating, held at the gate: the one slot stays taken.
             deadline = time.monotonic() + BOUND_S
             while not one.service.slots.held:
                 assert time.monotonic() < deadline, "the stream never took its slot"
@@ -358,7 +360,7 @@ def test_a_full_queue_is_429_and_a_client_gone_mid_stream_frees_its_slot(
             assert refused.status_code == 429
             assert refused.headers["Retry-After"] == "1"
             assert error(refused)["code"] == "queue_full"
-        # The client went away mid-stream, its answer still held: its slot is free again.
+        # The client went away mid-stream, its generation still held: its slot is free again.
         while one.service.slots.held:
             assert time.monotonic() < deadline, "the stream's slot was never freed"
             time.sleep(0.01)

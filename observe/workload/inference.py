@@ -176,8 +176,9 @@ class InferenceEngine(Closeable):
         on_batch: Callable[[], None] | None = None,
         meter_provider: MeterProvider | None = None,
     ) -> None:
-        """`on_batch` runs on the worker thread after each batched generation: a serving
-        step, where a monitor's `step` goes. Latency and cache hits go out through
+        """`on_batch` runs on the worker thread after each batched generation, once its
+        requests are answered: a serving step, where a monitor's `step` goes. Its failure
+        is logged and fails no request. Latency and cache hits go out through
         OpenTelemetry, to `meter_provider` or the global provider: a no-op unless the
         application configured one."""
         if max_batch_size < 1:
@@ -193,6 +194,7 @@ class InferenceEngine(Closeable):
         self.batch_wait_s = batch_wait_s
         self.seed = seed
         self.on_batch = on_batch
+        self._on_batch_failed = False
         meter = instruments.meter(meter_provider, "observe.workload")
         self._latency = instruments.histogram(meter, catalogue.INFERENCE_LATENCY)
         self._cache_hits = instruments.counter(meter, catalogue.CACHE_HITS)
@@ -200,6 +202,10 @@ class InferenceEngine(Closeable):
         # None wakes the worker when the engine closes.
         self._queue: queue.Queue[_Request | None] = queue.Queue()
         self._lock = threading.Lock()
+        # Notified as batches finish, their on_batch included: join() waits on it.
+        self._batch_done = threading.Condition(self._lock)
+        # Requests queued and not yet through a batch (or dropped, cancelled).
+        self._queued = 0
         self._stopping = threading.Event()
         self._worker: threading.Thread | None = None
         self._closed = False
@@ -242,6 +248,7 @@ class InferenceEngine(Closeable):
                     )
                     signals.start(self._worker)
                 self._queue.put(_Request(prompt, settings, future, submitted_at, on_tokens))
+                self._queued += 1
             else:
                 response = replace(
                     cached, cached=True, latency_s=time.perf_counter() - submitted_at
@@ -281,12 +288,19 @@ class InferenceEngine(Closeable):
                 latencies_s=tuple(self._latencies_s),
             )
 
+    def join(self) -> None:
+        """Waits until every request submitted so far went through its batch, the batch's
+        `on_batch` included (it runs after the answers), or the engine closed."""
+        with self._batch_done:
+            self._batch_done.wait_for(lambda: self._queued == 0 or self._closed)
+
     def close(self) -> None:
         """Stops the worker; requests not yet answered fail with ObserveError."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+            self._batch_done.notify_all()
             worker = self._worker
         self._stopping.set()
         self._queue.put(None)
@@ -308,6 +322,9 @@ class InferenceEngine(Closeable):
             live = [r for r in batch if r.future.set_running_or_notify_cancel()]
             if live:
                 self._run_batch(live)
+            with self._batch_done:
+                self._queued -= len(batch)
+                self._batch_done.notify_all()
 
     def _collect_batch(self) -> list[_Request]:
         """The oldest waiting request plus those that follow it with gaps of at most
@@ -356,8 +373,6 @@ class InferenceEngine(Closeable):
             responses = {
                 key: self._respond(*key, ids) for key, ids in zip(keys, new_ids, strict=True)
             }
-            if self.on_batch is not None:
-                self.on_batch()
         except Exception as exc:
             # Every caller of this batch learns of the failure rather than waiting forever.
             for request in requests:
@@ -372,8 +387,21 @@ class InferenceEngine(Closeable):
             self._batched_requests += len(requests)
             self._latencies_s.extend(latencies_s)
         for request, latency_s in zip(requests, latencies_s, strict=True):
-            self._latency.record(latency_s)
             request.future.set_result(replace(responses[request.key], latency_s=latency_s))
+        # The figures and the step after the answers: a monitor's step flushes every few
+        # batches (tens of ms of folding on 2 cores), which then runs while the callers
+        # send their next requests rather than holding back these answers.
+        for latency_s in latencies_s:
+            self._latency.record(latency_s)
+        if self.on_batch is not None:
+            try:
+                self.on_batch()
+            except Exception:
+                # The batch was answered; later batches must be too. Logged once: it would
+                # fail again every batch.
+                if not self._on_batch_failed:
+                    self._on_batch_failed = True
+                    logger.exception("observe: on_batch failed; later failures not logged")
 
     def _respond(self, prompt: str, settings: GenerationSettings, new_ids: list[int]) -> Response:
         """A generated row's response, cut at its stop sequences; latency is filled in later."""
