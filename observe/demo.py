@@ -9,6 +9,7 @@ provisioning) beside its checkpoint, saying how to start them.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,8 @@ def run_demo(
     *,
     progress: bool = True,
 ) -> DemoResult:
+    monitor = dataclasses.replace(settings.monitor, window_sample_size=config.drift_window)
+    settings = dataclasses.replace(settings, monitor=monitor)
     training = jobs.train(settings, config.fine_tune, config.train, out_dir, progress=progress)
     serving = jobs.serve(
         settings,

@@ -8,11 +8,14 @@ from collections import defaultdict
 import pytest
 
 from observe import jobs
+from observe.alerts.defaults import SEMANTIC_DRIFT_RULE
 from observe.catalogue import SEMANTIC_DRIFT_ALERT
+from observe.demo import run_demo
 from observe.drift.config import DriftConfig
 from observe.hooks.config import MonitorConfig
 from observe.settings import Settings
 from observe.workload.job_config import (
+    DemoConfig,
     FineTuneConfig,
     GenerationSettings,
     ServeConfig,
@@ -115,3 +118,19 @@ def test_the_summary_shows_drift_per_phase(served: jobs.Serving) -> None:
     text = served.format()
     assert "drift per traffic phase" in text
     assert "phase 1 (medical=1)" in text and "phase 2 (finance=1)" in text
+
+
+def test_the_demo_pages_on_its_finance_phase(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """`observe demo` as it ships: its drift alert fires on the traffic that shifted."""
+    where = tmp_path_factory.mktemp("demo")
+    settings = Settings(
+        db_url=f"sqlite:///{where / 'observe.db'}",
+        prometheus_port=None,
+        spool_dir=where / "spool",
+    )
+    result = run_demo(DemoConfig(), where / "demo", settings, progress=False)
+    drift = [row for row in result.alerts if row.rule == SEMANTIC_DRIFT_RULE.name]
+    assert {row.state for row in drift} == {"firing"}, drift
+    shifted = {d.layer for d in result.serving.drift
+               if d.drifted and d.first_step > result.serving.phases[0].last_step}  # fmt: skip
+    assert shifted == {0, 1, 2, 3}

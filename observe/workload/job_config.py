@@ -218,8 +218,11 @@ class DemoConfig:
 
     fine_tune: FineTuneConfig = FineTuneConfig(domain="medical")
     train: TrainConfig = TrainConfig(steps=120)
-    # Serving starts on the training domain and shifts halfway: real drift to monitor. 200
-    # requests a phase make two windows at the default flush interval, and the drift alert
-    # pages at the second window in a row over its threshold.
+    # Serving starts on the training domain and shifts halfway: real drift to monitor.
     serve: ServeConfig = ServeConfig(requests=400)
     generation: GenerationSettings = GenerationSettings(max_new_tokens=24)
+    # Sequences per drift window (the monitor's window_sample_size, observe's default 512),
+    # set for a run of a minute: 200 requests a phase, some answered from the cache, fill
+    # two drift windows of 64, and the drift alert pages at the second in a row over its
+    # threshold. Windows of 512 would take a phase of about 1,500 requests.
+    drift_window: int = 64
