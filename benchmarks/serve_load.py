@@ -26,7 +26,7 @@ on-call engineer is paged from: how many windows had been scored after the shift
 against the target of three, and whether it fired before the shift (a false alarm). Times
 from the shift are B's serving seconds, its stopped time left out. The rule is the default
 one, a layer's score over its calibrated threshold in two drift windows in a row (each the
-baseline's 512 sequences, about 26 s served here); `--drift-for` adds a `for` to both drift
+baseline's 512 sequences, about 40 s served here); `--drift-for` adds a `for` to both drift
 rules. B runs `observe serve`'s defaults but for alert evaluation, every 15 s by default,
 set for hours rather than a run of minutes: the header says what this run sets instead. It
 reports; it exits 0 whether or not the targets are met. `benchmarks/README.md` keeps the
