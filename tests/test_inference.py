@@ -424,10 +424,21 @@ def test_on_batch_runs_after_the_answers_and_join_waits_for_it(model: MoETransfo
         step.set()
 
     with InferenceEngine(model, on_batch=on_batch) as engine:
-        engine.submit("Hi", GREEDY).result(timeout=30)
+        joined: list[BaseException] = []
+
+        def join_from_the_worker(_: object) -> None:
+            try:
+                engine.join()
+            except ObserveError as exc:
+                joined.append(exc)
+
+        # Streamed ids are handed over on the worker thread.
+        engine.submit("Hi", GREEDY, on_tokens=join_from_the_worker).result(timeout=30)
         answered.set()
         engine.join()
         assert step.is_set()
+    # On the worker thread join() would wait for itself.
+    assert joined and all("would wait for itself" in str(exc) for exc in joined)
 
 
 def force_eos(model: MoETransformer) -> torch.utils.hooks.RemovableHandle:

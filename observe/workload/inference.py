@@ -291,6 +291,11 @@ class InferenceEngine(Closeable):
     def join(self) -> None:
         """Waits until every request submitted so far went through its batch, the batch's
         `on_batch` included (it runs after the answers), or the engine closed."""
+        if threading.current_thread() is self._worker:
+            raise ObserveError(
+                "InferenceEngine.join() on the engine's own thread (from a done-callback) "
+                "would wait for itself: call it from another thread"
+            )
         with self._batch_done:
             self._batch_done.wait_for(lambda: self._queued == 0 or self._closed)
 
