@@ -114,7 +114,6 @@ class Gathered:
         self.first_step: int | None = None
         self.last_step = 0
         self._rows: dict[str, list[np.ndarray]] = {}
-        self.counts: dict[str, int] = {}
 
     def add(self, window: Window) -> None:
         if self.first_step is None:
@@ -123,13 +122,16 @@ class Gathered:
         for name, rows_ND in window.hidden_states.items():
             if name in self._names and len(rows_ND):
                 self._rows.setdefault(name, []).append(rows_ND)
-                self.counts[name] = self.counts.get(name, 0) + len(rows_ND)
+
+    def counts(self) -> dict[str, int]:
+        """Rows gathered per layer, of the layers that have any."""
+        return {name: sum(len(part) for part in parts) for name, parts in self._rows.items()}
 
     def take(self) -> tuple[int, int, dict[str, np.ndarray]]:
         """The steps and every layer's rows, in the order they came; empties it."""
         states = {name: np.concatenate(parts) for name, parts in self._rows.items()}
         taken = (self.first_step or self.last_step, self.last_step, states)
-        self.first_step, self._rows, self.counts = None, {}, {}
+        self.first_step, self._rows = None, {}
         return taken
 
 
@@ -204,7 +206,7 @@ class DriftSink:
         scores = self._routing(window)
         # Layers with no rows at all do not hold the others back: a baseline may name a
         # layer the monitor does not sample.
-        counts = self._gathered.counts
+        counts = self._gathered.counts()
         if counts and all(rows >= self._full[name] for name, rows in counts.items()):
             scores = [*self._semantic(), *scores]
         return self._drift(scores)
