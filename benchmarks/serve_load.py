@@ -26,10 +26,10 @@ on-call engineer is paged from: how many windows had been scored after the shift
 against the target of three, and whether it fired before the shift (a false alarm). Times
 from the shift are B's serving seconds, its stopped time left out. The rule is the default
 one, a layer's score over its calibrated threshold in two drift windows in a row (each the
-baseline's 512 sequences, about 40 s served here); `--drift-for` adds a `for` to both drift
+baseline's 512 sequences, 40–60 s served here); `--drift-for` adds a `for` to both drift
 rules. B runs `observe serve`'s defaults, alert evaluation every 15 s included: a drift
-window (about 40 s served here) outlasts it, so the alert is counted at the drift window it
-would be counted at with evaluations more often. The header says what a run sets. It
+window outlasts it, so the alert is counted at the drift window it would be counted at with
+evaluations more often. The header says what a run sets. It
 reports; it exits 0 whether or not the targets are met. `benchmarks/README.md` keeps the
 latest table.
 
